@@ -1,0 +1,59 @@
+"""The ``workbench`` command line: one program, sub-commands per step.
+
+Built-in sub-commands live in ``workbench.cli.<name>`` modules. Packages that
+depend on workbench (``sae``, ``probes``, ...) add theirs through the
+``workbench.commands`` entry-point group, so workbench never imports them
+directly. Each module exposes ``register(subparsers)`` that adds a parser whose
+``func(args)`` runs the command and returns an exit code.
+
+Example
+-------
+$ workbench corpus synth --n 20 --out work/synth
+$ workbench models info whisper-tiny.en
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from importlib.metadata import entry_points
+
+BUILTIN = ["corpus", "models", "cache", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in BUILTIN:
+        try:
+            mod = importlib.import_module(f"workbench.cli.{name}")
+        except ModuleNotFoundError as e:  # a sub-command whose module is not written yet
+            if e.name == f"workbench.cli.{name}":
+                continue
+            raise
+        mod.register(sub)
+    for ep in entry_points(group="workbench.commands"):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+        # One clear line naming the problem instead of a traceback; -v shows the traceback.
+        if args.verbose:
+            raise
+        print(f"workbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
