@@ -19,7 +19,7 @@ import logging
 import sys
 from importlib.metadata import entry_points
 
-BUILTIN = ["corpus", "models", "cache", "demo"]
+BUILTIN = ["corpus", "models", "cache"]
 
 
 def build_parser() -> argparse.ArgumentParser:
