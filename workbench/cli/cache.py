@@ -1,0 +1,89 @@
+"""``workbench cache``: cache hook activations over a corpus; ``workbench cache-info``: describe a cache.
+
+Example
+-------
+$ workbench cache --model whisper-tiny.en --corpus ../shared/data/manifest.jsonl \\
+      --hooks 'encoder.blocks.*.hook_resid_post' --out work/cache
+$ torchrun --nproc_per_node 2 -m workbench cache --model whisper-tiny.en --corpus work/synth \\
+      --hooks 'encoder.blocks.*.hook_resid_post' --out work/cache      # one share of the clips per rank
+$ workbench cache-info work/cache
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "cache",
+        help="cache hook activations over a corpus (resumable; torchrun for several processes)",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Example\n-------\n", 1)[1],
+    )
+    p.add_argument("--model", required=True, help="model spec, e.g. whisper-tiny.en, cochleagram or a local dir")
+    p.add_argument("--corpus", required=True, help="corpus directory or manifest.jsonl")
+    p.add_argument("--hooks", required=True, nargs="+", metavar="PATTERN",
+                   help="hook names or globs, e.g. 'encoder.blocks.*.hook_resid_post'")
+    p.add_argument("--out", required=True, help="cache directory (created; a rerun continues it)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="storage dtype")
+    p.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per written batch")
+    p.add_argument("--max-clips", type=int, default=None, help="cache only the first N clips of the corpus")
+    p.add_argument("--strict", action="store_true", help="fail on the first unreadable clip instead of skipping")
+    p.add_argument("--device", default=None, help="torch device (default: cuda[:LOCAL_RANK] if available, else cpu)")
+    p.add_argument("--model-dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="dtype to run the model in (default: the adapter's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=run_cache)
+
+    info = subparsers.add_parser("cache-info", help="describe an activation cache (hooks, frames, skipped clips)")
+    info.add_argument("dir", help="cache directory")
+    info.add_argument("--json", action="store_true", help="print the full description as JSON")
+    info.set_defaults(func=run_info)
+
+
+def run_cache(args) -> int:
+    import torch
+
+    from workbench.cache import build_cache
+    from workbench.cache.distributed import init_from_env, shutdown
+    from workbench.corpus import load_corpus
+    from workbench.models import load
+
+    dist, device = init_from_env(args.device)
+    try:
+        model_dtype = getattr(torch, args.model_dtype) if args.model_dtype else None
+        model = load(args.model, device=device, dtype=model_dtype)
+        corpus = load_corpus(args.corpus)
+        cache = build_cache(
+            model, corpus, args.hooks, args.out, dtype=args.dtype, batch_seconds=args.batch_seconds,
+            max_clips=args.max_clips, strict=args.strict, verbose=not args.quiet and dist.is_main,
+        )
+        if dist.is_main and not args.quiet:
+            summary = cache.info()["summary"] or {}
+            print(json.dumps({k: v for k, v in summary.items() if k != "skipped"}, indent=1))
+    finally:
+        shutdown()
+    return 0
+
+
+def run_info(args) -> int:
+    from workbench.cache import ActivationCache
+
+    info = ActivationCache.open(args.dir).info()
+    if args.json:
+        print(json.dumps(info, indent=1, default=str))
+        return 0
+    out = sys.stdout
+    m = info["model"]
+    print(f"cache {info['root']}: model {m['spec']} ({m['name']}), dtype {info['dtype']}, "
+          f"{info['clips']} clips, {info['skipped']} skipped, complete={info['complete']}", file=out)
+    for h, d in info["hooks"].items():
+        print(f"  {h}: {d['frames']} frames x {d['d_model']} @ {d['frame_rate']:g} Hz", file=out)
+    s = info["summary"] or {}
+    if s:
+        print(f"  frames per domain: {s.get('frames_per_domain')}; disk {s.get('disk_bytes', 0) / 2**20:.1f} MB",
+              file=out)
+    return 0

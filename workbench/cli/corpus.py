@@ -1,0 +1,105 @@
+"""``workbench corpus``: build, synthesize and inspect corpora.
+
+Example
+-------
+$ workbench corpus build ../shared/data --out work/corpus --align
+$ workbench corpus synth --n 200 --out work/synth --seed 0
+$ workbench corpus info work/synth --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def _print_summary(summary: dict, as_json: bool, title: str) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    print(title)
+    print(f"  clips:    {summary['clips']}")
+    print(f"  hours:    {summary['hours']:.4f} ({summary['hours'] * 60:.1f} min)")
+    print(f"  domains:  {', '.join(f'{k} {v}' for k, v in sorted(summary['domains'].items())) or '-'}")
+    spk = summary["speakers"]
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(spk.items())[:12]) + (" ..." if len(spk) > 12 else "")
+    print(f"  speakers: {len(spk)}{' (' + shown + ')' if spk else ''}")
+    print(f"  tiers:    {', '.join(summary['tiers']) or '-'}")
+    inv = summary["phone_inventory"]
+    print(f"  phones:   {len(inv)} labels, {sum(inv.values())} segments")
+    if inv:
+        print("            " + " ".join(f"{k}:{v}" for k, v in inv.items()))
+
+
+def _build(args: argparse.Namespace) -> int:
+    from workbench.corpus import build_corpus
+
+    res = build_corpus(args.src, args.out, align=args.align, strict=args.strict, fold_phones=not args.no_fold,
+                       textgrids=args.textgrids, verbose=not args.quiet)
+    summary = res.corpus.summary()
+    summary["skipped"] = sum(1 for e in res.skipped if e.get("action") == "skipped")
+    summary["problems"] = len(res.skipped)
+    summary["aligned"] = res.aligned
+    _print_summary(summary, args.json, f"wrote {res.manifest}")
+    if not args.json:
+        if args.align:
+            print(f"  aligned:  {res.aligned} clips with pocketsphinx")
+        if res.skipped:
+            print(f"  problems: {len(res.skipped)} ({summary['skipped']} files skipped), see {res.errors_file}")
+            for e in res.skipped[:10]:
+                print(f"    [{e['stage']}] {e['path']}: {e['error']} ({e['action']})")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from workbench.corpus.synth import synth_corpus
+
+    corpus = synth_corpus(args.n, args.out, seed=args.seed, n_speakers=args.speakers, sr=args.sr, fmt=args.format,
+                          verbose=not args.quiet)
+    _print_summary(corpus.summary(), args.json, f"wrote {corpus.root / 'manifest.jsonl'}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from workbench.corpus import load_corpus
+
+    corpus = load_corpus(args.src, fold_phones=not args.no_fold)
+    _print_summary(corpus.summary(), args.json, f"{args.src}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``corpus build|synth|info`` to the ``workbench`` command line."""
+    p = subparsers.add_parser("corpus", help="build, synthesize and inspect corpora",
+                              description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+
+    b = sub.add_parser("build", help="manifest / folder tree -> DIR/manifest.jsonl (tiers inline)")
+    b.add_argument("src", help="manifest.jsonl, a folder holding one, or a folder tree (domain = sub-folder)")
+    b.add_argument("--out", required=True, help="output folder (manifest.jsonl, errors.jsonl)")
+    b.add_argument("--align", action="store_true",
+                   help="force-align natural speech that has a transcript but no word tier (pocketsphinx)")
+    b.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
+    b.add_argument("--textgrids", action="store_true", help="also write DIR/textgrids/<clip>.TextGrid")
+    b.set_defaults(func=_build)
+
+    s = sub.add_parser("synth", help="espeak-ng speech with exact phone/word timings")
+    s.add_argument("--n", type=int, default=40, help="number of clips (default 40)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--speakers", type=int, default=8, help="number of distinct synthetic speakers (default 8)")
+    s.add_argument("--sr", type=int, default=16000, help="sample rate of the written audio (default 16000)")
+    s.add_argument("--format", choices=["flac", "wav"], default="flac")
+    s.set_defaults(func=_synth)
+
+    i = sub.add_parser("info", help="clips, hours, domains, speakers, tiers, phone inventory")
+    i.add_argument("src", help="DIR or manifest.jsonl (or a folder tree)")
+    i.set_defaults(func=_info)
+
+    for q in (b, s, i):
+        q.add_argument("--json", action="store_true", help="print the summary as JSON")
+        q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    for q in (b, i):
+        q.add_argument("--no-fold", action="store_true", help="keep phone labels as found (no 39-set folding)")

@@ -1,0 +1,118 @@
+"""``workbench models``: inspect model adapters and transcribe with Whisper.
+
+Example
+-------
+$ workbench models info whisper-tiny.en
+$ workbench models info whisper-tiny.en --json
+$ workbench models transcribe whisper-tiny.en ../shared/data/speech/jfk.flac
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
+    """float32 mono at ``sr``: ``workbench.audio.load_audio`` when present, else soundfile + scipy."""
+    try:
+        from workbench.audio import load_audio as shared_loader
+    except ImportError:
+        shared_loader = None
+    if shared_loader is not None:
+        return shared_loader(path, sr=sr)
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    try:
+        x, sr_in = sf.read(str(path), dtype="float32", always_2d=True)
+    except RuntimeError as e:  # soundfile's error for undecodable files
+        raise ValueError(f"{path}: cannot decode audio ({e})") from e
+    x = x.mean(axis=1)
+    if sr_in != sr:
+        g = np.gcd(int(sr_in), int(sr))
+        x = resample_poly(x, sr // g, sr_in // g).astype(np.float32)
+    return x
+
+
+def _hook_dims(model) -> dict[str, int | None]:
+    """d_model per hook: from ``info()`` when the adapter reports it, else by running 1 s of silence."""
+    info = model.info()
+    if "d_model" in info:
+        return {h: int(info["d_model"]) for h in model.hook_points}
+    try:
+        acts = model.run_with_cache(np.zeros(model.sample_rate, np.float32), model.hook_points)
+        return {h: int(a.shape[-1]) if a.ndim > 1 else 1 for h, a in acts.items()}
+    except Exception as e:  # an adapter that cannot run silence still lists its hooks
+        logger.warning("could not probe hook sizes: %s", e)
+        return {h: None for h in model.hook_points}
+
+
+def _info(args: argparse.Namespace) -> int:
+    from workbench.models import load
+
+    model = load(args.spec, device=args.device, dtype=args.dtype)
+    info = model.info()
+    dims = _hook_dims(model)
+    info["hooks"] = [{"name": h, "frame_rate": rate, "d_model": dims[h]} for h, rate in info["hook_points"].items()]
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"{info['name']}  (spec {info['spec']}, {info['sample_rate']} Hz)")
+    for key in ("d_model", "encoder_layers", "decoder_layers", "vocab_size", "multilingual"):
+        if key in info:
+            print(f"  {key}: {info[key]}")
+    width = max(len(h["name"]) for h in info["hooks"])
+    print(f"  {'hook point':<{width}}  {'frames/s':>9}  {'d_model':>7}")
+    for h in info["hooks"]:
+        rate = "per token" if h["frame_rate"] is None else f"{h['frame_rate']:g}"
+        print(f"  {h['name']:<{width}}  {rate:>9}  {h['d_model'] if h['d_model'] is not None else '?':>7}")
+    return 0
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from workbench.models import load
+
+    model = load(args.spec, device=args.device, dtype=args.dtype)
+    if not hasattr(model, "transcribe"):
+        raise ValueError(f"{args.spec}: the {type(model).__name__} adapter cannot transcribe (use a Whisper model)")
+    results = []
+    for path in args.audio:
+        text = model.transcribe(load_audio(path, sr=model.sample_rate), max_new_tokens=args.max_new_tokens,
+                                language=args.language)
+        results.append({"path": str(path), "text": text})
+        if not args.json:
+            print(f"{path}\t{text}" if len(args.audio) > 1 else text, flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("models", help="inspect model adapters, transcribe with Whisper",
+                                   description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+
+    def common(p):
+        p.add_argument("spec", help="model spec: whisper-tiny.en, whisper-base, a hub id or a local dir")
+        p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+        p.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("info", help="list hook points with frame rates and sizes")
+    common(p)
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("transcribe", help="greedy transcripts of audio files (Whisper)")
+    common(p)
+    p.add_argument("audio", nargs="+", help="audio files (any rate; resampled to the model's)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="decoding budget per 30 s window")
+    p.add_argument("--language", default="en", help="language for multilingual models (default: en)")
+    p.set_defaults(func=_transcribe)

@@ -1,0 +1,220 @@
+"""Forced alignment of natural speech to its transcript with pocketsphinx.
+
+pocketsphinx (PyPI) ships a US-English acoustic model and the CMU dictionary. Alignment
+runs two passes over 16 kHz audio: a word pass (``set_align_text``) and a phone pass
+(``set_alignment``). Facts this module relies on: the decoder must be created with
+``bestpath=False`` or the phone pass fails with "Alignment failed"; ``get_alignment()``
+must be iterated right away (keeping it and reading it later crashed). It aligns a
+minute of speech in about 2 s. It fails on robotic synthetic speech, so use it only on
+natural speech (synthetic clips already have exact tiers).
+
+Transcripts are normalised to lowercase dictionary words; bracketed tokens (``[laugh]``,
+``<VOCNOISE>``) are dropped. Words missing from the dictionary get a pronunciation from
+espeak-ng (``oov="g2p"``, the default) or are left out (``oov="skip"``); either way they
+are reported in :attr:`AlignResult.oov`.
+
+Example
+-------
+>>> aligner = ForcedAligner()                                              # doctest: +SKIP
+>>> r = aligner.align_file("speech/jfk.flac", "and so my fellow americans")   # doctest: +SKIP
+>>> r.words[0], r.phones[:3]                                                # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from workbench.audio import load_audio
+from workbench.corpus.phones import fold_segments
+from workbench.corpus.types import Corpus, Segment
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ForcedAligner", "AlignResult", "AlignmentError", "normalise_transcript", "align_corpus",
+           "needs_alignment"]
+
+SAMPLE_RATE = 16000
+_SKIP_WORDS = {"<sil>", "<s>", "</s>"}
+# CMU acoustic-model phones; the folded set adds DX and drops AO/ZH, so map back for g2p.
+_TO_CMU = {"DX": "T", "sil": None}
+# Pruning beams for the retry: with the defaults the grammar search sometimes loses the
+# path on hard audio ("Final result does not match the grammar"); wider beams cost ~2x time.
+_WIDE_BEAMS = {"beam": 1e-100, "wbeam": 1e-80, "pbeam": 1e-100}
+
+
+class AlignmentError(RuntimeError):
+    """pocketsphinx could not align a clip; the message names the clip."""
+
+
+@dataclass
+class AlignResult:
+    words: list[Segment]
+    phones: list[Segment]
+    oov: list[str] = field(default_factory=list)  # transcript words not in the dictionary
+
+
+def normalise_transcript(text: str) -> list[str]:
+    """Lowercase words for the aligner: drop ``[...]``/``<...>`` tokens and punctuation.
+
+    >>> normalise_transcript("Hello, World! [laugh] <VOCNOISE> it's  fine-ish.")
+    ['hello', 'world', "it's", 'fine-ish']
+    """
+    text = re.sub(r"\[[^\]]*\]|<[^>]*>", " ", text.lower())
+    text = re.sub(r"[^\w'\- ]+", " ", text.replace("’", "'"))
+    return [w.strip("'-") for w in text.split() if w.strip("'-")]
+
+
+def needs_alignment(clip) -> bool:
+    """True for natural speech with a transcript and no word tier (synthetic clips are exact)."""
+    return (clip.domain == "speech" and bool(clip.transcript) and "words" not in clip.tiers
+            and clip.extra.get("source") != "espeak-ng")
+
+
+class ForcedAligner:
+    """A reusable pocketsphinx aligner (decoder loading costs ~0.5 s; calls are serialised).
+
+    Parameters
+    ----------
+    oov : "g2p" gives out-of-dictionary words an espeak-ng pronunciation, "skip" leaves them out.
+    **decoder_kwargs : extra pocketsphinx config (``hmm=``, ``dict=`` for another model).
+    """
+
+    def __init__(self, oov: str = "g2p", **decoder_kwargs) -> None:
+        if oov not in ("g2p", "skip"):
+            raise ValueError(f"oov must be 'g2p' or 'skip', got {oov!r}")
+        self.oov = oov
+        self._lock = threading.Lock()
+        self._kwargs = decoder_kwargs
+        self._decoders: dict[int, object] = {}
+        d = self._decoder(0)
+        self._frate = int(d.config["frate"])
+        if int(d.config["samprate"]) != SAMPLE_RATE:
+            raise ValueError(f"aligner expects a {SAMPLE_RATE} Hz model, got {d.config['samprate']}")
+
+    def _decoder(self, attempt: int):
+        """Decoder for ``attempt`` 0 (default beams) or 1 (wide beams, created on first need)."""
+        if attempt not in self._decoders:
+            from pocketsphinx import Decoder
+
+            extra = {} if attempt == 0 else _WIDE_BEAMS
+            self._decoders[attempt] = Decoder(bestpath=False, loglevel="ERROR", **{**extra, **self._kwargs})
+        return self._decoders[attempt]
+
+    def _g2p(self, word: str) -> str | None:
+        from workbench.corpus.phones import espeak_to_phone
+        from workbench.corpus.synth import text_to_phonemes
+
+        phones = []
+        for mn in text_to_phonemes(word, "en-us"):
+            p = espeak_to_phone(mn)
+            p = _TO_CMU.get(p, p) if p else None
+            if p:
+                phones.append(p)
+        return " ".join(phones) or None
+
+    def _prepare(self, d, transcript: str) -> tuple[list[str], list[str]]:
+        words, oov = [], []
+        for w in normalise_transcript(transcript):
+            if d.lookup_word(w) is not None:
+                words.append(w)
+                continue
+            parts = [x for x in w.split("-") if x]
+            if len(parts) > 1 and all(d.lookup_word(x) is not None for x in parts):
+                words.extend(parts)  # "well-known" -> "well known"
+                continue
+            oov.append(w)
+            pron = self._g2p(w) if self.oov == "g2p" else None
+            if pron:
+                d.add_word(w, pron, True)
+                words.append(w)
+        return words, oov
+
+    def align(self, audio: np.ndarray, transcript: str, name: str = "<audio>") -> AlignResult:
+        """Align 16 kHz float audio to ``transcript``; raises :class:`AlignmentError` naming ``name``.
+
+        Tries the default beams, then once more with wide beams if the search lost the path.
+        """
+        pcm = (np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+        end_s = len(audio) / SAMPLE_RATE
+        with self._lock:
+            for attempt in (0, 1):
+                d = self._decoder(attempt)
+                words, oov = self._prepare(d, transcript)
+                if not words:
+                    raise AlignmentError(f"{name}: no alignable words in transcript {transcript!r}")
+                try:
+                    word_segs, phone_segs = self._run(d, words, pcm, end_s)
+                    break
+                except RuntimeError as e:
+                    if attempt == 1:
+                        raise AlignmentError(f"{name}: pocketsphinx alignment failed ({e})") from e
+                    logger.info("%s: alignment failed with default beams (%s); retrying with wide beams", name, e)
+        if oov:
+            logger.warning("%s: words not in the pocketsphinx dictionary (%s): %s", name,
+                           "espeak pronunciation" if self.oov == "g2p" else "left out", oov)
+        if not word_segs:
+            raise AlignmentError(f"{name}: pocketsphinx aligned no words")
+        return AlignResult(word_segs, fold_segments(phone_segs, end_s=end_s), oov)
+
+    def _run(self, d, words: list[str], pcm: bytes, end_s: float) -> tuple[list[Segment], list[Segment]]:
+        d.set_align_text(" ".join(words))
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        d.set_alignment()
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        # Read the alignment while iterating: a stored Alignment object crashed when read later.
+        word_segs, phone_segs = [], []
+        for w in d.get_alignment():
+            a, b = w.start / self._frate, (w.start + w.duration) / self._frate
+            label = re.sub(r"\(\d+\)$", "", w.name)
+            if label not in _SKIP_WORDS and not label.startswith(("+", "[")):
+                word_segs.append(Segment(a, min(b, end_s), label))
+            for p in w:
+                pa, pb = p.start / self._frate, (p.start + p.duration) / self._frate
+                phone_segs.append(Segment(pa, min(pb, end_s), p.name))
+        return word_segs, phone_segs
+
+    def align_file(self, path, transcript: str) -> AlignResult:
+        """Load ``path`` at 16 kHz and align it."""
+        return self.align(load_audio(path, SAMPLE_RATE), transcript, name=str(path))
+
+
+def align_corpus(corpus: Corpus, aligner: ForcedAligner | None = None, strict: bool = False,
+                 errors: list[dict] | None = None, verbose: bool = True) -> int:
+    """Add "words"/"phones" tiers to every clip that :func:`needs_alignment`; returns how many.
+
+    Failures raise (``strict``) or are logged, appended to ``errors`` and the clip is kept
+    without tiers.
+    """
+    from tqdm.auto import tqdm
+
+    todo = [c for c in corpus if needs_alignment(c)]
+    if not todo:
+        return 0
+    aligner = aligner or ForcedAligner()
+    done = 0
+    for clip in tqdm(todo, desc="align", unit="clip", disable=not verbose):
+        path = corpus.audio_path(clip)
+        try:
+            r = aligner.align_file(path, clip.transcript)
+        except (AlignmentError, ValueError) as e:
+            if strict:
+                raise
+            logger.warning("alignment skipped: %s", e)
+            if errors is not None:
+                errors.append({"clip_id": clip.id, "path": str(path), "stage": "align", "error": str(e),
+                               "action": "kept without alignment"})
+            continue
+        clip.tiers["words"], clip.tiers["phones"] = r.words, r.phones
+        if r.oov:
+            clip.extra["align_oov"] = r.oov
+        clip.extra["alignment_source"] = "pocketsphinx"
+        done += 1
+    return done

@@ -1,0 +1,208 @@
+"""Corpora from manifest.jsonl files, the :func:`load_corpus` dispatcher and :func:`build_corpus`.
+
+A manifest has one JSON object per line. Fields: ``path`` (audio, relative to the
+manifest or absolute; required), ``id`` (default: ``path`` without extension, "/" ->
+"_"), ``domain`` (default "speech"), ``speaker`` (default: guessed from the file name,
+see :func:`workbench.corpus.folder.infer_speaker`, else ``None``), ``transcript``,
+``duration_s``, ``tiers`` inline (``{"phones": [[start, end, label], ...]}``, as written by
+:meth:`Corpus.save`) and/or ``alignment`` (a TextGrid path relative to the manifest).
+Inline tiers win over TextGrid tiers of the same name. Other fields (``source``,
+``license``, ...) are kept in ``Clip.extra``.
+
+Example
+-------
+>>> corpus = load_corpus("../shared/data")                        # doctest: +SKIP
+>>> result = build_corpus("../shared/data", "work/corpus", align=True)   # doctest: +SKIP
+>>> result.corpus.summary()["clips"], len(result.skipped)          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.audio import AudioLoadError, check_audio
+from workbench.corpus.folder import clip_id_from_path, infer_speaker, scan_folder
+from workbench.corpus.phones import fold_segments
+from workbench.corpus.textgrid import read_textgrid
+from workbench.corpus.types import Clip, Corpus
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["read_manifest", "load_corpus", "build_corpus", "BuildResult"]
+
+
+def _fail(strict: bool, errors: list[dict] | None, entry: dict, exc: Exception) -> None:
+    if strict:
+        raise exc
+    logger.warning("%s", exc)
+    if errors is not None:
+        errors.append(entry)
+
+
+def read_manifest(path: str | os.PathLike, *, fold_phones: bool = True, strict: bool = False,
+                  errors: list[dict] | None = None, unknown_phones: Counter | None = None) -> Corpus:
+    """Read a manifest.jsonl into a :class:`Corpus` rooted at the manifest's folder.
+
+    A malformed row (bad JSON, no ``path``) or a broken TextGrid raises ``ValueError``
+    naming the file and line when ``strict``; otherwise it is reported in ``errors``
+    (bad rows are dropped, clips with a broken TextGrid are kept without its tiers).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found")
+    root = path.parent
+    unknown = Counter() if unknown_phones is None else unknown_phones
+    clips: list[Clip] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or not row.get("path"):
+                    raise ValueError("row has no 'path'")
+            except ValueError as e:
+                _fail(strict, errors, {"path": where, "stage": "manifest", "error": str(e), "action": "skipped"},
+                      ValueError(f"{where}: bad manifest row ({e})"))
+                continue
+            row = dict(row)
+            row.setdefault("id", clip_id_from_path(str(row["path"])))
+            alignment = row.pop("alignment", None)
+            clip = Clip.from_dict(row)
+            if clip.speaker is None:
+                clip.speaker = infer_speaker(clip.path, use_folders=False)
+            if fold_phones and "phones" in clip.tiers:
+                clip.tiers["phones"] = fold_segments(clip.tiers["phones"], end_s=clip.duration_s, unknown=unknown)
+            if alignment:
+                tg = Path(alignment) if Path(alignment).is_absolute() else root / alignment
+                try:
+                    tg_tiers, _ = read_textgrid(tg, fold_phones=fold_phones, unknown=unknown)
+                    for name, segs in tg_tiers.items():
+                        clip.tiers.setdefault(name, segs)
+                    clip.extra.setdefault("alignment_source", "textgrid")
+                except ValueError as e:
+                    _fail(strict, errors, {"clip_id": clip.id, "path": str(tg), "stage": "textgrid",
+                                           "error": str(e), "action": "kept clip without tiers"},
+                          ValueError(f"{where}: {e}"))
+            clips.append(clip)
+    return Corpus(clips, root=root)
+
+
+def load_corpus(src: str | os.PathLike, *, fold_phones: bool = True, strict: bool = False,
+                errors: list[dict] | None = None) -> Corpus:
+    """Load a corpus from a manifest.jsonl, a folder holding one, or a folder tree of audio.
+
+    ``fold_phones`` maps phone labels to the 39-phone set (see
+    :mod:`workbench.corpus.phones`); labels it cannot map are kept and reported once.
+    Pass a list as ``errors`` to receive the problems that were skipped.
+
+    Example
+    -------
+    >>> corpus = load_corpus("work/synth")                # doctest: +SKIP
+    >>> corpus[0].label_at("phones", 0.5)                  # doctest: +SKIP
+    """
+    src = Path(src)
+    unknown: Counter = Counter()
+    if src.is_file():
+        if src.suffix != ".jsonl":
+            raise ValueError(f"{src}: expected a manifest .jsonl file or a folder")
+        corpus = read_manifest(src, fold_phones=fold_phones, strict=strict, errors=errors, unknown_phones=unknown)
+    elif (src / "manifest.jsonl").is_file():
+        corpus = read_manifest(src / "manifest.jsonl", fold_phones=fold_phones, strict=strict, errors=errors,
+                               unknown_phones=unknown)
+    elif src.is_dir():
+        corpus = scan_folder(src, fold_phones=fold_phones, strict=strict, errors=errors, unknown_phones=unknown)
+    else:
+        raise FileNotFoundError(f"{src}: no such manifest or folder")
+    if unknown:
+        logger.warning("%s: phone labels outside the 39-phone set (kept as is): %s", src, dict(unknown))
+    return corpus
+
+
+@dataclass
+class BuildResult:
+    corpus: Corpus
+    manifest: Path
+    skipped: list[dict] = field(default_factory=list)  # every problem: path, stage, error, action
+    errors_file: Path | None = None
+    aligned: int = 0
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, path)
+
+
+def build_corpus(src: str | os.PathLike, out_dir: str | os.PathLike, *, align: bool = False,
+                 strict: bool = False, fold_phones: bool = True, textgrids: bool = False,
+                 verbose: bool = True) -> BuildResult:
+    """Load ``src``, decode every clip once, optionally force-align, write ``out_dir/manifest.jsonl``.
+
+    Bad audio (missing, corrupt, empty, NaN/inf, wrong type) is logged and listed in
+    ``out_dir/errors.jsonl`` and :attr:`BuildResult.skipped`, and the rest is kept;
+    ``strict=True`` raises on the first bad file. ``align=True`` runs pocketsphinx on
+    natural speech with a transcript and no word tier. Audio paths inside ``out_dir`` are
+    written relative to it, others absolute. ``textgrids=True`` also writes
+    ``out_dir/textgrids/<id>.TextGrid``.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped: list[dict] = []
+    corpus = load_corpus(src, fold_phones=fold_phones, strict=strict, errors=skipped)
+    kept: list[Clip] = []
+    for clip in tqdm(list(corpus), desc="check audio", unit="clip", disable=not verbose):
+        path = corpus.audio_path(clip)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                sr, duration = check_audio(path)
+        except AudioLoadError as e:
+            if strict:
+                raise
+            logger.warning("skipping %s", e)
+            skipped.append({"clip_id": clip.id, "path": str(path), "stage": "audio", "error": e.problem,
+                            "action": "skipped"})
+            continue
+        for w in caught:
+            logger.warning("%s", w.message)
+            skipped.append({"clip_id": clip.id, "path": str(path), "stage": "audio", "error": str(w.message),
+                            "action": "kept"})
+        clip.duration_s = round(duration, 6)
+        clip.extra.setdefault("sample_rate", sr)
+        kept.append(clip)
+    result_root = out.resolve()
+    for clip in kept:
+        abs_path = corpus.audio_path(clip).resolve()
+        clip.path = (abs_path.relative_to(result_root).as_posix() if abs_path.is_relative_to(result_root)
+                     else str(abs_path))
+    built = Corpus(kept, root=out)
+    aligned = 0
+    if align:
+        from workbench.corpus.align import align_corpus
+
+        aligned = align_corpus(built, strict=strict, errors=skipped, verbose=verbose)
+    manifest = built.save(out / "manifest.jsonl")
+    errors_file = out / "errors.jsonl"
+    if skipped:
+        _write_jsonl(errors_file, skipped)
+    elif errors_file.exists():
+        errors_file.unlink()  # stale report from an earlier build
+    if textgrids:
+        from workbench.corpus.textgrid import write_textgrid
+
+        for clip in built:
+            if clip.tiers:
+                write_textgrid(clip, out / "textgrids" / f"{clip.id}.TextGrid")
+    return BuildResult(built, manifest, skipped, errors_file if skipped else None, aligned)
