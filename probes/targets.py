@@ -2,8 +2,8 @@
 
 Targets:
 
-- ``phones``: the phone tier folded to the 39-phone ARPAbet set plus ``sil`` (stress
-  digits removed; TIMIT-only symbols and pauses folded, see :func:`fold_phone`);
+- ``phones``: the phone tier folded to the corpus's 39-class set (Lee & Hon's TIMIT folding:
+  38 phones plus ``sil``, see :func:`fold_phone`); other labels are dropped;
 - ``words`` or ``words:N``: the N most frequent words (default 50), other frames dropped;
 - ``speaker``, ``domain``, or any other frame-table column (tier or manifest field).
 
@@ -22,38 +22,40 @@ Example
 """
 from __future__ import annotations
 
-import re
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from workbench.corpus.phones import PHONES_39
+from workbench.corpus.phones import fold_phone as _corpus_fold
+from workbench.corpus.types import SILENCE
 
-SILENCE = "sil"
-#: the 39 ARPAbet phonemes (CMU set without stress); with ``sil`` the 40 phone classes
-PHONES_39 = (
-    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH"
-).split()
-_FOLD = {  # TIMIT / MFA symbols outside the CMU set -> nearest CMU phoneme
-    "AX": "AH", "AX-H": "AH", "AXR": "ER", "IX": "IH", "UX": "UW", "HV": "HH", "EL": "L",
-    "EM": "M", "EN": "N", "ENG": "NG", "NX": "N", "DX": "T", "Q": None,
-}
-_SILENCES = {"", "SIL", "SP", "SPN", "PAU", "H#", "EPI", "<SIL>", "_", "BCL", "DCL", "GCL", "PCL", "TCL", "KCL"}
+logger = logging.getLogger(__name__)
+
+
+def _text(v) -> str | None:
+    """A label as text, None for missing values (None, NaN, pandas NA: pandas 3 string columns use NaN)."""
+    return None if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
+
+
+def _column(frames: pd.DataFrame, col: str) -> pd.Series:
+    """A frame-table column as an object Series holding str or None."""
+    return pd.Series([_text(v) for v in frames[col].to_numpy()], index=frames.index, dtype=object)
 
 
 def fold_phone(label) -> str | None:
-    """Fold one phone label to the 39-phone set plus ``sil``; None for labels outside it.
+    """Fold one phone label with the corpus's folding (:func:`workbench.corpus.phones.fold_phone`:
+    Lee & Hon's 38 phones + ``sil``); None for missing labels and labels outside the set.
 
-    >>> [fold_phone(p) for p in ["AH0", "ax", "sp", "dx", "Q", "XX"]]
-    ['AH', 'AH', 'sil', 'T', None, None]
+    >>> [fold_phone(p) for p in ["AH0", "ax", "sp", "ao1", "XX", None]]
+    ['AH', 'AH', 'sil', 'AA', None, None]
     """
-    if label is None or (isinstance(label, float) and np.isnan(label)):
+    label = _text(label)
+    if label is None:
         return None
-    p = re.sub(r"[0-9]+$", "", str(label).strip()).upper()
-    if p in _SILENCES:
-        return SILENCE
-    if p in _FOLD:
-        return _FOLD[p]
+    p = _corpus_fold(label)
     return p if p in PHONES_39 else None
 
 
@@ -91,23 +93,28 @@ def _labels(frames: pd.DataFrame, target: str) -> tuple[pd.Series, str]:
         col = "phones" if "phones" in frames else None
         if col is None:
             raise KeyError(f"target 'phones': the cache has no phones tier (columns: {list(frames.columns)})")
-        return frames[col].map(fold_phone), col
+        raw = frames[col].to_numpy()
+        folded = pd.Series([fold_phone(v) for v in raw], index=frames.index, dtype=object)
+        dropped = int((folded.isna() & pd.Series([_text(v) is not None for v in raw], index=frames.index)).sum())
+        if dropped:
+            logger.warning("target 'phones': %d frames with labels outside the 39-class set dropped", dropped)
+        return folded, col
     if name == "words":
         if "words" not in frames:
             raise KeyError(f"target 'words': the cache has no words tier (columns: {list(frames.columns)})")
         top_n = int(arg) if arg else 50
-        words = frames["words"].map(lambda w: None if w is None else str(w).strip().lower() or None)
-        words = words.where(~words.isin([SILENCE, "<sil>", "sp", "spn", "<unk>"]), None)
+        drop = {SILENCE, "<sil>", "sp", "spn", "<unk>", ""}
+        words = pd.Series([None if (w := _text(v)) is None or w.strip().lower() in drop else w.strip().lower()
+                           for v in frames["words"].to_numpy()], index=frames.index, dtype=object)
         key = frames["clip_id"].astype(str) + "\x00" + frames["words_seg"].astype(str) if "words_seg" in frames else None
         tokens = words[words.notna()]
         if key is not None:  # rank by number of word tokens, not frames (long words are not "frequent")
             tokens = words[words.notna()].groupby(key[words.notna()]).first()
         keep = set(tokens.value_counts().index[:top_n])
-        return words.where(words.isin(keep), None), "words"
+        return pd.Series([w if w in keep else None for w in words], index=frames.index, dtype=object), "words"
     if target not in frames:
         raise KeyError(f"unknown target {target!r}: not a frame-table column (columns: {list(frames.columns)})")
-    col = frames[target]
-    return col.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)), target
+    return _column(frames, target), target
 
 
 def _segment_types(frames: pd.DataFrame, col: str, labels: pd.Series) -> np.ndarray:
@@ -155,12 +162,12 @@ def build_target(
     elif control_types == "label":
         types = labels.to_numpy(dtype=object)
     elif control_types in frames:
-        types = frames[control_types].astype(str).to_numpy()
+        types = _column(frames, control_types).to_numpy()
     else:
         raise KeyError(f"control_types {control_types!r}: use 'context', 'label' or a frame-table column")
-    groups = frames[split_col].to_numpy(dtype=object)
+    groups = _column(frames, split_col).to_numpy()
     ok = labels.notna().to_numpy().copy()
-    missing = ok & pd.isna(groups)
+    missing = ok & np.array([g is None for g in groups], dtype=bool)
     if missing.any():
         raise ValueError(
             f"split={split!r}: {int(missing.sum())} labelled frames have no {split_col} "

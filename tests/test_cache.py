@@ -354,3 +354,23 @@ def test_max_clips_then_extend(model, corpus, tmp_path, cache):
     for h in cache.hooks:
         np.testing.assert_allclose(full.load(h), cache.load(h), rtol=2**-10, atol=1e-3)
     assert full.frames().equals(cache.frames())
+
+
+def test_cli_cache_and_info(model, corpus, tmp_path, capsys):
+    from workbench.cli import main
+
+    model_dir = tmp_path / "tiny-whisper"
+    model.hf.save_pretrained(model_dir)
+    model.feature_extractor.save_pretrained(model_dir)
+    out = tmp_path / "cli"
+    args = ["cache", "--model", str(model_dir), "--corpus", str(Path(corpus.root) / "manifest.jsonl"),
+            "--hooks", "encoder.blocks.1.hook_resid_post", "--out", str(out), "--max-clips", "3", "--quiet"]
+    assert main(args) == 0
+    c = ActivationCache.open(out)
+    assert c.clip_ids == [cl.id for cl in corpus.clips[:3]] and c.hooks == ["encoder.blocks.1.hook_resid_post"]
+    assert main(["cache-info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "encoder.blocks.1.hook_resid_post" in text and f"{c.n_frames(c.hooks[0])} frames x 64" in text
+    # a refused rerun is one clear error line, exit code 2
+    assert main(args[:-1] + ["--dtype", "bfloat16", "--quiet"]) == 2
+    assert "refusing to append" in capsys.readouterr().err

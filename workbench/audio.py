@@ -20,6 +20,7 @@ Example
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -93,14 +94,25 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, float]:
         return f.samplerate, f.frames, f.frames / f.samplerate
 
 
+@functools.lru_cache(maxsize=16)
+def _lowpass(up: int, down: int) -> np.ndarray:
+    """The Kaiser-window FIR that ``resample_poly`` designs for ``up/down``, designed once."""
+    from scipy.signal import firwin  # lazy: importing scipy.signal costs ~1 s
+
+    max_rate = max(up, down)
+    return firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32)
+
+
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Polyphase resampling of a 1-D float array (no-op when the rates match)."""
     if sr_in == sr_out:
         return audio.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly  # lazy: importing scipy.signal costs ~1 s
+    from scipy.signal import resample_poly
 
     g = math.gcd(int(sr_in), int(sr_out))
-    return resample_poly(audio, sr_out // g, sr_in // g).astype(np.float32)
+    up, down = sr_out // g, sr_in // g
+    # Same filter as resample_poly's default, cached: designing it took longer than filtering.
+    return resample_poly(np.asarray(audio, np.float32), up, down, window=_lowpass(up, down)).astype(np.float32)
 
 
 def _read(f: sf.SoundFile, path: str | os.PathLike, frames: int) -> np.ndarray:

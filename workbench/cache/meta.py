@@ -199,6 +199,9 @@ def finalize(store: Store, meta: dict[str, Any], corpus: Corpus, before: dict[st
              verbose: bool = True) -> dict[str, Any]:
     """Rank 0 after all ranks finished: merge pieces, write errors.jsonl, summary.json, cache.json."""
     index = store.fold_progress()
+    per_rank = Counter()
+    for piece in index["pieces"]:
+        per_rank[f"rank{piece['rank']}"] += len(piece["clips"]) + len(piece.get("failed", {}))
     index = store.consolidate(index, meta, [c.id for c in corpus.clips])
     root = store.root
     with open(root / (ERRORS_JSONL + ".tmp"), "w") as f:
@@ -226,7 +229,8 @@ def finalize(store: Store, meta: dict[str, Any], corpus: Corpus, before: dict[st
         "hooks": len(meta["hooks"]),
         "dtype": meta["dtype"],
         "disk_bytes": _disk_bytes(root),
-        "this_run": {"seconds": elapsed, "frames": new_frames, "frames_per_s": new_frames / max(elapsed, 1e-9)},
+        "this_run": {"seconds": elapsed, "frames": new_frames, "frames_per_s": new_frames / max(elapsed, 1e-9),
+                     "clips_per_rank": dict(sorted(per_rank.items()))},
     }
     write_json_atomic(root / SUMMARY_JSON, summary)
     cache_meta = read_json(root / CACHE_JSON)

@@ -38,7 +38,6 @@ CORPUS_JSONL = "corpus.jsonl"
 ERRORS_JSONL = "errors.jsonl"
 SUMMARY_JSON = "summary.json"
 _OWN = {CACHE_JSON, INDEX_JSON, CORPUS_JSONL, ERRORS_JSONL, SUMMARY_JSON, "hooks", "frames", "progress", ".lock", ".stalled"}
-_COPY_ROWS = 1 << 16  # rows per copy chunk when merging: bounded memory
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -237,17 +236,36 @@ class Store:
             except OSError:
                 shutil.copyfile(src, tmp)
         else:
-            maps = {}
+            row_bytes = d * sdtype.itemsize
             with open(tmp, "wb") as out:
                 for si, start, stop in runs:
-                    if si not in maps:
-                        maps[si] = np.memmap(self.abs(files[si]), dtype=sdtype, mode="r").reshape(-1, d)
-                    for a in range(start, stop, _COPY_ROWS):
-                        out.write(memoryview(np.ascontiguousarray(maps[si][a : min(stop, a + _COPY_ROWS)])).cast("B"))
-            del maps
+                    with open(self.abs(files[si]), "rb") as src:
+                        _copy_range(src, out, start * row_bytes, (stop - start) * row_bytes)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+
+def _copy_range(src, dst, offset: int, count: int) -> None:
+    """Append ``count`` bytes of ``src`` from ``offset`` to ``dst`` (in the kernel where possible)."""
+    dst.flush()
+    pos = dst.tell()
+    while count > 0:
+        try:
+            n = os.copy_file_range(src.fileno(), dst.fileno(), min(count, 1 << 30), offset, pos)
+        except (AttributeError, OSError):
+            n = 0
+        if n <= 0:  # not supported here: plain buffered copy
+            src.seek(offset)
+            while count > 0:
+                chunk = src.read(min(count, 1 << 24))
+                if not chunk:
+                    raise OSError(f"{src.name}: shorter than its index says")
+                os.pwrite(dst.fileno(), chunk, pos)
+                offset, pos, count = offset + len(chunk), pos + len(chunk), count - len(chunk)
+            break
+        offset, pos, count = offset + n, pos + n, count - n
+    dst.seek(pos)
 
 
 def _d_model(sources, hook: str) -> int:

@@ -284,8 +284,8 @@ class _BatchWriter:
                                        f"but gave different frame counts {rows[g]} vs {got}")
         arrays = {}
         for h in self.names:
-            t = torch.cat([a[h].reshape(a[h].shape[0], -1) for a in acts], dim=0)
-            t = t.to(self.torch_dtype).cpu()  # one conversion per hook per batch
+            # one conversion per hook per batch (done per clip before the concatenation: half the bytes to move)
+            t = torch.cat([a[h].reshape(a[h].shape[0], -1).to(self.torch_dtype) for a in acts], dim=0).cpu()
             arrays[h] = (t.view(torch.int16) if self.torch_dtype == torch.bfloat16 else t).numpy().view(self.sdtype)
         return arrays, rows
 

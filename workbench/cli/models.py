@@ -80,6 +80,9 @@ def _info(args: argparse.Namespace) -> int:
 def _transcribe(args: argparse.Namespace) -> int:
     from workbench.models import load
 
+    missing = [p for p in args.audio if not Path(p).is_file()]
+    if missing:  # fail before the model load, not after
+        raise FileNotFoundError(f"audio file(s) not found: {', '.join(missing)}")
     model = load(args.spec, device=args.device, dtype=args.dtype)
     if not hasattr(model, "transcribe"):
         raise ValueError(f"{args.spec}: the {type(model).__name__} adapter cannot transcribe (use a Whisper model)")

@@ -35,7 +35,7 @@ from workbench.corpus.types import Corpus, Segment
 logger = logging.getLogger(__name__)
 
 __all__ = ["ForcedAligner", "AlignResult", "AlignmentError", "normalise_transcript", "align_corpus",
-           "needs_alignment"]
+           "needs_alignment", "boundary_errors"]
 
 SAMPLE_RATE = 16000
 _SKIP_WORDS = {"<sil>", "<s>", "</s>"}
@@ -66,6 +66,29 @@ def normalise_transcript(text: str) -> list[str]:
     text = re.sub(r"\[[^\]]*\]|<[^>]*>", " ", text.lower())
     text = re.sub(r"[^\w'\- ]+", " ", text.replace("’", "'"))
     return [w.strip("'-") for w in text.split() if w.strip("'-")]
+
+
+def boundary_errors(reference: list[Segment], hypothesis: list[Segment]) -> tuple[np.ndarray, int]:
+    """Absolute start and end errors (s) of words matched in order between two word tiers.
+
+    Words are matched with :class:`difflib.SequenceMatcher` on their labels, so inserted,
+    deleted or misspelt words are left out. Returns ``(errors, n_matched_words)``.
+
+    >>> ref = [Segment(0.0, 0.5, "hi"), Segment(0.5, 1.0, "there")]
+    >>> boundary_errors(ref, [Segment(0.02, 0.5, "hi"), Segment(0.5, 0.9, "there")])[0].round(3).tolist()
+    [0.02, 0.0, 0.0, 0.1]
+    """
+    import difflib
+
+    sm = difflib.SequenceMatcher(a=[s.label for s in reference], b=[s.label for s in hypothesis], autojunk=False)
+    errs: list[float] = []
+    n = 0
+    for blk in sm.get_matching_blocks():
+        for k in range(blk.size):
+            r, h = reference[blk.a + k], hypothesis[blk.b + k]
+            errs += [abs(r.start_s - h.start_s), abs(r.end_s - h.end_s)]
+            n += 1
+    return np.asarray(errs), n
 
 
 def needs_alignment(clip) -> bool:
@@ -213,8 +236,8 @@ def align_corpus(corpus: Corpus, aligner: ForcedAligner | None = None, strict: b
                                "action": "kept without alignment"})
             continue
         clip.tiers["words"], clip.tiers["phones"] = r.words, r.phones
-        if r.oov:
-            clip.extra["align_oov"] = r.oov
+        if r.oov:  # a space-separated string: extras become scalar frame-table columns in the cache
+            clip.extra["align_oov"] = " ".join(r.oov)
         clip.extra["alignment_source"] = "pocketsphinx"
         done += 1
     return done

@@ -90,6 +90,7 @@ def scan_folder(root: str | os.PathLike, *, fold_phones: bool = True, strict: bo
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
     clips: list[Clip] = []
+    seen: set[str] = set()
     unknown_phones = Counter() if unknown_phones is None else unknown_phones
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -123,8 +124,12 @@ def scan_folder(root: str | os.PathLike, *, fold_phones: bool = True, strict: bo
             extra = {"sample_rate": sr}
             if tg is not None and tiers:
                 extra["alignment_source"] = "textgrid"
+            clip_id = clip_id_from_path(rel.as_posix())
+            if clip_id in seen:  # a.wav next to a.flac: keep both, tell them apart by extension
+                clip_id = f"{clip_id}_{path.suffix.lstrip('.').lower()}"
+            seen.add(clip_id)
             clips.append(Clip(
-                id=clip_id_from_path(rel.as_posix()), path=rel.as_posix(),
+                id=clip_id, path=rel.as_posix(),
                 domain=rel.parts[0] if len(rel.parts) > 1 else default_domain,
                 speaker=infer_speaker(rel), transcript=read_transcript(lab) if lab else None,
                 tiers=tiers, duration_s=round(duration, 6), extra=extra,

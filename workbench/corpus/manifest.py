@@ -73,7 +73,8 @@ def read_manifest(path: str | os.PathLike, *, fold_phones: bool = True, strict: 
                       ValueError(f"{where}: bad manifest row ({e})"))
                 continue
             row = dict(row)
-            row.setdefault("id", clip_id_from_path(str(row["path"])))
+            if not row.get("id"):
+                row["id"] = clip_id_from_path(str(row["path"]))
             alignment = row.pop("alignment", None)
             clip = Clip.from_dict(row)
             if clip.speaker is None:

@@ -93,7 +93,7 @@ def _make(kind: str, n: int, sr: int, rng: np.random.Generator) -> tuple[np.ndar
     if kind == "chord":
         root = float(rng.uniform(110, 440))
         quality = [(0, 4, 7), (0, 3, 7), (0, 4, 7, 10)][int(rng.integers(3))]
-        return chord(n, sr, root, quality), {"root_hz": round(root, 2), "intervals": list(quality)}
+        return chord(n, sr, root, quality), {"root_hz": round(root, 2), "intervals": ",".join(map(str, quality))}
     if kind == "clicks":
         r = float(rng.uniform(2, 20))
         return click_train(n, sr, r), {"rate_hz": round(r, 2)}

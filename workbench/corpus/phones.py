@@ -6,7 +6,8 @@ stress, uppercase, plus ``"sil"``. Stress digits are dropped (``AH0`` -> ``AH``)
 ``EL``->``L``, ``EM``->``M``, ``EN``->``N``, ``NX``->``N``, ``ENG``->``NG``, ``ZH``->``SH``,
 ``HV``->``HH``; closures (``BCL``...), pauses (``PAU``, ``EPI``, ``H#``), empty labels,
 ``sp``/``sil``/``spn`` and noise markers fold to ``"sil"``. Lee & Hon delete the glottal
-stop ``Q``; in a time-aligned tier its slot has to go somewhere, so it becomes ``"sil"``. Labels that match nothing are kept unchanged and counted so
+stop ``Q``; in a time-aligned tier its slot has to go somewhere, so it becomes ``"sil"``.
+Labels that match nothing are kept unchanged and counted so
 callers can report them.
 
 Example
@@ -70,7 +71,8 @@ _ESPEAK = {
     "p": "P", "b": "B", "t": "T", "d": "D", "k": "K", "g": "G", "f": "F", "v": "V", "T": "TH", "D": "DH",
     "s": "S", "z": "Z", "S": "SH", "Z": "ZH", "h": "HH", "tS": "CH", "dZ": "JH", "m": "M", "n": "N", "N": "NG",
     "l": "L", "l/": "L", "l/2": "L", "l#": "L", "r": "R", "r-": "R", "r/": "R", "w": "W", "W": "W", "j": "Y",
-    "t#": "DX", "t2": "T", "d#": "D", "t[": "T", "d[": "D", ";": "Y", "n-": "N", "m-": "M", "x": "K", "?": "Q", "z/2": "Z", "z#": "Z",
+    "t#": "DX", "t2": "T", "d#": "D", "t[": "T", "d[": "D", ";": "Y", "n-": "N", "m-": "M", "x": "K", "?": "Q",
+    "z/2": "Z", "z#": "Z",
 }
 _STRESS = re.compile(r"^[',%=]+")
 
@@ -129,8 +131,9 @@ def fold_segments(segments: Iterable[Segment], end_s: float | None = None,
 
     Example
     -------
-    >>> fold_segments([Segment(0.1, 0.2, "AH0"), Segment(0.2, 0.3, "sp")], end_s=0.5)
-    [Segment(start_s=0.0, end_s=0.1, label='sil'), Segment(start_s=0.1, end_s=0.2, label='AH'), Segment(start_s=0.2, end_s=0.5, label='sil')]
+    >>> segs = fold_segments([Segment(0.1, 0.2, "AH0"), Segment(0.2, 0.3, "sp")], end_s=0.5)
+    >>> [(s.start_s, s.end_s, s.label) for s in segs]
+    [(0.0, 0.1, 'sil'), (0.1, 0.2, 'AH'), (0.2, 0.5, 'sil')]
     """
     out: list[Segment] = []
 

@@ -42,7 +42,7 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000
 _EV_LIST_TERMINATED, _EV_WORD, _EV_END, _EV_PHONEME = 0, 1, 5, 7
-_RATE, _PITCH, _RANGE = 1, 3, 4
+_RATE, _PITCH = 1, 3
 _PAUSE_MNEMONICS = {"_", "_:", "_!", "_^_", "_#", "_|", "||", "|"}
 
 SENTENCES = [
@@ -138,7 +138,7 @@ class _Espeak:
         self.sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0,
                                                  espeakng_loader.get_data_path().encode(), _INITIALIZE_PHONEME_EVENTS)
         if self.sample_rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed ({self.sample_rate}) with data {espeakng_loader.get_data_path()}")
+            raise RuntimeError(f"espeak_Initialize failed ({self.sample_rate}), data {espeakng_loader.get_data_path()}")
         self.lib = lib
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[int, int, int, int, bytes]] = []
@@ -204,9 +204,35 @@ def text_to_phonemes(text: str, voice: str = "en-us") -> list[str]:
     return _engine().text_to_phonemes(text, voice)
 
 
-def _word_label(text: str, pos: int, length: int) -> str:
-    raw = text.encode("utf-8")[max(pos - 1, 0): max(pos - 1, 0) + length].decode("utf-8", "replace")
-    return re.sub(r"[^\w']+", "", raw).lower() or raw.strip().lower()
+def _split_words(text: str, voice: str, groups: list[tuple[int, int, list[tuple[int, int]]]], native: int
+                 ) -> list[Segment]:
+    """Word segments from word-event groups ``(start_sample, text_pos, [(phone_a, phone_b), ...])``.
+
+    espeak speaks some word pairs as one unit ("from the", "of a": multi-word entries in
+    its dictionary) and emits one word event for both. Such a group is split at the
+    phone counts espeak gives each word alone; if those do not add up, the group keeps
+    one segment labelled with all its words ("from the").
+    """
+    words: list[Segment] = []
+    chars = len(text)
+    for g, (start, pos, spans) in enumerate(groups):
+        if not spans:
+            continue
+        stop_pos = groups[g + 1][1] if g + 1 < len(groups) else chars + 1
+        tokens = re.findall(r"[\w']+", text[max(pos - 1, 0): max(stop_pos - 1, pos)].lower())
+        if len(tokens) <= 1:
+            words.append(Segment(start / native, spans[-1][1] / native, tokens[0] if tokens else "?"))
+            continue
+        counts = [len([m for m in text_to_phonemes(t, voice) if m not in _PAUSE_MNEMONICS]) for t in tokens]
+        if sum(counts) != len(spans) or min(counts) == 0:
+            words.append(Segment(start / native, spans[-1][1] / native, " ".join(tokens)))
+            continue
+        k = 0
+        for tok, c in zip(tokens, counts):
+            a = start if k == 0 else spans[k][0]
+            words.append(Segment(a / native, spans[k + c - 1][1] / native, tok))
+            k += c
+    return words
 
 
 def synthesize(text: str, voice: str = "en-us", pitch: int = 50, rate: int = 175,
@@ -221,6 +247,10 @@ def synthesize(text: str, voice: str = "en-us", pitch: int = 50, rate: int = 175
     ``pitch`` is espeak's 0-100 base pitch, ``rate`` words per minute (both always set, so a
     call never inherits the previous call's settings). ``sr`` resamples the audio
     (espeak-ng speaks at 22050 Hz); timings are unchanged.
+
+    espeak-ng keeps waveform-generator state between utterances, so saying the same text
+    twice in one process can differ by a few samples of noise; a fresh process replaying
+    the same calls is byte-identical (``synth_corpus`` from the CLI is reproducible).
     """
     eng = _engine()
     pcm, events = eng.synth(text, voice, pitch, rate)
@@ -234,13 +264,8 @@ def synthesize(text: str, voice: str = "en-us", pitch: int = 50, rate: int = 175
     marks.sort(key=lambda m: m[0])  # stable: keeps the library's order at equal positions
     unknown: Counter = Counter()
     phones: list[Segment] = []
-    words: list[Segment] = []
+    groups: list[tuple[int, int, list[tuple[int, int]]]] = []  # one per word event
     raw_events: list[tuple[str, float, int, int]] = []
-    word_start, word_last_end, word_label = None, None, None
-
-    def close_word():
-        if word_start is not None and word_last_end is not None and word_last_end > word_start:
-            words.append(Segment(word_start / native, word_last_end / native, word_label))
 
     def add_phone(a: int, b: int, label: str):
         if b <= a:
@@ -256,8 +281,7 @@ def synthesize(text: str, voice: str = "en-us", pitch: int = 50, rate: int = 175
         add_phone(cursor, s, SILENCE)  # gap before this event (closure, word gap, lead-in)
         cursor = max(cursor, s)
         if kind == _EV_WORD:
-            close_word()
-            word_start, word_last_end, word_label = s, None, _word_label(text, pos, ln)
+            groups.append((s, pos, []))
             raw_events.append(("#word", s / native, pos, ln))
         elif kind == _EV_PHONEME:
             raw_events.append((mn, s / native, pos, ln))
@@ -269,10 +293,11 @@ def synthesize(text: str, voice: str = "en-us", pitch: int = 50, rate: int = 175
                     unknown[mn] += 1
                     label = mn
                 add_phone(s, nxt, label)
-                word_last_end = nxt
+                if groups:
+                    groups[-1][2].append((s, nxt))
             cursor = max(cursor, nxt)
-    close_word()
     add_phone(cursor, n, SILENCE)
+    words = _split_words(text, voice, groups, native)
     if unknown:
         logger.debug("espeak phonemes without a 39-set mapping (kept as is): %s", dict(unknown))
     audio = pcm.astype(np.float32) / 32768.0

@@ -103,7 +103,7 @@ class CochleagramConfig:
     chunk_s: float = 20.0  # output seconds per chunk for long inputs
     context_s: float = 0.25  # context each side of a chunk
     fft_pad_s: float = 0.1  # zero padding against circular wrap-around of the filters
-    channel_block: int = 32  # channels filtered at once (bounds memory)
+    block_elements: int = 1 << 22  # channels x samples filtered at once per clip (bounds memory)
     decimate: bool = True  # compute each envelope at a reduced rate (see module docstring)
     envelope_rate_factor: float = 4.0  # envelope rate >= this x the channel bandwidth
     min_envelope_rate: float = 1000.0  # and never below this (Hz)
@@ -287,8 +287,9 @@ class Cochleagram(nn.Module):
         plan = []
         for d in np.unique(self._decim):
             rows_all = np.flatnonzero(self._decim == d)
-            for b0 in range(0, len(rows_all), c.channel_block):
-                rows = rows_all[b0 : b0 + c.channel_block]
+            per_block = max(1, c.block_elements // (n_fft // d))  # bounds the [B, R, n_fft / d] work array
+            for b0 in range(0, len(rows_all), per_block):
+                rows = rows_all[b0 : b0 + per_block]
                 width = int((hi[rows] - lo[rows]).max())
                 if width > n_fft // d:
                     raise RuntimeError(f"channel band ({width} bins) exceeds the decimated length {n_fft // d}")

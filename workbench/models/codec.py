@@ -81,7 +81,7 @@ class _Codes(nn.Module):
         return self.quantize(latent).to(torch.int64)
 
 
-class CodecModel(AudioModel):
+class CodecAudioModel(AudioModel):
     """Codec encoder behind the :class:`AudioModel` interface (see module docs).
 
     ``hf_model``: a transformers ``EncodecModel``, ``DacModel`` or ``MimiModel``.
@@ -229,8 +229,8 @@ def _model_class(model_type: str):
     return getattr(transformers, classes[model_type])
 
 
-def load(spec: str, device: str = "cpu", dtype: torch.dtype | str | None = None) -> CodecModel:
-    """Load an EnCodec / DAC / Mimi checkpoint (hub id or local dir) into a :class:`CodecModel`.
+def load(spec: str, device: str = "cpu", dtype: torch.dtype | str | None = None) -> CodecAudioModel:
+    """Load an EnCodec / DAC / Mimi checkpoint (hub id or local dir) into a :class:`CodecAudioModel`.
 
     Offline, a hub id raises :class:`~workbench.models.hubert.HubModelUnavailableError`
     explaining how to pass a local dir.
@@ -242,10 +242,10 @@ def load(spec: str, device: str = "cpu", dtype: torch.dtype | str | None = None)
     dtype = _as_dtype(dtype)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     model = from_pretrained_or_explain(cls, spec, **kwargs).to(device)
-    return CodecModel(model, spec=spec)
+    return CodecAudioModel(model, spec=spec)
 
 
-def from_config(config, device: str = "cpu", dtype: torch.dtype | str | None = None, n_codebooks=None) -> CodecModel:
+def from_config(config, device: str = "cpu", dtype: torch.dtype | str | None = None, n_codebooks=None) -> CodecAudioModel:
     """A random-init codec from an ``EncodecConfig`` / ``DacConfig`` / ``MimiConfig`` (tests).
 
     EnCodec and Mimi initialise their codebooks to zeros (they are k-means buffers filled in
@@ -267,4 +267,32 @@ def from_config(config, device: str = "cpu", dtype: torch.dtype | str | None = N
     model = model.to(device)
     if dtype is not None:
         model = model.to(_as_dtype(dtype))
-    return CodecModel(model, spec=f"random-{config.model_type}", n_codebooks=n_codebooks)
+    return CodecAudioModel(model, spec=f"random-{config.model_type}", n_codebooks=n_codebooks)
+
+
+#: tiny layouts for tests and demos: the real strides (so real frame rates), narrow channels
+TINY_CONFIGS = {
+    # facebook/encodec_24khz strides 2, 4, 5, 8 -> 75 Hz; 6 codebooks of 64
+    "encodec": dict(num_filters=4, hidden_size=16, codebook_size=64, codebook_dim=16, num_lstm_layers=1,
+                    target_bandwidths=[1.5, 3.0]),
+    # descript/dac_16khz strides 2, 4, 5, 8 -> 50 Hz; 3 codebooks of 64
+    "dac": dict(encoder_hidden_size=4, decoder_hidden_size=16, hidden_size=16, n_codebooks=3, codebook_size=64,
+                codebook_dim=4, downsampling_ratios=[2, 4, 5, 8], upsampling_ratios=[8, 5, 4, 2], sampling_rate=16000),
+    # kyutai/mimi strides 4, 5, 6, 8 -> 25 Hz transformer, x2 -> 12.5 Hz latent; 4 codebooks of 64
+    "mimi": dict(hidden_size=16, num_filters=4, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=2, codebook_size=64, codebook_dim=8, num_quantizers=4,
+                 vector_quantization_hidden_dimension=8, upsample_groups=16),
+}
+
+
+def random_codec(model_type: str, seed: int = 0, n_codebooks: int | None = None, **overrides) -> CodecAudioModel:
+    """A tiny random-init EnCodec / DAC / Mimi with the real strides (frame rates): no weights needed."""
+    import transformers
+
+    if model_type not in TINY_CONFIGS:
+        raise ValueError(f"model_type must be one of {sorted(TINY_CONFIGS)}, got {model_type!r}")
+    config_cls = {"encodec": transformers.EncodecConfig, "dac": transformers.DacConfig, "mimi": transformers.MimiConfig}
+    config = config_cls[model_type](**{**TINY_CONFIGS[model_type], **overrides})
+    with torch.random.fork_rng():  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        return from_config(config, n_codebooks=n_codebooks)

@@ -25,7 +25,8 @@ them, as the final norm, in "stable layer norm" models such as hubert-large.)
 Frames: the conv stem has stride 320 and a 400-sample receptive field, so ``n`` samples give
 ``floor((n - 400) / 320) + 1`` frames (0 below 400 samples). Clips longer than
 ``window_s`` are run in windows cut on frame boundaries, so the frame grid is the same as for
-one long pass. Batches: models whose first conv layer has a GroupNorm over time
+one long pass. The bridge rewires the transformers model in place (``save_pretrained`` no
+longer works on it): save checkpoints before wrapping. Batches: models whose first conv layer has a GroupNorm over time
 (``feat_extract_norm="group"``: hubert-base, wav2vec2-base) cannot be padded without changing
 the real frames, so only equal-length clips share a forward pass; LayerNorm models are padded
 and given an attention mask. Either way a clip's activations do not depend on its batch.
@@ -99,7 +100,7 @@ def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return getattr(torch, str(dtype).replace("torch.", ""))
 
 
-class HubertModel(AudioModel):
+class HubertAudioModel(AudioModel):
     """HuBERT / wav2vec2 encoder behind the :class:`AudioModel` interface (see module docs).
 
     ``hf_model`` is a transformers ``HubertModel`` / ``Wav2Vec2Model``; ``processor`` a
@@ -208,7 +209,8 @@ class HubertModel(AudioModel):
     def _windows(self, clip: np.ndarray) -> list[np.ndarray]:
         """Windows of ``window_s`` whose frames tile the clip's frame grid exactly.
 
-        Window j covers frames [j*k, (j+1)*k): samples [j*k*stride, ((j+1)*k - 1)*stride + rf).
+        Window j covers frames [j*k, (j+1)*k): samples [j*k*stride, ((j+1)*k - 1)*stride + rf);
+        the last one runs to the end of the clip.
         Clips shorter than one receptive field are zero-padded to it (and give 0 frames).
         """
         rf, stride = self.receptive_field, self.stride
@@ -216,7 +218,10 @@ class HubertModel(AudioModel):
             return [np.pad(clip, (0, rf - len(clip)))]
         total = (len(clip) - rf) // stride + 1
         k = max(1, int(self.window_s * self.sample_rate) // stride)
-        return [clip[f * stride : (min(f + k, total) - 1) * stride + rf] for f in range(0, total, k)]
+        starts = range(0, total, k)
+        # the last window runs to the end of the clip: trailing samples that complete no frame
+        # still count in the per-clip normalisation and GroupNorm statistics, as in one pass
+        return [clip[f * stride : (f + k - 1) * stride + rf if f + k < total else len(clip)] for f in starts]
 
     def info(self) -> dict:
         return {**super().info(), "transformer_lens_bridge": True, "equal_length_batches": self.equal_lengths_only}
@@ -234,8 +239,8 @@ def _default_processor(config) -> Any:
     )
 
 
-def load(spec: str, device: str = "cpu", dtype: torch.dtype | str | None = None) -> HubertModel:
-    """Load a HuBERT / wav2vec2 checkpoint (hub id or local dir) into a :class:`HubertModel`.
+def load(spec: str, device: str = "cpu", dtype: torch.dtype | str | None = None) -> HubertAudioModel:
+    """Load a HuBERT / wav2vec2 checkpoint (hub id or local dir) into a :class:`HubertAudioModel`.
 
     Offline, a hub id raises :class:`HubModelUnavailableError` explaining how to pass a local dir.
     """
@@ -251,10 +256,10 @@ def load(spec: str, device: str = "cpu", dtype: torch.dtype | str | None = None)
         processor = AutoFeatureExtractor.from_pretrained(spec)
     except OSError:  # some checkpoints ship no preprocessor_config.json
         processor = None
-    return HubertModel(model, spec=spec, processor=processor)
+    return HubertAudioModel(model, spec=spec, processor=processor)
 
 
-def from_config(config, device: str = "cpu", dtype: torch.dtype | str | None = None) -> HubertModel:
+def from_config(config, device: str = "cpu", dtype: torch.dtype | str | None = None) -> HubertAudioModel:
     """A random-init model from a ``HubertConfig`` / ``Wav2Vec2Config`` (tests, no weights needed)."""
     from transformers import HubertModel as HFHubertModel
     from transformers import Wav2Vec2Model
@@ -265,4 +270,31 @@ def from_config(config, device: str = "cpu", dtype: torch.dtype | str | None = N
     model = cls(config).to(device)
     if dtype is not None:
         model = model.to(_as_dtype(dtype))
-    return HubertModel(model, spec=f"random-{config.model_type}")
+    return HubertAudioModel(model, spec=f"random-{config.model_type}")
+
+
+#: tiny layouts for tests and demos: real conv stem (so real frame counts), tiny transformer
+TINY_CONFIGS = {
+    # hubert-base layout: GroupNorm conv stem (equal-length batches), post-LN transformer
+    "hubert": dict(feat_extract_norm="group", do_stable_layer_norm=False),
+    # wav2vec2-large-lv60 layout: LayerNorm conv stem (padded batches + mask), pre-LN transformer
+    "wav2vec2": dict(feat_extract_norm="layer", do_stable_layer_norm=True),
+}
+
+
+def random_hubert(model_type: str = "hubert", seed: int = 0, **overrides) -> HubertAudioModel:
+    """A tiny random-init HuBERT / wav2vec2 (hidden 32, 2 layers, conv_dim 16): no weights needed.
+
+    Standard conv kernels and strides, so frame counts are the real ones (50 Hz).
+    """
+    from transformers import HubertConfig, Wav2Vec2Config
+
+    if model_type not in TINY_CONFIGS:
+        raise ValueError(f"model_type must be one of {sorted(TINY_CONFIGS)}, got {model_type!r}")
+    cfg = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+               num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, **TINY_CONFIGS[model_type])
+    cfg.update(overrides)
+    config = (HubertConfig if model_type == "hubert" else Wav2Vec2Config)(**cfg)
+    with torch.random.fork_rng():  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        return from_config(config)

@@ -1,24 +1,15 @@
 """Whisper adapter: transformers ``WhisperForConditionalGeneration`` behind :class:`AudioModel`.
 
-Hook points (TransformerLens names; ``D`` = d_model):
+Hook points (TransformerLens names), each ``[T, D]`` with D = d_model:
 
-======================================== ==================================================
-``encoder.hook_conv_out``                conv stem output after the GELU, *before* the
-                                         positional embedding is added (read as block 0's
-                                         input minus the sinusoid table; edits are added
-                                         back as a delta, so identity edits are bit-exact)
-``encoder.blocks.{i}.hook_resid_pre``    input of encoder block i (block 0: conv + pos)
-``encoder.blocks.{i}.hook_attn_out``     self-attention output (after out_proj)
-``encoder.blocks.{i}.hook_mlp_out``      MLP output (fc2)
-``encoder.blocks.{i}.hook_resid_post``   output of encoder block i
-``encoder.ln_post.hook_normalized``      final encoder output (after the last LayerNorm)
-``decoder.blocks.{i}.hook_resid_pre``    input of decoder block i
-``decoder.blocks.{i}.hook_attn_out``     causal self-attention output
-``decoder.blocks.{i}.hook_cross_attn_out`` cross-attention output
-``decoder.blocks.{i}.hook_mlp_out``      MLP output
-``decoder.blocks.{i}.hook_resid_post``   output of decoder block i
-``decoder.ln_final.hook_normalized``     final decoder state (input of the unembedding)
-======================================== ==================================================
+- ``encoder.hook_conv_out``: conv stem output after the GELU, *before* the positional
+  embedding is added (read as block 0's input minus the sinusoid table; edits are added
+  back as a delta, so an identity edit is bit-exact);
+- ``encoder.blocks.{i}.hook_resid_pre | hook_attn_out | hook_mlp_out | hook_resid_post``:
+  block input, self-attention output (after out_proj), MLP output (fc2), block output;
+- ``encoder.ln_post.hook_normalized``: the final encoder output (after the last LayerNorm);
+- ``decoder.blocks.{i}.hook_resid_pre | hook_attn_out | hook_cross_attn_out | hook_mlp_out |
+  hook_resid_post`` and ``decoder.ln_final.hook_normalized`` (input of the unembedding).
 
 Encoder hooks run at 50 frames/s; Whisper pads every window to 30 s and the padding is cut
 from what :meth:`run_with_cache` returns (real frames = ceil(samples / 320)); longer clips
@@ -53,6 +44,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import logging as hf_logging
 
 from workbench.models.base import AudioLike, AudioModel, HookFn, _as_numpy, _first, _replace_first
 
@@ -98,21 +90,16 @@ class WhisperModel(AudioModel):
     def _build_sites(self) -> dict[str, _Site]:
         enc, dec = self.hf.model.encoder, self.hf.model.decoder
         sites = {"encoder.hook_conv_out": _Site(enc.layers[0], "conv")}
-        for i, layer in enumerate(enc.layers):
-            p = f"encoder.blocks.{i}"
-            sites[f"{p}.hook_resid_pre"] = _Site(layer, "input")
-            sites[f"{p}.hook_attn_out"] = _Site(layer.self_attn)
-            sites[f"{p}.hook_mlp_out"] = _Site(layer.fc2)
-            sites[f"{p}.hook_resid_post"] = _Site(layer)
-        sites["encoder.ln_post.hook_normalized"] = _Site(enc.layer_norm)
-        for i, layer in enumerate(dec.layers):
-            p = f"decoder.blocks.{i}"
-            sites[f"{p}.hook_resid_pre"] = _Site(layer, "input")
-            sites[f"{p}.hook_attn_out"] = _Site(layer.self_attn)
-            sites[f"{p}.hook_cross_attn_out"] = _Site(layer.encoder_attn)
-            sites[f"{p}.hook_mlp_out"] = _Site(layer.fc2)
-            sites[f"{p}.hook_resid_post"] = _Site(layer)
-        sites["decoder.ln_final.hook_normalized"] = _Site(dec.layer_norm)
+        for stack, layers, norm in (("encoder", enc.layers, "ln_post"), ("decoder", dec.layers, "ln_final")):
+            for i, layer in enumerate(layers):
+                p = f"{stack}.blocks.{i}"
+                sites[f"{p}.hook_resid_pre"] = _Site(layer, "input")
+                sites[f"{p}.hook_attn_out"] = _Site(layer.self_attn)
+                if stack == "decoder":
+                    sites[f"{p}.hook_cross_attn_out"] = _Site(layer.encoder_attn)
+                sites[f"{p}.hook_mlp_out"] = _Site(layer.fc2)
+                sites[f"{p}.hook_resid_post"] = _Site(layer)
+            sites[f"{stack}.{norm}.hook_normalized"] = _Site((enc if stack == "encoder" else dec).layer_norm)
         return sites
 
     def hook_modules(self) -> dict[str, nn.Module]:
@@ -137,17 +124,10 @@ class WhisperModel(AudioModel):
     def info(self) -> dict:
         """Summary for ``workbench models info`` (decoder hooks have rate ``None``: per token)."""
         cfg = self.hf.config
-        return {
-            "name": self.name,
-            "spec": self.spec,
-            "sample_rate": self.sample_rate,
-            "d_model": self.d_model,
-            "encoder_layers": int(cfg.encoder_layers),
-            "decoder_layers": int(cfg.decoder_layers),
-            "vocab_size": int(cfg.vocab_size),
-            "multilingual": self.is_multilingual,
-            "hook_points": {h: None if self.is_decoder_hook(h) else self._encoder_rate for h in self.hook_points},
-        }
+        return {"name": self.name, "spec": self.spec, "sample_rate": self.sample_rate, "d_model": self.d_model,
+                "encoder_layers": int(cfg.encoder_layers), "decoder_layers": int(cfg.decoder_layers),
+                "vocab_size": int(cfg.vocab_size), "multilingual": self.is_multilingual,
+                "hook_points": {h: None if self.is_decoder_hook(h) else self._encoder_rate for h in self.hook_points}}
 
     # --- interventions and capture ----------------------------------------------------------
     @contextlib.contextmanager
@@ -171,7 +151,6 @@ class WhisperModel(AudioModel):
 
     def _attach(self, site: _Site, fn: HookFn):
         if site.kind == "output":
-
             def out_hook(_module, _inputs, output):
                 act = _first(output)
                 new = fn(act)
@@ -183,18 +162,13 @@ class WhisperModel(AudioModel):
 
         def pre_hook(_module, args, kwargs):
             x = args[0] if args else kwargs["hidden_states"]
-            if site.kind == "conv":  # the conv output is only visible summed with positions
-                act = x - pos[: x.shape[1]]
-                new = fn(act)
-                new = None if new is act else x + (new - act)
-            else:
-                new = fn(x)
-                new = None if new is x else new
-            if new is None:
-                return None
-            if args:
-                return (new, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": new}
+            # the conv output is only visible summed with the positions (x = conv + pos)
+            act = x - pos[: x.shape[1]] if site.kind == "conv" else x
+            new = fn(act)
+            if new is act or (site.kind == "conv" and torch.equal(new, act)):
+                return None  # unchanged: keep x itself, as (x - pos) + pos may differ in the last bit
+            new = new + pos[: x.shape[1]] if site.kind == "conv" else new
+            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
 
         return site.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
@@ -230,8 +204,7 @@ class WhisperModel(AudioModel):
 
         All 30 s windows of all clips are batched ``batch_size`` at a time.
         """
-        single = isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1
-        clips = [_as_numpy(a) for a in ([audio] if single else audio)]
+        single, clips = _clips(audio)
         names = self.resolve_hooks(hooks) if isinstance(hooks, str) else self.resolve_exact(list(hooks))
         pieces, owner = self._windows(clips)
         per_piece, tokens = [], []
@@ -255,7 +228,6 @@ class WhisperModel(AudioModel):
             def fn(act: torch.Tensor) -> torch.Tensor:
                 captured[name] = act.detach()
                 return act
-
             return fn
 
         with self._attached({n: capture(n) for n in enc_names}):
@@ -311,19 +283,15 @@ class WhisperModel(AudioModel):
         new = new.cpu()
         if new.shape[1] >= len(prompt) and new[0, : len(prompt)].tolist() == prompt:
             new = new[:, len(prompt) :]  # some transformers versions return the prompt too
-        out = []
-        for row in new:
-            ends = (row == self._eot).nonzero()
-            row = row[: int(ends[0]) + 1] if len(ends) else row
-            out.append(torch.cat([torch.tensor(prompt, dtype=torch.long), row]))
-        return out
+        ends = [(row == self._eot).nonzero() for row in new]
+        rows = [row[: int(e[0]) + 1] if len(e) else row for row, e in zip(new, ends)]
+        return [torch.cat([torch.tensor(prompt, dtype=torch.long), row]) for row in rows]
 
     @torch.no_grad()
     def generate_ids(self, audio: AudioLike | Sequence[AudioLike], max_new_tokens: int | None = None,
                      language: str = "en") -> list[torch.Tensor]:
         """Greedy token ids per clip (windows concatenated), each window as prompt + text + EOT."""
-        single = isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1
-        clips = [_as_numpy(a) for a in ([audio] if single else audio)]
+        _, clips = _clips(audio)
         pieces, owner = self._windows(clips)
         seqs = []
         for b in range(0, len(pieces), self.batch_size):
@@ -340,10 +308,11 @@ class WhisperModel(AudioModel):
         """
         if self.tokenizer is None:
             raise RuntimeError(f"{self.name}: no tokenizer was loaded, so token ids cannot become text")
+        single, clips = _clips(audio)
         with self.hooks(interventions or {}):
-            seqs = self.generate_ids(audio if np.ndim(audio) != 1 else [audio], max_new_tokens, language)
+            seqs = self.generate_ids(clips, max_new_tokens, language)
         texts = [self.tokenizer.decode(s, skip_special_tokens=True).strip() for s in seqs]
-        return texts[0] if np.ndim(audio) == 1 else texts
+        return texts[0] if single else texts
 
     def encoder_output(self, audio: AudioLike) -> torch.Tensor:
         """Final encoder states ``[T, D]`` of one clip, padding removed."""
@@ -357,10 +326,12 @@ class WhisperModel(AudioModel):
 
         hf = WhisperForConditionalGeneration.from_pretrained(str(path_or_id), dtype=_torch_dtype(dtype))
         features = WhisperFeatureExtractor.from_pretrained(str(path_or_id))
-        try:
+        try:  # acoustic analyses work without a tokenizer; only transcribe() needs one
             tokenizer = WhisperTokenizer.from_pretrained(str(path_or_id))
-        except (OSError, ValueError) as e:  # acoustic analyses still work without one
-            logger.warning("%s: no tokenizer (%s); transcribe() is unavailable", path_or_id, e)
+        except (OSError, ValueError):
+            tokenizer = None
+        if tokenizer is None or len(tokenizer) < 2:  # a dir without tokenizer files loads as an empty one
+            logger.warning("%s: no tokenizer found; transcribe() is unavailable", path_or_id)
             tokenizer = None
         return cls(hf.to(device), features, tokenizer, spec=spec or str(path_or_id))
 
@@ -384,8 +355,6 @@ class _SuppressTokens(LogitsProcessor):
 
 @contextlib.contextmanager
 def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -394,16 +363,19 @@ def _quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
+def _clips(audio) -> tuple[bool, list[np.ndarray]]:
+    """(single clip?, list of float32 mono clips) for one clip or a list of clips."""
+    single = isinstance(audio, (np.ndarray, torch.Tensor)) and np.ndim(audio) == 1
+    return single, [_as_numpy(a) for a in ([audio] if single else audio)]
+
+
 def _torch_dtype(dtype) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from None
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype or torch.float32
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if str(dtype) not in names:
+        raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(names)}")
+    return names[str(dtype)]
 
 
 def load(spec: str, device: str = "cpu", dtype=None) -> WhisperModel:
@@ -443,8 +415,9 @@ def random_whisper(seed: int = 0, **overrides) -> WhisperModel:
                max_target_positions=32, decoder_start_token_id=91, bos_token_id=90, eos_token_id=90,
                pad_token_id=90, suppress_tokens=None, begin_suppress_tokens=None)
     cfg.update(overrides)
-    torch.manual_seed(seed)
-    hf = WhisperForConditionalGeneration(WhisperConfig(**cfg))
+    with torch.random.fork_rng():  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        hf = WhisperForConditionalGeneration(WhisperConfig(**cfg))
     hf.generation_config = GenerationConfig(
         decoder_start_token_id=91, bos_token_id=90, eos_token_id=90, pad_token_id=90, no_timestamps_token_id=92,
         max_length=cfg["max_target_positions"], is_multilingual=False, return_timestamps=False)

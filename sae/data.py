@@ -1,0 +1,208 @@
+"""Where training frames come from: a batch *source* yields ``{hook: Tensor[B, D]}`` epoch by epoch.
+
+Every source is deterministic given ``(seed, epoch)``, so a resumed run can skip to the exact
+batch it stopped at. Sources:
+
+- :class:`CacheSource`: shuffled memory-map batches from an :class:`~workbench.cache.ActivationCache`;
+- :class:`TensorSource`: in-memory ``{hook: Tensor[N, D]}`` (tests, small experiments);
+- :class:`ModelSource`: live activations (``model.run_with_cache`` over corpus clips) through a
+  shuffling buffer, for when no cache was written;
+- :class:`CallableSource`: any ``fn(epoch) -> iterable`` of ``[B, D]`` tensors or dicts.
+
+Example
+-------
+>>> src = TensorSource({"h": torch.randn(1000, 8)}, batch_size=100)
+>>> next(iter(src.epoch(0)))["h"].shape
+torch.Size([100, 8])
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+
+class BatchSource:
+    """Base class: ``hooks``, ``d_model(hook)``, ``epoch(e, skip)`` and ``meta`` (provenance)."""
+
+    hooks: list[str]
+    batch_size: int
+    meta: dict[str, Any]
+
+    def d_model(self, hook: str) -> int:
+        raise NotImplementedError
+
+    def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of epoch ``epoch`` (0-based), starting after the first ``skip``."""
+        return itertools.islice(self._epoch(epoch), skip, None)
+
+
+class TensorSource(BatchSource):
+    """Shuffled full batches (the ragged tail is dropped) from in-memory ``{hook: [N, D]}``."""
+
+    def __init__(self, data: Mapping[str, torch.Tensor] | torch.Tensor, batch_size: int, seed: int = 0,
+                 hook: str = "x") -> None:
+        self.data = {hook: data} if isinstance(data, torch.Tensor) else dict(data)
+        self.hooks = list(self.data)
+        sizes = {h: len(t) for h, t in self.data.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"TensorSource: all hooks need the same number of frames, got {sizes}")
+        self.n = next(iter(sizes.values()))
+        if self.n < batch_size:
+            raise ValueError(f"TensorSource: {self.n} frames is fewer than one batch of {batch_size}")
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.meta = {"source": "tensors", "frames": self.n}
+
+    def d_model(self, hook: str) -> int:
+        return int(self.data[hook].shape[1])
+
+    def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        perm = torch.randperm(self.n, generator=g)
+        for a in range(0, self.n - self.batch_size + 1, self.batch_size):
+            idx = perm[a : a + self.batch_size]
+            yield {h: t[idx].float() for h, t in self.data.items()}
+
+
+class CacheSource(BatchSource):
+    """``cache.batches(hook, ...)`` for each hook, zipped (full batches only, frame-level shuffle).
+
+    Hooks with the same number of frames see the same frames in the same order each step.
+    """
+
+    def __init__(self, cache, hooks: Sequence[str], batch_size: int, seed: int = 0,
+                 rows: np.ndarray | None = None, max_frames_per_clip: int | None = None,
+                 max_norm_ratio: float | None = 10.0) -> None:
+        missing = [h for h in hooks if h not in cache.hooks]
+        if missing:
+            raise KeyError(f"hook(s) {missing} not in cache {cache.root}; cached hooks: {cache.hooks}")
+        self.cache, self.hooks = cache, list(hooks)
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.rows, self.max_frames_per_clip, self.max_norm_ratio = rows, max_frames_per_clip, max_norm_ratio
+        for h in self.hooks:
+            n = len(rows) if rows is not None else cache.n_frames(h)
+            if n < self.batch_size:
+                raise ValueError(f"cache {cache.root} has {n} frames for {h!r}, fewer than one batch of {batch_size}")
+        self.meta = {"source": "cache", "cache": str(cache.root), "model_name": cache.meta.get("model", ""),
+                     "frames": {h: cache.n_frames(h) for h in self.hooks}}
+
+    def d_model(self, hook: str) -> int:
+        return int(self.cache.d_model(hook))
+
+    def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        streams = [
+            self.cache.batches(h, self.batch_size, shuffle=True, seed=self.seed * 100_003 + epoch,
+                               max_norm_ratio=self.max_norm_ratio, max_frames_per_clip=self.max_frames_per_clip,
+                               rows=self.rows, dtype=torch.float32, drop_last=True)
+            for h in self.hooks
+        ]
+        for batch in zip(*streams):
+            yield dict(zip(self.hooks, batch))
+
+
+class ModelSource(BatchSource):
+    """Live activations: clips in a seeded order through ``model.run_with_cache``, then a shuffling
+    buffer of ``buffer_batches`` batches (half of it is emitted each time it fills).
+
+    ``audio`` is a corpus (clips loaded with :func:`workbench.audio.load_audio`) or a list of 1-D
+    float32 arrays at the model's sample rate.
+    """
+
+    def __init__(self, model, audio, hooks: Sequence[str], batch_size: int, seed: int = 0,
+                 buffer_batches: int = 16, clips_per_forward: int = 4) -> None:
+        self.model, self.hooks = model, list(model.resolve_hooks(list(hooks)))
+        self.audio, self.batch_size, self.seed = audio, int(batch_size), int(seed)
+        self.buffer = max(2, int(buffer_batches)) * self.batch_size
+        self.clips_per_forward = int(clips_per_forward)
+        self._dims: dict[str, int] = {}
+        self.meta = {"source": "model", "model_name": getattr(model, "spec", "") or getattr(model, "name", "")}
+
+    def _load(self, i: int) -> np.ndarray:
+        item = self.audio[i]
+        if isinstance(item, np.ndarray):
+            return item.astype(np.float32, copy=False)
+        from workbench.audio import load_audio
+
+        return load_audio(self.audio.audio_path(item), sr=self.model.sample_rate)
+
+    def d_model(self, hook: str) -> int:
+        if hook not in self._dims:
+            acts = self.model.run_with_cache(self._load(0)[: self.model.sample_rate], [hook])
+            self._dims[hook] = int(acts[hook].shape[-1])
+        return self._dims[hook]
+
+    def _frames(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        order = np.random.default_rng(self.seed * 100_003 + epoch).permutation(len(self.audio))
+        for a in range(0, len(order), self.clips_per_forward):
+            clips = [self._load(int(i)) for i in order[a : a + self.clips_per_forward]]
+            for acts in self.model.run_with_cache(clips, self.hooks):
+                yield {h: acts[h].float().reshape(-1, acts[h].shape[-1]) for h in self.hooks}
+
+    def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        pool: dict[str, list[torch.Tensor]] = {h: [] for h in self.hooks}
+        size = 0
+
+        def drain(keep: int) -> Iterator[dict[str, torch.Tensor]]:
+            nonlocal size
+            data = {h: torch.cat(pool[h]) for h in self.hooks}
+            n = min(len(t) for t in data.values())  # hooks of one model share frame counts
+            perm = torch.randperm(n, generator=g)
+            n_out = (n - keep) // self.batch_size * self.batch_size
+            for b in range(0, n_out, self.batch_size):
+                yield {h: data[h][perm[b : b + self.batch_size]] for h in self.hooks}
+            for h in self.hooks:
+                pool[h] = [data[h][perm[n_out:n]]]
+            size = n - n_out
+
+        for frames in self._frames(epoch):
+            for h in self.hooks:
+                pool[h].append(frames[h])
+            size += min(len(t) for t in frames.values())
+            if size >= self.buffer:
+                yield from drain(self.buffer // 2)
+        if size >= self.batch_size:
+            yield from drain(0)
+
+
+class CallableSource(BatchSource):
+    """Wraps ``fn(epoch) -> iterable`` of ``Tensor[B, D]`` (single hook) or ``{hook: Tensor}``."""
+
+    def __init__(self, fn: Callable[[int], Iterable], hooks: Sequence[str], dims: Mapping[str, int],
+                 batch_size: int) -> None:
+        self.fn, self.hooks, self.dims, self.batch_size = fn, list(hooks), dict(dims), int(batch_size)
+        self.meta = {"source": "callable"}
+
+    def d_model(self, hook: str) -> int:
+        return self.dims[hook]
+
+    def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        for b in self.fn(epoch):
+            yield {self.hooks[0]: b} if isinstance(b, torch.Tensor) else dict(b)
+
+
+def as_source(data, hooks: Sequence[str] | None, batch_size: int, seed: int = 0) -> BatchSource:
+    """Turn a cache, tensors, a source or a callable into a :class:`BatchSource`."""
+    if isinstance(data, BatchSource):
+        return data
+    if hasattr(data, "batches") and hasattr(data, "hooks"):  # an ActivationCache
+        return CacheSource(data, hooks or data.hooks, batch_size, seed)
+    if isinstance(data, (torch.Tensor, Mapping)):
+        if isinstance(data, torch.Tensor) and hooks:
+            data = {hooks[0]: data}
+        return TensorSource(data, batch_size, seed)
+    if callable(data):
+        if not hooks:
+            raise ValueError("a callable data source needs hooks=[...]")
+        first = next(iter(data(0)))
+        first = {hooks[0]: first} if isinstance(first, torch.Tensor) else first
+        return CallableSource(data, hooks, {h: int(first[h].shape[-1]) for h in hooks}, batch_size)
+    raise TypeError(
+        f"cannot train on {type(data).__name__}: pass an ActivationCache, a Tensor or {{hook: Tensor}}, "
+        "a BatchSource, or a callable epoch -> iterator of batches"
+    )

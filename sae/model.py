@@ -1,0 +1,213 @@
+"""The Batch-Top-K sparse autoencoder.
+
+``z = ReLU(W_enc (x - b_dec) + b_enc)``; training keeps the ``k * N`` largest entries of the
+whole batch of N frames; ``x_hat = z W_dec + b_dec`` with unit-norm decoder rows. At inference
+a learned threshold replaces the batch top-k (JumpReLU: ``z = pre * (pre > threshold)``), so a
+frame's code does not depend on what else is in the batch.
+
+Shapes: ``W_enc`` and ``W_dec`` are both ``[d_sae, d_in]`` (row j = encoder direction / decoder
+atom of feature j); :mod:`sae.io` converts to the SAELens / dictionary_learning layouts.
+
+Example
+-------
+>>> sae = BatchTopKSAE(SAEConfig(d_in=16, expansion=4, k=3))
+>>> x = torch.randn(10, 16)
+>>> z = sae.encode(x, mode="batch_topk")
+>>> int((z > 0).sum()) <= 30, sae.decode(z).shape
+(True, torch.Size([10, 16]))
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sae.config import SAEConfig
+from sae.sparse import SelectedPreActs, SparseDecode, SparsePattern, select_batch_topk
+
+MODES = ("threshold", "batch_topk", "topk")
+
+
+@dataclass
+class TrainOutput:
+    """What one training forward pass returns (losses are scalar tensors with grad)."""
+
+    loss: torch.Tensor
+    l2: torch.Tensor
+    auxk: torch.Tensor
+    x_hat: torch.Tensor
+    pattern: SparsePattern
+    vals: torch.Tensor
+
+
+class BatchTopKSAE(nn.Module):
+    """A Batch-Top-K SAE (see module docstring). ``threshold < 0`` means "not learned yet"."""
+
+    def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, m = cfg.d_in, cfg.d_sae
+        self.W_enc = nn.Parameter(torch.empty(m, d))
+        self.b_enc = nn.Parameter(torch.zeros(m))
+        self.W_dec = nn.Parameter(torch.empty(m, d))
+        self.b_dec = nn.Parameter(torch.zeros(d))
+        self.register_buffer("threshold", torch.tensor(-1.0, dtype=torch.float32))
+        self.reset_parameters(generator)
+
+    @property
+    def d_in(self) -> int:
+        return self.cfg.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.cfg.d_sae
+
+    @property
+    def k(self) -> int:
+        return self.cfg.k
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Unit-norm random decoder rows, ``W_enc = W_dec`` (i.e. W_enc^T of the usual layout), b = 0."""
+        w = torch.randn(self.d_sae, self.d_in, generator=generator)
+        w /= w.norm(dim=1, keepdim=True)
+        self.W_dec.copy_(w)
+        self.W_enc.copy_(w)
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+
+    # --- inference ----------------------------------------------------------------------------
+    def _check(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.d_in:
+            raise ValueError(
+                f"SAE{' for ' + self.cfg.hook_name if self.cfg.hook_name else ''} has d_in={self.d_in}, "
+                f"but the input's last dimension is {x.shape[-1]}"
+            )
+        return x.to(self.W_enc.dtype)
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations ``W_enc (x - b_dec) + b_enc`` (before ReLU), shape ``[..., d_sae]``."""
+        x = self._check(x)
+        return torch.nn.functional.linear(x - self.b_dec, self.W_enc, self.b_enc)
+
+    def default_mode(self) -> str:
+        return "threshold" if float(self.threshold) >= 0 else "topk"
+
+    def encode(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        """Dense codes ``[..., d_sae]``.
+
+        ``mode``: ``"threshold"`` (JumpReLU with the learned threshold; the default once learned),
+        ``"batch_topk"`` (the training rule: top ``k * N`` over all N frames given, N = every
+        non-feature dimension), ``"topk"`` (top k per frame; the default without a threshold).
+        """
+        mode = mode or self.default_mode()
+        pre = self.pre_acts(x)
+        if mode == "threshold":
+            if float(self.threshold) < 0:
+                raise ValueError("this SAE has no learned threshold yet; use mode='batch_topk' or 'topk'")
+            return pre * (pre > self.threshold.clamp_min(0))
+        if mode == "batch_topk":
+            flat = pre.reshape(-1, self.d_sae)
+            with torch.no_grad():
+                rows, cols, _ = select_batch_topk(flat.detach(), self.k * flat.shape[0])
+            z = torch.zeros_like(flat)
+            z[rows, cols] = flat[rows, cols]
+            return z.reshape(pre.shape)
+        if mode == "topk":
+            vals, idx = pre.relu().topk(self.k, dim=-1)
+            return torch.zeros_like(pre).scatter(-1, idx, vals)
+        raise ValueError(f"unknown encode mode {mode!r}; choose one of {MODES}")
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        """Reconstruction ``x_hat`` with the same shape as ``x``."""
+        return self.decode(self.encode(x, mode))
+
+    # --- training -----------------------------------------------------------------------------
+    def training_forward(
+        self,
+        x: torch.Tensor,
+        k: int | None = None,
+        dead: torch.Tensor | None = None,
+        k_aux: int | None = None,
+        auxk_alpha: float = 1 / 32,
+        bf16: bool = True,
+    ) -> TrainOutput:
+        """Loss of one batch ``x [N, d_in]`` (already scaled) with batch top-k and AuxK.
+
+        Only the encoder matmul is dense (bf16 when ``bf16``); selection happens on it, the
+        selected values are kept in fp32 and decoding / gradients are sparse (see
+        :mod:`sae.sparse`). ``dead`` is a bool mask of dead latents for AuxK.
+        """
+        x = self._check(x)
+        n = x.shape[0]
+        k = k or self.k
+        x_c = x - self.b_dec.detach()
+        with torch.no_grad():
+            if bf16:
+                w = self.W_enc.detach().to(torch.bfloat16)
+                pre = torch.addmm(self.b_enc.detach().to(torch.bfloat16), x_c.to(torch.bfloat16), w.t())
+            else:
+                pre = torch.addmm(self.b_enc.detach(), x_c, self.W_enc.detach().t())
+            rows, cols, vals = select_batch_topk(pre, k * n)
+        pattern = SparsePattern(rows, cols, n, self.d_sae)
+        vals = SelectedPreActs.apply(vals, x_c, self.b_dec, self.W_enc, self.b_enc, pattern)
+        x_hat = SparseDecode.apply(vals, self.W_dec, pattern) + self.b_dec
+        err = x - x_hat
+        l2 = err.pow(2).sum(dim=1).mean()
+        auxk = self._auxk_loss(err.detach(), pre, x_c, dead, k_aux or self.d_in // 2)
+        loss = l2 + auxk_alpha * auxk
+        return TrainOutput(loss, l2, auxk, x_hat.detach(), pattern, vals.detach())
+
+    def _auxk_loss(self, residual, pre, x_c, dead, k_aux) -> torch.Tensor:
+        """AuxK: the top ``k_aux`` dead latents (per frame) reconstruct the residual, no b_dec."""
+        if dead is None or not bool(dead.any()):
+            return residual.new_zeros(())
+        dead_idx = dead.nonzero().squeeze(1)
+        k_aux = min(int(k_aux), dead_idx.numel())
+        with torch.no_grad():
+            vals, idx = pre.index_select(1, dead_idx).float().relu_().topk(k_aux, dim=1, sorted=False)
+            rows = torch.arange(pre.shape[0]).repeat_interleave(k_aux)
+            cols = dead_idx[idx.reshape(-1)]
+            vals = vals.reshape(-1)
+            keep = vals > 0
+            rows, cols, vals = rows[keep], cols[keep], vals[keep]
+            order = torch.argsort(rows * self.d_sae + cols)
+            rows, cols, vals = rows[order], cols[order], vals[order]
+        if vals.numel() == 0:
+            return residual.new_zeros(())
+        pattern = SparsePattern(rows, cols, pre.shape[0], self.d_sae)
+        vals = SelectedPreActs.apply(vals, x_c, self.b_dec, self.W_enc, self.b_enc, pattern)
+        aux_hat = SparseDecode.apply(vals, self.W_dec, pattern)
+        aux_l2 = (residual - aux_hat).pow(2).sum(dim=1).mean()
+        denom = (residual - residual.mean(dim=0)).pow(2).sum(dim=1).mean()
+        return torch.nan_to_num(aux_l2 / denom, nan=0.0, posinf=0.0, neginf=0.0)
+
+    @torch.no_grad()
+    def project_decoder_grad_(self) -> None:
+        """Remove the gradient component parallel to each (unit) decoder row."""
+        g = self.W_dec.grad
+        if g is not None:
+            g -= (g * self.W_dec).sum(dim=1, keepdim=True) * self.W_dec
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def folded(self, scale: float) -> "BatchTopKSAE":
+        """A copy for raw inputs, from an SAE trained on ``x * scale``.
+
+        ``z_raw = z / scale``: encoder weights and unit decoder rows are unchanged; biases and the
+        threshold are divided by ``scale``, so ``sae_raw(x) == sae(x * scale) / scale`` exactly.
+        """
+        out = copy.deepcopy(self)
+        out.b_enc /= scale
+        out.b_dec /= scale
+        if float(out.threshold) >= 0:
+            out.threshold /= scale
+        return out
