@@ -34,6 +34,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="cap on samples (seeded random subset)")
     p.add_argument("--control-types", default="context",
                    help="control-task types: 'context' (label with its neighbours / clip), 'label', or a column")
+    p.add_argument("--C", type=float, default=None,
+                   help="fixed inverse L2 strength; default: chosen per fold by grouped inner validation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory (CSV, JSON, HTML)")
     p.add_argument("--no-resume", action="store_true", help="recompute hooks already finished in --out")
@@ -46,6 +48,7 @@ def run(args) -> int:
 
     from workbench.cache import ActivationCache
 
+    from probes.estimator import LinearProbe
     from probes.report import write_report
     from probes.sweep import sweep
 
@@ -55,7 +58,7 @@ def run(args) -> int:
     result = sweep(
         cache, args.target, hooks=hooks, features=args.sae or "raw", split=args.split, folds=args.folds,
         pooling=args.pooling, max_frames=args.max_frames, seed=args.seed, control_types=args.control_types,
-        checkpoint_dir=ckpt, verbose=not getattr(args, "quiet", False),
+        checkpoint_dir=ckpt, probe=LinearProbe(C=args.C, random_state=args.seed), verbose=True,
     )
     topk = None
     if args.topk:
@@ -65,7 +68,8 @@ def run(args) -> int:
 
         ks = [int(k) for k in args.topk.split(",") if k.strip()]
         topk = topk_sweep(cache, args.target, args.sae, ks=ks, hooks=hooks, split=args.split, folds=args.folds,
-                          pooling=args.pooling, max_frames=args.max_frames, seed=args.seed)
+                          pooling=args.pooling, max_frames=args.max_frames, seed=args.seed,
+                          probe=LinearProbe(C=args.C, random_state=args.seed))
     paths = write_report(result, args.out, topk=topk)
     cols = ["hook", "accuracy", "accuracy_std", "majority", "control_accuracy", "selectivity"]
     print(result.summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -34,7 +34,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data
@@ -45,8 +46,8 @@ except ImportError:  # older scikit-learn: the same check as a method
 logger = logging.getLogger(__name__)
 
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-#: n * d * classes below which L-BFGS runs on one thread (see :func:`_threads_for`)
-SMALL_PROBLEM = 4_000_000
+#: n * d * classes below which L-BFGS runs on one thread by default (see :func:`_threads_for`)
+SMALL_PROBLEM = 1_000_000_000
 
 
 def fit_multinomial_lbfgs(
@@ -57,35 +58,38 @@ def fit_multinomial_lbfgs(
     sample_weight: torch.Tensor | None = None,
     init: torch.Tensor | None = None,
     max_iter: int = 300,
-    tol: float = 1e-5,
+    tol: float = 1e-4,
+    n_threads: int | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Solve L2 multinomial logistic regression; returns (params [D+1, K], iterations used).
 
     ``params[:-1]`` are the weights and ``params[-1]`` the intercepts. The loss is
-    divided by ``C * sum(w)`` (same minimiser as scikit-learn's objective) so that
-    ``tol`` means the same thing at every data size.
+    divided by ``C * sum(w)`` (same minimiser as scikit-learn's objective) so that ``tol``
+    (on the largest gradient entry, as scikit-learn's) means the same at every data size.
+    ``n_threads`` None: one intra-op thread unless the problem is large (see :func:`_threads_for`).
     """
     n, d = X.shape
-    with _threads_for(n * d * n_classes):
+    with _threads_for(n * d * n_classes, n_threads):
         return _lbfgs(X, y, n_classes, C, sample_weight, init, max_iter, tol)
 
 
 @contextlib.contextmanager
-def _threads_for(work: int):
-    """One intra-op thread for small problems: on a busy 2-core machine, OpenMP barriers across
-    threads cost far more than a small matmul (measured 0.4 ms on one thread vs 60 ms on two)."""
+def _threads_for(work: int, n_threads: int | None = None):
+    """Set torch's intra-op threads for one solve. By default one thread unless ``work`` (n*d*K) is
+    large: L-BFGS makes many small matmuls, and on a busy 2-core machine OpenMP barriers across
+    threads cost far more than the matmul (a 3300x384x38 probe: 0.5 s on one thread, 22 s on two)."""
     old = torch.get_num_threads()
-    small = work < SMALL_PROBLEM
-    if small and old > 1:
-        torch.set_num_threads(1)
+    want = n_threads if n_threads is not None else (1 if work < SMALL_PROBLEM else old)
+    if want != old:
+        torch.set_num_threads(int(want))
     try:
         yield
     finally:
-        if small and old > 1:
+        if want != old:
             torch.set_num_threads(old)
 
 
-def _lbfgs(X, y, n_classes, C, sample_weight, init, max_iter, tol):
+def _lbfgs(X, y, n_classes, C, sample_weight, init, max_iter, tol) -> tuple[torch.Tensor, int]:
     n, d = X.shape
     w = torch.ones(n, dtype=X.dtype) if sample_weight is None else sample_weight.to(X.dtype)
     wsum = float(w.sum())
@@ -132,11 +136,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Candidates for the inner validation.
     val_fraction : float
         Share of the training data (of its groups, when given) held out to choose ``C``.
-    class_weight : None or "balanced"
-        "balanced" weights samples inversely to class frequency (as scikit-learn).
+    class_weight : None, "balanced" or dict
+        "balanced" weights samples inversely to class frequency; a dict maps class -> weight
+        (scikit-learn's convention).
     standardize : bool
         Standardise features with the training mean/std (constant features stay 0).
-    max_iter, tol : L-BFGS iteration cap and gradient tolerance.
+    max_iter, tol : L-BFGS iteration cap and gradient tolerance (max |gradient| of the mean loss).
+    n_threads : torch threads for the solve; None picks one thread unless the problem is large.
     random_state : int, seed of the inner split.
 
     Attributes: ``classes_``, ``coef_`` [K, D] and ``intercept_`` [K] on the
@@ -149,10 +155,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         C: float | None = None,
         Cs: tuple[float, ...] = DEFAULT_CS,
         val_fraction: float = 0.2,
-        class_weight: str | None = None,
+        class_weight: str | dict | None = None,
         standardize: bool = True,
         max_iter: int = 300,
-        tol: float = 1e-5,
+        tol: float = 1e-4,
+        n_threads: int | None = None,
         random_state: int | None = 0,
     ) -> None:
         self.C = C
@@ -162,6 +169,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.standardize = standardize
         self.max_iter = max_iter
         self.tol = tol
+        self.n_threads = n_threads
         self.random_state = random_state
 
     # --- fitting --------------------------------------------------------------------------------
@@ -175,8 +183,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if len(self.classes_) < 2:
             raise ValueError(f"LinearProbe needs at least 2 classes in y, got {list(self.classes_)}")
         yi = enc.transform(y)
-        Xs = self._fit_scaler(np.asarray(X, dtype=np.float32))
-        sw = self._sample_weight(yi, sample_weight)
+        user_sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        if not user_sw.sum() > 0:
+            raise ValueError("LinearProbe: sample weights sum to zero; nothing to fit")
+        Xs = self._fit_scaler(np.asarray(X, dtype=np.float32), user_sw)
+        sw = self._sample_weight(yi, user_sw)
         if groups is not None:
             groups = np.asarray(groups)
             if len(groups) != len(yi):
@@ -191,7 +202,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             self.C_ = float(self.C)
             self.cv_scores_ = {}
         params, self.n_iter_ = fit_multinomial_lbfgs(
-            Xt, yt, K, self.C_, swt, init=init, max_iter=self.max_iter, tol=self.tol
+            Xt, yt, K, self.C_, swt, init=init, max_iter=self.max_iter, tol=self.tol, n_threads=self.n_threads
         )
         self._set_params(params)
         return self
@@ -203,13 +214,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(f"LinearProbe: Cs must be non-empty and positive, got {self.Cs!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"LinearProbe: val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if self.class_weight not in (None, "balanced"):
-            raise ValueError(f"LinearProbe: class_weight must be None or 'balanced', got {self.class_weight!r}")
+        if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
+            raise ValueError(f"LinearProbe: class_weight must be None, 'balanced' or a dict, got {self.class_weight!r}")
 
-    def _fit_scaler(self, X: np.ndarray) -> np.ndarray:
-        if self.standardize:
-            self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
-            std = X.std(axis=0, dtype=np.float64).astype(np.float32)
+    def _fit_scaler(self, X: np.ndarray, sw: np.ndarray) -> np.ndarray:
+        if self.standardize:  # weighted, so a weight of 2 is the same as a repeated row
+            mean = np.average(X, axis=0, weights=sw)
+            std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=sw))
+            self.mean_ = mean.astype(np.float32)
+            std = std.astype(np.float32)
             # constant features (dead SAE latents, padding) map to 0 instead of dividing by 0
             self.scale_ = np.where(std > 1e-12, std, 1.0).astype(np.float32)
         else:
@@ -220,14 +233,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def _standardise(self, X: np.ndarray) -> np.ndarray:
         return ((np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_).astype(np.float32, copy=False)
 
-    def _sample_weight(self, yi: np.ndarray, sample_weight) -> np.ndarray:
-        sw = np.ones(len(yi), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
-        if sw.shape != yi.shape:
-            raise ValueError(f"sample_weight has shape {sw.shape}, expected {yi.shape}")
-        if self.class_weight == "balanced":
-            counts = np.bincount(yi, minlength=len(self.classes_)).astype(np.float32)
-            sw = sw * (len(yi) / (len(self.classes_) * counts))[yi]
-        return sw
+    def _sample_weight(self, yi: np.ndarray, sw: np.ndarray) -> np.ndarray:
+        if self.class_weight is not None:  # "balanced" or {class: weight}, scikit-learn's convention
+            cw = compute_class_weight(self.class_weight, classes=self.classes_, y=self.classes_[yi])
+            sw = sw * cw[yi]
+        return sw.astype(np.float32)
 
     def _inner_split(self, yi: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
         idx = np.arange(len(yi))
@@ -261,7 +271,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         scores: dict[float, float] = {}
         best, best_params, params = None, None, None
         for C in Cs:  # strong -> weak regularisation, each warm-started from the last solution
-            params, _ = fit_multinomial_lbfgs(Xtr, ytr, K, C, swtr, init=params, max_iter=self.max_iter, tol=self.tol)
+            params, _ = fit_multinomial_lbfgs(Xtr, ytr, K, C, swtr, init=params, max_iter=self.max_iter,
+                                              tol=self.tol, n_threads=self.n_threads)
             pred = torch.addmm(params[-1], Xva, params[:-1]).argmax(1)
             acc = float(((pred == yva).float() * swva).sum() / swva.sum())
             scores[C] = acc

@@ -131,16 +131,16 @@ def write_report(result, out: str | os.PathLike, topk: pd.DataFrame | None = Non
         "summary": _atomic_csv(result.summary, out / "summary.csv"),
     }
     best = result.best_hook
-    doc = {"config": result.config, "best_hook": best, "classes": result.classes,
+    doc = {"config": result.config, "best_hook": best, "classes": [str(c) for c in result.classes],
            "summary": result.summary.to_dict(orient="records")}
     paths["summary_json"] = _atomic_text(out / "summary.json", json.dumps(_clean(doc), indent=2))
     paths["layers_html"] = _atomic_html(layer_figure(result.summary, f"{target} probe across layers"),
                                         out / "layers.html")
     conf = result.confusion[best]
-    conf_df = pd.DataFrame(conf, index=result.classes, columns=result.classes).rename_axis("true").reset_index()
-    paths["confusion"] = _atomic_csv(conf_df, out / "confusion.csv")
+    paths["confusion"] = _atomic_csv(conf.rename_axis("true").reset_index(), out / "confusion.csv")
     paths["confusion_html"] = _atomic_html(
-        confusion_figure(conf, result.classes, f"{target}: confusion at {short_hook(best)}"), out / "confusion.html")
+        confusion_figure(conf.to_numpy(), list(conf.index), f"{target}: confusion at {short_hook(best)}"),
+        out / "confusion.html")
     if topk is not None and len(topk):
         paths["topk"] = _atomic_csv(topk, out / "topk.csv")
         paths["topk_html"] = _atomic_html(topk_figure(topk, f"{target}: SAE top-k feature probing"),

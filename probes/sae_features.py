@@ -3,7 +3,7 @@
 The probes package does not import the ``sae`` package (packages depend on workbench
 only). It reads the SAELens layout directly: ``cfg.json`` (``d_in``, ``d_sae``,
 ``hook_name``, optional ``apply_b_dec_to_input``, ``architecture``, ``k``) and
-``sae_weights.safetensors`` with ``W_enc`` [d_in, d_sae], ``b_enc`` [d_sae], ``b_dec``
+``sae_weights.safetensors`` (``hook_name`` may sit under ``metadata``) with ``W_enc`` [d_in, d_sae], ``b_enc`` [d_sae], ``b_dec``
 [d_in] and, for the Batch-Top-K/JumpReLU inference form, ``threshold`` (scalar or
 [d_sae]). Codes are ``z = pre * (pre > threshold)`` with
 ``pre = (x - b_dec) @ W_enc + b_enc``; without a threshold, per-frame top-k when the
@@ -57,7 +57,9 @@ class SAEEncoder:
 
     @property
     def hook_name(self) -> str | None:
-        return self.cfg.get("hook_name") or self.cfg.get("hook_point")
+        """The hook the SAE encodes (SAELens keeps it at the top level or, since v6, under ``metadata``)."""
+        meta = self.cfg.get("metadata") or {}
+        return self.cfg.get("hook_name") or meta.get("hook_name") or self.cfg.get("hook_point")
 
     @property
     def d_in(self) -> int:

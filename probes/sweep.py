@@ -52,17 +52,22 @@ METRICS = [
 class SweepResult:
     """``folds``: one row per hook x fold; ``summary``: mean and std over folds per hook (hook order
     kept, ``layer`` = position); ``confusion``: per hook, the confusion matrix summed over test folds
-    (rows true, columns predicted, order ``classes``)."""
+    as a DataFrame (index: true class, columns: predicted class)."""
 
     folds: pd.DataFrame
     summary: pd.DataFrame
-    confusion: dict[str, np.ndarray]
-    classes: list[str]
+    confusion: dict[str, pd.DataFrame]
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def best_hook(self) -> str:
+        """The hook with the highest mean accuracy."""
         return str(self.summary.loc[self.summary["accuracy"].idxmax(), "hook"])
+
+    @property
+    def classes(self) -> list:
+        """Class order of the best hook's confusion matrix."""
+        return list(self.confusion[self.best_hook].index)
 
 
 def _fixed_C(probe, C):
@@ -193,12 +198,14 @@ def sweep(
     config = {
         "target": target, "hooks": hook_list, "features": str(features), "split": split, "folds": folds,
         "pooling": pooling, "max_frames": max_frames, "seed": seed, "control_types": control_types,
-        "probe": repr(probe), "cache": str(getattr(cache, "root", getattr(cache, "path", ""))),
+        "probe": repr(probe), "cache": str(getattr(cache, "root", "")),
     }
+    # checkpoints are only reused for the same settings on the same cache contents
+    cache_id = json.dumps(getattr(cache, "meta", None), sort_keys=True, default=str)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-    key = hashlib.sha256(json.dumps({k: v for k, v in config.items() if k != "hooks"}, sort_keys=True,
-                                    default=str).encode()).hexdigest()[:12]
-    all_records, confusions, classes = [], {}, None
+    key = hashlib.sha256((json.dumps({k: v for k, v in config.items() if k != "hooks"}, sort_keys=True,
+                                     default=str) + cache_id).encode()).hexdigest()[:12]
+    all_records, confusions = [], {}
     bar = tqdm(hook_list, desc=f"probe {target}", unit="layer", disable=not verbose)
     for hook in bar:
         bar.set_postfix_str(hook)
@@ -210,8 +217,7 @@ def sweep(
                 X = tgt.features(encoders[hook].encode(cache.load(hook, tgt.rows)))
             else:
                 X = tgt.features(cache.load(hook, tgt.rows))
-            what = "speaker" if split == "speaker" else split
-            splits = grouped_kfold(tgt.groups, folds=folds, seed=seed, what=what)
+            splits = grouped_kfold(tgt.groups, folds=folds, seed=seed, what=split)
             hook_classes = sorted(set(tgt.y))
             records, conf, hook_classes = probe_folds(
                 X, tgt.y, splits, groups=tgt.groups, types=tgt.types, probe=probe, classes=hook_classes, seed=seed
@@ -220,13 +226,12 @@ def sweep(
             _save_hook(ckpt, hook, key, done)
         for r in done["records"]:
             all_records.append({"hook": hook, "d_features": done["d"], **r})
-        confusions[hook] = np.asarray(done["confusion"])
-        classes = classes or done["classes"]
+        confusions[hook] = pd.DataFrame(done["confusion"], index=done["classes"], columns=done["classes"])
         accs = [r["accuracy"] for r in done["records"]]
         bar.set_postfix(acc=f"{np.mean(accs):.3f}")
         logger.info("%s: accuracy %.3f over %d folds", hook, np.mean(accs), len(accs))
     folds_df = pd.DataFrame(all_records)
-    return SweepResult(folds_df, summarise(folds_df), confusions, list(classes or []), config)
+    return SweepResult(folds_df, summarise(folds_df), confusions, config)
 
 
 def _hook_file(ckpt: Path, hook: str, key: str) -> Path:

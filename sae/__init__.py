@@ -8,9 +8,17 @@ Example
 >>> saes["h"].encode(torch.randn(3, 32)).shape
 torch.Size([3, 128])
 """
-from sae.config import SAEConfig, TrainConfig
-from sae.io import load_sae, save_sae
-from sae.model import BatchTopKSAE
-from sae.train import TrainingDiverged, train
+import os
+import sys
+
+if "torch" not in sys.modules:
+    # torch's OpenMP workers otherwise spin between parallel ops; on a busy 2-core machine that
+    # made training steps ~20x slower (the sparse steps interleave torch and numpy work)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from sae.config import SAEConfig, TrainConfig  # noqa: E402
+from sae.io import load_sae, save_sae  # noqa: E402
+from sae.model import BatchTopKSAE  # noqa: E402
+from sae.train import TrainingDiverged, train  # noqa: E402
 
 __all__ = ["BatchTopKSAE", "SAEConfig", "TrainConfig", "train", "load_sae", "save_sae", "TrainingDiverged"]

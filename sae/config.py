@@ -63,7 +63,8 @@ class TrainConfig:
     - Threshold: EMA (``threshold_beta``) of the smallest selected activation from
       ``threshold_start_step`` (at most half the run) on; used as JumpReLU at inference.
     - ``k_anneal_from``: start with this k and anneal linearly to ``k`` over ``k_anneal_frac``.
-    - ``bf16``: encoder matmul in bfloat16 (selection only; values and gradients in fp32).
+    - ``bf16``: encoder matmul and sparse row gathers in bfloat16 (parameters, optimizer state, loss
+      and accumulated sums stay float32).
     """
 
     expansion: int = 8

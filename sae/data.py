@@ -88,7 +88,7 @@ class CacheSource(BatchSource):
             n = len(rows) if rows is not None else cache.n_frames(h)
             if n < self.batch_size:
                 raise ValueError(f"cache {cache.root} has {n} frames for {h!r}, fewer than one batch of {batch_size}")
-        self.meta = {"source": "cache", "cache": str(cache.root), "model_name": cache.meta.get("model", ""),
+        self.meta = {"source": "cache", "cache": str(cache.root), "model_name": cache_model_name(cache),
                      "frames": {h: cache.n_frames(h) for h in self.hooks}}
 
     def d_model(self, hook: str) -> int:
@@ -184,6 +184,12 @@ class CallableSource(BatchSource):
     def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         for b in self.fn(epoch):
             yield {self.hooks[0]: b} if isinstance(b, torch.Tensor) else dict(b)
+
+
+def cache_model_name(cache) -> str:
+    """The model spec a cache was built with (``cache.json``'s ``model.spec``)."""
+    model = cache.meta.get("model", "")
+    return str(model.get("spec") or model.get("name") or "") if isinstance(model, dict) else str(model or "")
 
 
 def as_source(data, hooks: Sequence[str] | None, batch_size: int, seed: int = 0) -> BatchSource:

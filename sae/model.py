@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from sae.config import SAEConfig
-from sae.sparse import SelectedPreActs, SparseDecode, SparsePattern, select_batch_topk
+from sae.sparse import SelectedPreActs, SparseDecode, SparsePattern, encode_select, select_batch_topk
 
 MODES = ("threshold", "batch_topk", "topk")
 
@@ -139,48 +139,42 @@ class BatchTopKSAE(nn.Module):
     ) -> TrainOutput:
         """Loss of one batch ``x [N, d_in]`` (already scaled) with batch top-k and AuxK.
 
-        Only the encoder matmul is dense (bf16 when ``bf16``); selection happens on it, the
-        selected values are kept in fp32 and decoding / gradients are sparse (see
-        :mod:`sae.sparse`). ``dead`` is a bool mask of dead latents for AuxK.
+        Only the encoder matmul is dense, fused with the selection; decoding and gradients are
+        sparse (see :mod:`sae.sparse`). With ``bf16`` the matmul and the row gathers run in
+        bfloat16 (sums, loss, parameters and optimizer state stay float32). ``dead`` is a bool mask of dead latents for AuxK.
         """
         x = self._check(x)
         n = x.shape[0]
         k = k or self.k
         x_c = x - self.b_dec.detach()
+        dead_idx = dead.nonzero().squeeze(1) if dead is not None and bool(dead.any()) else None
         with torch.no_grad():
-            if bf16:
-                w = self.W_enc.detach().to(torch.bfloat16)
-                pre = torch.addmm(self.b_enc.detach().to(torch.bfloat16), x_c.to(torch.bfloat16), w.t())
-            else:
-                pre = torch.addmm(self.b_enc.detach(), x_c, self.W_enc.detach().t())
-            rows, cols, vals = select_batch_topk(pre, k * n)
-        pattern = SparsePattern(rows, cols, n, self.d_sae)
+            rows, cols, vals, dead_pre = encode_select(x_c, self.W_enc, self.b_enc, k * n, bf16=bf16, dead_idx=dead_idx)
+        pattern = SparsePattern(rows, cols, n, self.d_sae, gather_dtype=torch.bfloat16 if bf16 else torch.float32)
         vals = SelectedPreActs.apply(vals, x_c, self.b_dec, self.W_enc, self.b_enc, pattern)
         x_hat = SparseDecode.apply(vals, self.W_dec, pattern) + self.b_dec
         err = x - x_hat
         l2 = err.pow(2).sum(dim=1).mean()
-        auxk = self._auxk_loss(err.detach(), pre, x_c, dead, k_aux or self.d_in // 2)
+        auxk = err.new_zeros(())
+        if dead_idx is not None:
+            auxk = self._auxk_loss(err.detach(), dead_pre, dead_idx, x_c, k_aux or self.d_in // 2, pattern.gather_dtype)
         loss = l2 + auxk_alpha * auxk
         return TrainOutput(loss, l2, auxk, x_hat.detach(), pattern, vals.detach())
 
-    def _auxk_loss(self, residual, pre, x_c, dead, k_aux) -> torch.Tensor:
+    def _auxk_loss(self, residual, dead_pre, dead_idx, x_c, k_aux, gather_dtype=torch.float32) -> torch.Tensor:
         """AuxK: the top ``k_aux`` dead latents (per frame) reconstruct the residual, no b_dec."""
-        if dead is None or not bool(dead.any()):
-            return residual.new_zeros(())
-        dead_idx = dead.nonzero().squeeze(1)
         k_aux = min(int(k_aux), dead_idx.numel())
         with torch.no_grad():
-            vals, idx = pre.index_select(1, dead_idx).float().relu_().topk(k_aux, dim=1, sorted=False)
-            rows = torch.arange(pre.shape[0]).repeat_interleave(k_aux)
-            cols = dead_idx[idx.reshape(-1)]
-            vals = vals.reshape(-1)
+            vals, idx = dead_pre.relu_().topk(k_aux, dim=1, sorted=False)
+            idx, perm = idx.sort(dim=1)  # row-major with ascending columns, as CSR wants
+            vals = vals.gather(1, perm).reshape(-1)
+            rows = torch.arange(dead_pre.shape[0]).repeat_interleave(k_aux)
+            cols = dead_idx[idx.reshape(-1)]  # dead_idx is ascending, so the order carries over
             keep = vals > 0
             rows, cols, vals = rows[keep], cols[keep], vals[keep]
-            order = torch.argsort(rows * self.d_sae + cols)
-            rows, cols, vals = rows[order], cols[order], vals[order]
         if vals.numel() == 0:
             return residual.new_zeros(())
-        pattern = SparsePattern(rows, cols, pre.shape[0], self.d_sae)
+        pattern = SparsePattern(rows, cols, dead_pre.shape[0], self.d_sae, gather_dtype=gather_dtype)
         vals = SelectedPreActs.apply(vals, x_c, self.b_dec, self.W_enc, self.b_enc, pattern)
         aux_hat = SparseDecode.apply(vals, self.W_dec, pattern)
         aux_l2 = (residual - aux_hat).pow(2).sum(dim=1).mean()
@@ -192,7 +186,7 @@ class BatchTopKSAE(nn.Module):
         """Remove the gradient component parallel to each (unit) decoder row."""
         g = self.W_dec.grad
         if g is not None:
-            g -= (g * self.W_dec).sum(dim=1, keepdim=True) * self.W_dec
+            g.addcmul_(torch.linalg.vecdot(g, self.W_dec).unsqueeze(1), self.W_dec, value=-1.0)
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:

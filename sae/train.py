@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -67,6 +68,7 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
     cfg = TrainConfig(**{**(cfg.to_dict() if cfg else {}), **overrides})
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    _warn_spinning_threads()
     source = as_source(data, list(hooks) if hooks else None, cfg.batch_size, cfg.seed)
     hooks = source.hooks
     model_name = model_name or source.meta.get("model_name", "")
@@ -78,7 +80,7 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
         states, step, pos = _load_checkpoint(ckpt_path, cfg, hooks)
         log.info("resuming %s at step %d/%d", ckpt_path, step, cfg.steps)
     else:
-        states = {h: _init_hook(source, h, i, cfg, model_name) for i, h in enumerate(hooks)}
+        states = {h: _init_hook(source, h, cfg, model_name) for h in hooks}
         step, pos = 0, {"epoch": 0, "batch": 0}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -111,6 +113,8 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
         if ckpt_path is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             _save_checkpoint(ckpt_path, states, step, pos, cfg, hooks)
             last_good = step
+            for h in hooks:  # the log so far, readable while training runs
+                _write_log(out / h, states[h].log)
     bar.close()
     result = {h: st.sae.folded(st.scale) for h, st in states.items()}
     if out is not None:
@@ -122,15 +126,26 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
     return result
 
 
-def _init_hook(source, hook: str, index: int, cfg: TrainConfig, model_name: str) -> _HookState:
+_WARNED: list[bool] = []
+
+
+def _warn_spinning_threads() -> None:
+    if torch.get_num_threads() > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and not _WARNED:
+        _WARNED.append(True)
+        log.warning("OMP_WAIT_POLICY is not PASSIVE: on a busy machine torch's spinning OpenMP threads can make "
+                    "SAE steps many times slower; start Python with OMP_WAIT_POLICY=PASSIVE (or use threads=1)")
+
+
+def _init_hook(source, hook: str, cfg: TrainConfig, model_name: str) -> _HookState:
     d = source.d_model(hook)
     sae_cfg = SAEConfig(d_in=d, expansion=cfg.expansion, k=cfg.k, hook_name=hook, model_name=model_name)
-    gen = torch.Generator().manual_seed(cfg.seed * 1009 + index)
+    # seeded by hook name: training a hook alone or beside others gives the same SAE
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + zlib.crc32(hook.encode()))
     sae = BatchTopKSAE(sae_cfg, generator=gen)
     first, scale = _estimate_scale(source, hook, d, cfg)
     with torch.no_grad():
         sae.b_dec.copy_(geometric_median(first * scale))
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr_for(sae_cfg.d_sae), betas=cfg.betas)
+    opt = _adam(sae, cfg)
     return _HookState(sae, opt, scale, torch.zeros(sae_cfg.d_sae, dtype=torch.long))
 
 
@@ -149,6 +164,11 @@ def _estimate_scale(source, hook: str, d: int, cfg: TrainConfig) -> tuple[torch.
     if not math.isfinite(mean_norm) or mean_norm <= 0:
         raise ValueError(f"cannot scale {hook!r}: mean frame norm is {mean_norm} (NaN/inf or all-zero data?)")
     return first, math.sqrt(d) / mean_norm
+
+
+def _adam(sae: BatchTopKSAE, cfg: TrainConfig) -> torch.optim.Adam:
+    # fused: one pass over each tensor per step (the foreach version is several times slower on CPU)
+    return torch.optim.Adam(sae.parameters(), lr=cfg.lr_for(sae.d_sae), betas=cfg.betas, fused=True)
 
 
 @torch.no_grad()
@@ -171,7 +191,7 @@ def _train_step(st: _HookState, x: torch.Tensor, step: int, cfg: TrainConfig) ->
     out = sae.training_forward(x, k=cfg.k_at(step), dead=dead, k_aux=sae.d_in // 2,
                                auxk_alpha=cfg.auxk_alpha, bf16=cfg.bf16)
     if not torch.isfinite(out.loss):
-        raise TrainingDiverged(f"non-finite loss ({float(out.loss)})")
+        raise TrainingDiverged(f"non-finite loss ({float(out.loss.detach())})")
     st.opt.zero_grad(set_to_none=True)
     out.loss.backward()
     sae.project_decoder_grad_()
@@ -237,7 +257,7 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, hooks: list[str]):
         s = blob["states"][h]
         sae = BatchTopKSAE(SAEConfig.from_dict(s["sae_cfg"]))
         sae.load_state_dict(s["sae"])
-        opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr_for(sae.d_sae), betas=cfg.betas)
+        opt = _adam(sae, cfg)
         opt.load_state_dict(s["opt"])
         states[h] = _HookState(sae, opt, float(s["scale"]), s["since_fired"].clone(), list(s["log"]))
     return states, int(blob["step"]), dict(blob["pos"])

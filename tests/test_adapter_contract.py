@@ -27,6 +27,11 @@ WHISPER_HOOKS = ["encoder.hook_conv_out", "encoder.blocks.0.hook_resid_pre", "en
 #: name -> (factory, hook patterns to test)
 ADAPTERS = {
     "whisper": (_random_whisper, WHISPER_HOOKS),
+    "encodec": (lambda: __import__("workbench.models.codec", fromlist=["_"]).random_codec("encodec"), ["encoder.*", "hook_latent"]),
+    "dac": (lambda: __import__("workbench.models.codec", fromlist=["_"]).random_codec("dac"), ["encoder.*", "hook_latent"]),
+    "mimi": (lambda: __import__("workbench.models.codec", fromlist=["_"]).random_codec("mimi"), ["encoder*", "hook_latent"]),
+    "auristream-tiny": (lambda: __import__("workbench.models", fromlist=["_"]).load("auristream-tiny"), ["tokens.hook_ids", "lm.hook_embed", "lm.blocks.*.hook_resid_post"]),
+    "cochleagram": (lambda: __import__("workbench.models", fromlist=["_"]).load("cochleagram"), ["cochleagram.*"]),
 }
 
 DURATIONS_S = [1.0, 7.3, 35.0]  # 35 s crosses Whisper's 30 s window

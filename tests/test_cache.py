@@ -100,9 +100,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def cache(model, corpus, tmp_path_factory) -> ActivationCache:
-    # small batches: several shards per hook get merged
+    # small batches: several shards per hook get merged; overlap: loader and writer threads
     return build_cache(model, corpus, HOOKS, tmp_path_factory.mktemp("c") / "cache", batch_seconds=4.0,
-                       verbose=False)
+                       verbose=False, overlap=True)
 
 
 # --- tests -------------------------------------------------------------------------------------------

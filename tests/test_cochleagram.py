@@ -9,10 +9,20 @@ import scipy.signal
 import torch
 
 from workbench.models import load
-from workbench.models.cochleagram import (HOOK, Cochleagram, CochleagramConfig, CochleagramModel, erb2freq,
+from workbench.models.cochleagram import (ENVELOPE_HOOK, HOOK, Cochleagram, CochleagramConfig, CochleagramModel, erb2freq,
                                           erb_cos_filters, freq2erb, n_channels)
 
 SR = 16000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These are many small tensor ops: intra-op threads only add overhead (a lot of it on a busy
+    2-core machine), so run them on one thread and restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -145,18 +155,22 @@ def test_bad_inputs_and_config():
 
 def test_model_adapter_contract():
     model = load("cochleagram")
-    assert isinstance(model, CochleagramModel) and model.hook_points == [HOOK]
-    assert model.frame_rate(HOOK) == 200.0 and model.sample_rate == SR
+    assert isinstance(model, CochleagramModel) and model.hook_points == [ENVELOPE_HOOK, HOOK]
+    assert model.frame_rate(HOOK) == model.frame_rate(ENVELOPE_HOOK) == 200.0 and model.sample_rate == SR
     rng = np.random.default_rng(1)
     clips = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (4000, 1234)]
-    base = model.run_with_cache(clips, [HOOK])
+    base = model.run_with_cache(clips, model.hook_points)
     for clip, out in zip(clips, base):
-        assert out[HOOK].shape == (math.ceil(len(clip) / 80), 211)
+        assert out[HOOK].shape == out[ENVELOPE_HOOK].shape == (math.ceil(len(clip) / 80), 211)
+        assert torch.allclose(out[HOOK], (out[ENVELOPE_HOOK].clamp_min(0) + 1e-8) ** 0.3)
     # batching does not change a clip's cochleagram
     assert torch.equal(model.run_with_cache(clips[1], [HOOK])[HOOK], base[1][HOOK])
-    with model.hooks({HOOK: lambda a: a}):
-        same = model.run_with_cache(clips, [HOOK])
-    assert all(torch.equal(a[HOOK], b[HOOK]) for a, b in zip(base, same))
+    with model.hooks({ENVELOPE_HOOK: lambda a: a, HOOK: lambda a: a}):
+        same = model.run_with_cache(clips, model.hook_points)
+    assert all(torch.equal(a[h], b[h]) for a, b in zip(base, same) for h in model.hook_points)
+    with model.hooks({ENVELOPE_HOOK: lambda a: a * 0}):  # silencing the envelope -> the flat floor
+        floor = model.run_with_cache(clips, [HOOK])
+    assert torch.allclose(floor[0][HOOK], torch.full_like(base[0][HOOK], 1e-8**0.3))
     with model.hooks({HOOK: lambda a: a * 0}):
         zeroed = model.run_with_cache(clips, [HOOK])
     assert not torch.equal(zeroed[0][HOOK], base[0][HOOK]) and float(zeroed[0][HOOK].abs().max()) == 0.0

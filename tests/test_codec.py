@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 
 from workbench.models import codec  # noqa: E402
 from workbench.models.hubert import HubModelUnavailableError  # noqa: E402

@@ -1,7 +1,6 @@
 """CTranslate2 Whisper export -> transformers checkpoint (format parser, weight mapping, cache)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import struct
@@ -185,7 +184,7 @@ def test_checkpoint_is_built_once_and_atomically(tiny_en_wheel, tmp_path, monkey
         ct2_import.ensure_checkpoint("whisper-tiny.en", cache_dir=tmp_path)
 
 
-BASE_MISSING = any(importlib.util.find_spec(p) is None for p in ct2_import.OFFLINE_SOURCES["whisper-base"].packages)
+BASE_MISSING = not ct2_import.is_available("whisper-base")
 
 
 @pytest.mark.slow

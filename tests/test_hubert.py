@@ -87,6 +87,21 @@ def test_batch_of_unequal_lengths_matches_single_clips(model):
     hooks = model.hook_points
     batch = model.run_with_cache([a, b], hooks)
     for single, got in zip([model.run_with_cache(a, hooks), model.run_with_cache(b, hooks)], batch):
+        assert all(torch.equal(got[h], single[h]) for h in hooks)  # default: never padded
+
+
+def test_padded_batches_with_attention_mask_match_single_clips():
+    """pad_batches on a LayerNorm stem: padding + mask must not leak into the real frames."""
+    model = hubert.random_hubert("wav2vec2", pad_batches=True)
+    assert not model.equal_lengths_only
+    assert hubert.random_hubert("hubert", pad_batches=True).equal_lengths_only  # GroupNorm: never padded
+    a, b = clip(8000, 2), clip(5555, 3)
+    hooks = model.hook_points
+    seen = []
+    with model.hooks({"feature_projection.hook_out": lambda x: seen.append(x.shape) or x}):
+        batch = model.run_with_cache([a, b], hooks)
+    assert seen == [torch.Size([2, expected_frames(8000), 32])]  # one padded pass
+    for single, got in zip([model.run_with_cache(a, hooks), model.run_with_cache(b, hooks)], batch):
         for h in hooks:
             assert got[h].shape == single[h].shape
             torch.testing.assert_close(got[h], single[h], atol=1e-5, rtol=1e-4)

@@ -103,3 +103,30 @@ def test_input_validation_errors():
         LinearProbe().fit(X, y, groups=np.zeros(5))
     with pytest.raises(ValueError):
         LinearProbe().fit(X, np.linspace(0, 1, 100))  # continuous target is not a classification task
+
+
+def test_sample_weights_equal_repeated_rows_and_class_weight_dict():
+    rng = np.random.default_rng(6)
+    X, y = rng.normal(size=(60, 5)), rng.integers(0, 3, 60)
+    sw = rng.integers(0, 3, 60)
+    a = LinearProbe(C=1.0, tol=1e-8).fit(X, y, sample_weight=sw)
+    b = LinearProbe(C=1.0, tol=1e-8).fit(np.repeat(X, sw, axis=0), np.repeat(y, sw))
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-4)
+    heavy = LinearProbe(C=1.0, class_weight={0: 100.0, 1: 1.0, 2: 1.0}).fit(X, y)
+    assert np.mean(heavy.predict(X) == 0) > np.mean(LinearProbe(C=1.0).fit(X, y).predict(X) == 0)
+    with pytest.raises(ValueError, match="(?i)sample weights"):
+        LinearProbe(C=1.0).fit(X, y, sample_weight=np.zeros(60))
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_sklearn_estimator_checks():
+    """scikit-learn's own API checks; weight equivalence holds to float32 precision (~1e-5), not 1e-7."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(
+        LinearProbe(Cs=(0.1, 1.0)), on_fail=None,
+        expected_failed_checks={"check_sample_weight_equivalence_on_dense_data": "float32 solver (1e-5, not 1e-7)"},
+    )
+    failed = [(r["check_name"], str(r["exception"])[:200]) for r in results if r["status"] == "failed"]
+    assert not failed, failed
+    assert sum(r["status"] == "passed" for r in results) > 50

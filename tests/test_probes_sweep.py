@@ -11,13 +11,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from probes import sweep
+from probes import LinearProbe, sweep
 from probes.cli import register
 from probes.report import write_report
 from probes.sae_features import SAEEncoder, load_sae_encoders, topk_feature_curve, topk_sweep
 from probes.splits import grouped_kfold
 
 PHONES = ["sil", "AH", "T", "IY", "S", "K"]
+FAST = LinearProbe(C=1.0)  # fixed L2 where the C selection is not what a test is about
 
 
 class FakeCache:
@@ -78,17 +79,20 @@ def test_sweep_layer_curve_and_controls(result):
     assert len(result.folds) == 3 * 4 and list(s["layer"]) == [0, 1, 2]
     assert result.best_hook == "encoder.blocks.2.hook_resid_post"
     conf = result.confusion[result.best_hook]
-    assert conf.shape == (6, 6) and conf.sum() == strong["n_samples"]
-    assert sorted(result.classes) == sorted(PHONES)
+    assert conf.shape == (6, 6) and conf.to_numpy().sum() == strong["n_samples"]
+    assert sorted(result.classes) == sorted(PHONES) == sorted(conf.columns)
+    assert np.trace(conf.to_numpy()) / conf.to_numpy().sum() == pytest.approx(
+        np.average(result.folds.loc[result.folds.hook == result.best_hook, "accuracy"],
+                   weights=result.folds.loc[result.folds.hook == result.best_hook, "n_test"]))
 
 
 def test_speaker_split_never_leaks(cache):
     """h2 encodes speaker identity: with split='speaker' no test speaker was seen, so speaker accuracy is 0;
     a clip split (same speakers on both sides) decodes it almost perfectly."""
     hook = "encoder.blocks.2.hook_resid_post"
-    by_speaker = sweep(cache, "speaker", hooks=hook, split="speaker", folds=4, verbose=False)
+    by_speaker = sweep(cache, "speaker", hooks=hook, split="speaker", folds=4, probe=FAST, verbose=False)
     assert (by_speaker.folds["accuracy"] == 0).all()
-    by_clip = sweep(cache, "speaker", hooks=hook, split="clip", folds=4, verbose=False)
+    by_clip = sweep(cache, "speaker", hooks=hook, split="clip", folds=4, probe=FAST, verbose=False)
     assert by_clip.summary["accuracy"].iloc[0] > 0.95
     groups = cache.frames()["speaker"].to_numpy()
     for tr, te in grouped_kfold(groups, folds=4):
@@ -96,7 +100,8 @@ def test_speaker_split_never_leaks(cache):
 
 
 def test_segment_pooling_sweep_and_hook_globs(cache):
-    res = sweep(cache, "phones", hooks="encoder.blocks.[12].*", pooling="segment", folds=4, verbose=False)
+    res = sweep(cache, "phones", hooks="encoder.blocks.[12].*", pooling="segment", folds=4, probe=FAST,
+                verbose=False)
     assert list(res.summary["hook"]) == [f"encoder.blocks.{i}.hook_resid_post" for i in (1, 2)]
     assert res.summary["n_samples"].iloc[0] == 16 * 12  # one sample per segment
     with pytest.raises(KeyError, match="match nothing"):
@@ -112,14 +117,14 @@ def test_report_files_and_resume(cache, result, tmp_path, monkeypatch):
     assert pd.read_csv(paths["summary"])["accuracy"].round(6).tolist() == result.summary["accuracy"].round(6).tolist()
     assert (tmp_path / "out" / "plotly.min.js").is_file()  # figures open offline
     ck = tmp_path / "ck"
-    first = sweep(cache, "phones", folds=4, checkpoint_dir=ck, verbose=False)
+    first = sweep(cache, "phones", folds=4, checkpoint_dir=ck, probe=FAST, verbose=False)
 
     def boom(*a, **k):
         raise AssertionError("a finished hook was recomputed")
 
     # probes.sweep the attribute is the function; the module is in sys.modules
     monkeypatch.setattr(importlib.import_module("probes.sweep"), "probe_folds", boom)
-    again = sweep(cache, "phones", folds=4, checkpoint_dir=ck, verbose=False)
+    again = sweep(cache, "phones", folds=4, checkpoint_dir=ck, probe=FAST, verbose=False)
     pd.testing.assert_frame_equal(first.summary, again.summary)
 
 
@@ -145,14 +150,14 @@ def test_sae_encoder_matches_jumprelu_and_sweep_on_codes(cache, tmp_path):
     expected = torch.where(pre > thr, pre, torch.zeros(())).numpy()
     np.testing.assert_allclose(enc.encode(x), expected, rtol=1e-5, atol=1e-5)
     assert set(load_sae_encoders(tmp_path / "saes")) == {hook}
-    res = sweep(cache, "phones", features=str(tmp_path / "saes"), folds=4, verbose=False)
+    res = sweep(cache, "phones", features=str(tmp_path / "saes"), folds=4, probe=FAST, verbose=False)
     assert list(res.summary["hook"]) == [hook] and (res.folds["d_features"] == m).all()
     assert res.summary["accuracy"].iloc[0] > 0.8
     with pytest.raises(ValueError, match="expected"):
         enc.encode(x[:, :5])
     with pytest.raises(FileNotFoundError, match="cfg.json"):
         SAEEncoder.load(tmp_path)
-    curve = topk_sweep(cache, "phones", tmp_path / "saes", ks=(1, 8, 64), folds=4, verbose=False)
+    curve = topk_sweep(cache, "phones", tmp_path / "saes", ks=(1, 8, 64), folds=4, probe=FAST, verbose=False)
     assert set(curve["k"]) == {1, 8, 64} and (curve["hook"] == hook).all()
 
 
@@ -179,10 +184,25 @@ def test_cli_writes_the_report(cache, tmp_path, monkeypatch, capsys):
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     out = tmp_path / "probe"
-    args = parser.parse_args(["probe", "--cache", "x", "--target", "phones", "--folds", "3", "--out", str(out),
+    args = parser.parse_args(["probe", "--cache", "x", "--target", "phones", "--folds", "3", "--C", "1", "--out", str(out),
                               "--hooks", "encoder.blocks.2.*", "encoder.blocks.0.*"])
     assert args.func(args) == 0
     assert "best layer: encoder.blocks.2.hook_resid_post" in capsys.readouterr().out
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["hook"]) == ["encoder.blocks.0.hook_resid_post", "encoder.blocks.2.hook_resid_post"]
     assert (out / "layers.html").is_file() and (out / "confusion.html").is_file()
+
+
+@pytest.mark.parametrize("threshold", [0.05, -1.0])
+def test_sae_encoder_reads_the_sae_package_format(tmp_path, threshold):
+    """Format contract with the sae package (read without importing it in probes): same codes."""
+    sae = pytest.importorskip("sae")
+    model = sae.BatchTopKSAE(sae.SAEConfig(d_in=16, expansion=4, k=3, hook_name="encoder.blocks.1.hook_resid_post"))
+    with torch.no_grad():
+        model.b_enc.normal_()
+        model.threshold.fill_(threshold)  # learned JumpReLU threshold, or none (top-k per frame)
+    sae.save_sae(model, tmp_path / "s")
+    enc = SAEEncoder.load(tmp_path / "s")
+    x = torch.randn(64, 16)
+    assert enc.hook_name == "encoder.blocks.1.hook_resid_post"
+    np.testing.assert_allclose(enc.encode(x.numpy()), model.encode(x).detach().numpy(), rtol=1e-5, atol=1e-5)

@@ -23,7 +23,9 @@ def _noise(seconds: float, seed: int = 0, sr: int = 16000) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny():
-    return random_whisper(seed=0)
+    model = random_whisper(seed=0)
+    model.max_new_tokens = 8  # random weights never say end-of-text: keep greedy decoding short
+    return model
 
 
 # --- hook semantics (random weights) -------------------------------------------------------
@@ -72,7 +74,8 @@ def test_long_clips_run_in_30s_windows(tiny):
 
 
 def test_decoder_hooks_give_one_row_per_token(tiny):
-    names = ["encoder.ln_post.hook_normalized", "decoder.blocks.1.hook_cross_attn_out", "decoder.ln_final.hook_normalized"]
+    names = ["encoder.ln_post.hook_normalized", "decoder.blocks.1.hook_cross_attn_out",
+             "decoder.ln_final.hook_normalized"]
     acts = tiny.run_with_cache([_noise(1.0), _noise(4.0, seed=1)], names)
     for clip_acts, tokens in zip(acts, tiny.last_tokens):
         prompt = tiny.prompt_ids()
@@ -189,3 +192,32 @@ def test_silence_and_noise_hallucinate_text(tiny_en):
     texts = tiny_en.transcribe([silence, noise], max_new_tokens=40)
     print("tiny.en on silence / noise:", texts)
     assert all(t.strip() for t in texts), texts  # Whisper never says "nothing": it invents words
+
+
+@pytest.mark.real_weights
+def test_hub_id_falls_back_to_the_offline_export(tiny_en_wheel, monkeypatch):
+    from workbench.models import load, whisper
+
+    real = whisper.WhisperModel.from_pretrained.__func__
+
+    def no_hub(cls, path_or_id, *args, **kwargs):
+        if str(path_or_id).startswith("openai/"):
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return real(cls, path_or_id, *args, **kwargs)
+
+    monkeypatch.setattr(whisper.WhisperModel, "from_pretrained", classmethod(no_hub))
+    model = load("openai/whisper-tiny.en")
+    assert model.spec == "whisper-tiny.en" and model.d_model == 384
+
+
+@pytest.mark.real_weights
+def test_cli_info_lists_hooks_offline(tiny_en_wheel, capsys):
+    from workbench.cli import main
+
+    assert main(["models", "info", "whisper-tiny.en"]) == 0
+    out = capsys.readouterr().out
+    lines = [line.split() for line in out.splitlines() if line.strip().startswith(("encoder.", "decoder."))]
+    rows = {cells[0]: cells[1:] for cells in lines}
+    assert len(rows) == 1 + 4 * 4 + 1 + 4 * 5 + 1
+    assert rows["encoder.blocks.3.hook_resid_post"] == ["50", "384"]
+    assert rows["decoder.blocks.0.hook_cross_attn_out"] == ["per", "token", "384"]

@@ -282,6 +282,8 @@ def _copy_plan(sources, group: str, pos: dict[str, int]):
     for si, s in enumerate(sources):
         off = 0
         for cid, n in zip(s["clips"], s["clip_rows"][group]):
+            if cid in rows_of:  # never merge a clip twice (would duplicate its frames)
+                raise RuntimeError(f"clip {cid!r} is recorded twice in the cache index; rebuild the cache")
             spans.append((pos.get(cid, len(pos)), si, off, off + n))
             rows_of[cid] = n
             off += n

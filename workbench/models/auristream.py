@@ -20,10 +20,11 @@ everything downstream. If the blocks cannot be located (or the check fails) the 
 back to reading ``hidden_states`` after the pass: caching still works, but interventions on
 ``lm.*`` hooks raise :class:`NotImplementedError` (pass ``blocks=`` to fix it).
 
-**Long inputs.** At most ``max_tokens`` (4096 = 20.48 s) tokens go through the LM per pass:
-longer token sequences are cut into consecutive windows (positions restart at 0 in each), run
-as one batch, and the frames concatenated; interventions still see ``[B, T, D]`` for the
-whole clip. Clips are tokenized one by one, so tokens do not depend on batching.
+**Batching and long inputs.** Clips are tokenized one at a time and batched only with clips
+whose LM pass has the same shape, so activations never depend on batch mates. At most
+``max_tokens`` (4096 = 20.48 s) tokens go through the LM per pass: longer sequences are cut into
+consecutive windows (positions restart at 0), run as one batch and concatenated; interventions
+see the whole clip as ``[B, n_windows * max_tokens, D]`` (end-padded).
 
 Specs for :func:`load`:
 
@@ -40,10 +41,10 @@ Specs for :func:`load`:
   models; override with ``?tokenizer=ID``), or ``TuKoResearch/WavCochV8192`` /
   ``TuKoResearch/WavCochCausalV8192`` alone (tokens only: hook ``tokens.hook_ids``).
 
-**transformers 5.x.** The TuKoResearch remote code is reported to break on transformers 5.x
-(it imports names that moved, e.g. ``BatchEncoding`` from ``transformers.tokenization_utils``).
-When loading fails under 5.x this raises :class:`TransformersVersionError` saying so; use a
-separate environment with ``pip install "transformers>=4.46,<5"`` for the hub models.
+**transformers 5.x.** The TuKoResearch remote code is reported to break on 5.x (it imports
+names that moved, e.g. ``BatchEncoding`` from ``transformers.tokenization_utils``); a failed load
+under 5.x raises :class:`TransformersVersionError` saying so: use an environment with
+``pip install "transformers>=4.46,<5"`` for the hub models.
 
 Example
 -------
@@ -122,7 +123,7 @@ def load_remote(name: str, what: str = "model") -> nn.Module:
             "The TuKoResearch WavCoch / AuriStream remote code is written for transformers 4.x and is "
             "reported to break on 5.x (it imports names that moved, e.g. BatchEncoding from "
             "transformers.tokenization_utils). Load the hub models from a separate environment with "
-            "`pip install \"transformers>=4.46,<5\"`. Offline, `workbench.models.load('auristream-tiny')` "
+            "transformers<5 (`pip install \"transformers>=4.46,<5\"`). Offline, `workbench.models.load('auristream-tiny')` "
             "runs the same adapter on any transformers version."
         ) from err
 
@@ -144,26 +145,25 @@ def find_blocks(lm: nn.Module, n_layer: int | None = None) -> list[nn.Module] | 
     return best
 
 
+def _field(out, keys: tuple[str, ...], who: str):
+    """``out.<key>`` or ``out[key]`` for the first key present (ModelOutput, dict or dataclass)."""
+    for key in keys:
+        val = getattr(out, key, None)
+        if val is None and isinstance(out, Mapping):
+            val = out.get(key)
+        if val is not None:
+            return val
+    raise TypeError(f"{who} returned {type(out).__name__} without {' / '.join(keys)}")
+
+
 def _hidden_states(out) -> tuple[torch.Tensor, ...]:
-    hs = getattr(out, "hidden_states", None)
-    if hs is None and isinstance(out, Mapping):
-        hs = out.get("hidden_states")
-    if hs is None:
-        raise TypeError(f"the LM returned {type(out).__name__} without hidden_states "
-                        "(expected lm(ids, output_hidden_states=True, return_dict=True).hidden_states)")
-    return tuple(hs)
+    return tuple(_field(out, ("hidden_states",), "the LM (called with output_hidden_states=True)"))
 
 
 def _token_ids(out) -> torch.Tensor:
-    for key in ("input_ids", "input_values"):  # input_values: older WavCoch versions
-        ids = getattr(out, key, None)
-        if ids is None and isinstance(out, Mapping):
-            ids = out.get(key)
-        if ids is not None:
-            return torch.as_tensor(ids)
     if isinstance(out, torch.Tensor):
         return out
-    raise TypeError(f"tokenizer returned {type(out).__name__} without input_ids / input_values")
+    return torch.as_tensor(_field(out, ("input_ids", "input_values"), "the tokenizer"))  # input_values: old WavCoch
 
 
 class AuriStreamModel(AudioModel):
@@ -237,6 +237,19 @@ class AuriStreamModel(AudioModel):
             yield
 
     # --- forward ---------------------------------------------------------------------------
+    def _run_batch(self, clips: list[np.ndarray], names: list[str]) -> list[dict[str, torch.Tensor]]:
+        """Batch only clips whose LM passes have the same shape (same token count, or the same
+        number of full windows), so a clip's activations do not depend on its batch mates."""
+        groups: dict[int, list[int]] = {}
+        for i, clip in enumerate(clips):
+            n = len(clip) // (self.sample_rate // FRAME_RATE)
+            groups.setdefault(n if n <= self.max_tokens else -math.ceil(n / self.max_tokens), []).append(i)
+        out: list = [None] * len(clips)
+        for idx in groups.values():
+            for i, res in zip(idx, super()._run_batch([clips[i] for i in idx], names)):
+                out[i] = res
+        return out
+
     @torch.no_grad()
     def tokenize(self, clip: np.ndarray) -> torch.Tensor:
         """Tokens of one 16 kHz clip: int64 ``[n]`` (n = len(clip) // 80 for WavCoch)."""
@@ -271,17 +284,13 @@ class AuriStreamModel(AudioModel):
         handles = self._attach() if self.blocks is not None else []
         try:
             out = self.lm(windows, output_hidden_states=True, return_dict=True)
+            if self.blocks is None:  # fallback: report hidden_states after the pass
+                for name, h in zip(self._lm_names(), _hidden_states(out)):
+                    self._points[name](self._merge(h))
         finally:
             for h in handles:
                 h.remove()
-            layout, self._layout = self._layout, None
-        if self.blocks is None:  # fallback: report hidden_states after the pass
-            self._layout = layout
-            try:
-                for name, h in zip(self._lm_names(), _hidden_states(out)):
-                    self._points[name](self._merge(h))
-            finally:
-                self._layout = None
+            self._layout = None
 
     def _lm_names(self) -> list[str]:
         return [n for n in self._points if n.startswith("lm.")]

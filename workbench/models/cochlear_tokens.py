@@ -157,7 +157,8 @@ class CochlearCodebook:
             km.fit(frames)
         self.centroids_ = torch.tensor(km.cluster_centers_, dtype=torch.float32)
         self.inertia_ = float(km.inertia_)
-        logger.info("fitted %d cochlear codes on %d frames (inertia %.4g)", self.n_codes, len(frames), self.inertia_)
+        logger.log(logging.INFO if self.verbose else logging.DEBUG, "fitted %d cochlear codes on %d frames (inertia %.4g)",
+                   self.n_codes, len(frames), self.inertia_)
         return self
 
     # --- tokenizing ---------------------------------------------------------------------------

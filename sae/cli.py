@@ -1,0 +1,187 @@
+"""``workbench sae train`` and ``workbench sae eval``.
+
+Example
+-------
+$ workbench sae train --cache work/cache --hook encoder.blocks.3.hook_resid_post --expansion 8 --k 50 \\
+      --tokens 5000000 --out work/saes/run1
+$ workbench sae eval --sae work/saes/run1 --cache work/cache --model whisper-tiny.en --out work/eval/run1
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sae", help="train and evaluate Batch-Top-K sparse autoencoders",
+                              description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="sae_command", metavar="SAE_COMMAND", required=True)
+
+    t = sub.add_parser("train", help="train one SAE per hook on a cache (one pass, side by side)")
+    t.add_argument("--cache", required=True, help="activation cache directory")
+    t.add_argument("--hook", action="append", required=True, help="hook name or glob (repeat for several)")
+    t.add_argument("--expansion", type=int, default=8)
+    t.add_argument("--k", type=int, default=50)
+    t.add_argument("--tokens", type=int, default=50_000_000, help="frames each SAE sees")
+    t.add_argument("--out", required=True)
+    t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=4096)
+    t.add_argument("--lr", type=float, default=None, help="default 2e-4 / sqrt(d_sae / 2^14)")
+    t.add_argument("--k-anneal-from", type=int, default=None)
+    t.add_argument("--no-bf16", action="store_true", help="fp32 encoder matmul")
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=run_train)
+
+    e = sub.add_parser("eval", help="metrics, analyses, per-feature summaries and the spliced-in effect")
+    e.add_argument("--sae", required=True, help="an SAE directory or a training --out directory")
+    e.add_argument("--cache", required=True)
+    e.add_argument("--model", default=None, help="model spec for the spliced-in effect (e.g. whisper-tiny.en)")
+    e.add_argument("--out", required=True)
+    e.add_argument("--hook", default=None, help="hook (default: the one the SAE was trained on)")
+    e.add_argument("--max-frames", type=int, default=100_000, help="frames sampled from the cache")
+    e.add_argument("--splice-clips", type=int, default=20, help="clips for the spliced-in effect")
+    e.add_argument("--compare", default=None,
+                   help="a second SAE or training --out dir (other seed) for the consistency analysis")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=run_eval)
+
+
+def _resolve_hooks(patterns, available) -> list[str]:
+    hooks = []
+    for p in patterns:
+        hits = [h for h in available if fnmatch.fnmatchcase(h, p)]
+        if not hits:
+            raise ValueError(f"--hook {p!r} matches no cached hook; cached: {available}")
+        hooks += [h for h in hits if h not in hooks]
+    return hooks
+
+
+def run_train(args) -> int:
+    from sae.config import TrainConfig
+    from sae.train import train
+    from workbench.cache import ActivationCache
+
+    cache = ActivationCache.open(args.cache)
+    hooks = _resolve_hooks(args.hook, cache.hooks)
+    cfg = TrainConfig(expansion=args.expansion, k=args.k, tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
+                      k_anneal_from=args.k_anneal_from, seed=args.seed, bf16=not args.no_bf16, threads=args.threads)
+    saes = train(cache, hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
+    for h in saes:
+        print(f"{h}: {Path(args.out) / h}")
+    return 0
+
+
+def _sae_dirs(path: Path) -> list[Path]:
+    if (path / "cfg.json").is_file() or (path / "ae.pt").is_file() or path.is_file():
+        return [path]
+    found = sorted(p.parent for p in path.glob("*/cfg.json"))
+    if not found:
+        raise FileNotFoundError(f"no SAE in {path}: expected cfg.json + sae_weights.safetensors or sub-folders with them")
+    return found
+
+
+def run_eval(args) -> int:
+    from workbench.cache import ActivationCache
+
+    cache = ActivationCache.open(args.cache)
+    out = Path(args.out)
+    model = None
+    if args.model:
+        import workbench.models
+
+        model = workbench.models.load(args.model)
+    for folder in _sae_dirs(Path(args.sae)):
+        result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
+                              splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
+                              verbose=not args.quiet)
+        print(json.dumps({k: result[k] for k in ("hook", "metrics") if k in result}, indent=2, default=float))
+    return 0
+
+
+def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, max_frames: int = 100_000,
+                 splice_clips: int = 20, compare=None, seed: int = 0, verbose: bool = True) -> dict:
+    """Everything ``workbench sae eval`` reports for one SAE; writes ``out/<hook>/eval.json`` and friends."""
+    from sae.analyses import concept_erasure, domain_specialization, seed_consistency
+    from sae.io import atomic_write_text, load_sae
+    from sae.metrics import density_histogram, evaluate, to_json
+    from sae.splice import corpus_clips, spliced_effect
+    from sae.summaries import feature_summaries
+
+    probe = load_sae(folder)
+    hook = hook or probe.cfg.hook_name
+    if not hook:
+        raise ValueError(f"{folder}: the SAE does not say which hook it was trained on; pass --hook")
+    if hook not in cache.hooks:
+        raise ValueError(f"hook {hook!r} is not in cache {cache.root}; cached hooks: {cache.hooks}")
+    sae = load_sae(folder, d_in=cache.d_model(hook), hook=hook)
+    dest = out / hook
+    rng = np.random.default_rng(seed)
+    n = cache.n_frames(hook)
+    rows = np.sort(rng.choice(n, size=min(n, max_frames), replace=False))
+    X = torch.from_numpy(cache.load(hook, rows))
+    frames = cache.frames(hook).iloc[rows].reset_index(drop=True)
+    metrics = evaluate(sae, X.split(8192))
+    density_histogram(metrics["density"], dest / "density.html", title=f"Feature density, {hook}")
+    result = {"sae": str(folder), "hook": hook, "cache": str(cache.root), "metrics": to_json(metrics)}
+    domains = frames["domain"].fillna("unknown").astype(str).to_numpy() if "domain" in frames else None
+    if domains is not None and len(set(domains)) > 1:
+        spec = domain_specialization(sae, X, domains)
+        result["domain_specialization"] = {k: v for k, v in spec.items() if k != "table"}
+        erasure = concept_erasure(sae, X, domains == "speech", seed=seed)
+        result["concept_erasure"] = {"concept": "speech vs non-speech", **erasure}
+    if "phones" in frames:
+        phones = frames["phones"].to_numpy(dtype=object)
+        speech = np.array([p is not None and p != "sil" for p in phones])
+        is_vowel = np.array([p in VOWELS for p in phones[speech]])
+        if speech.sum() >= 50 and 0 < is_vowel.sum() < len(is_vowel):
+            erasure = concept_erasure(sae, X[torch.from_numpy(speech)], is_vowel, seed=seed)
+            result["concept_erasure_vowel"] = {"concept": "vowel vs consonant (speech frames)", **erasure}
+    cmp_path = _compare_path(compare, hook) if compare else None
+    if compare and cmp_path is None:
+        log.warning("--compare %s has no SAE for %s: no consistency analysis", compare, hook)
+    if cmp_path is not None:
+        other = load_sae(cmp_path, d_in=cache.d_model(hook), hook=hook)
+        if other.cfg.hook_name in ("", hook):
+            cons = seed_consistency(sae, other, X)
+            result["seed_consistency"] = {"other": str(cmp_path),
+                                          **{k: v for k, v in cons.items() if not isinstance(v, np.ndarray)}}
+        else:
+            log.warning("--compare %s was trained on %s, not %s: no consistency analysis", cmp_path,
+                        other.cfg.hook_name, hook)
+    feature_summaries(sae, X, frames, dest)
+    if model is not None:
+        audio, texts = corpus_clips(cache.corpus, model.sample_rate, max_clips=splice_clips)
+        result["splice"] = spliced_effect(model, sae, hook, audio, texts, verbose=verbose)
+    atomic_write_text(dest / "eval.json", json.dumps(result, indent=2, default=_json_default))
+    return result
+
+
+def _compare_path(compare, hook: str) -> Path | None:
+    """The SAE for ``hook`` in ``compare`` (a training --out dir or one SAE), or None."""
+    compare = Path(compare)
+    if (compare / hook).is_dir():
+        return compare / hook
+    if (compare / "cfg.json").is_file() or (compare / "ae.pt").is_file() or compare.is_file():
+        return compare
+    return None
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

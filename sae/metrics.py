@@ -1,0 +1,96 @@
+"""Reconstruction and sparsity metrics: FVU, L0, dead / dense fractions, feature densities.
+
+Example
+-------
+>>> m = evaluate(sae, cache.batches(hook, 4096, shuffle=False))     # doctest: +SKIP
+>>> m["fvu"], m["l0"], m["dead_frac"]                               # doctest: +SKIP
+>>> density_histogram(m["density"], "work/eval/density.html")      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def evaluate(sae, batches: Iterable[torch.Tensor], mode: str | None = None, dense_above: float = 0.1,
+             max_frames: int | None = None) -> dict:
+    """Metrics of ``sae`` over ``batches`` of raw ``[B, d_in]`` frames (same units it was trained on).
+
+    Returns ``fvu`` (sum of squared errors / total variance about the mean, pooled over all frames),
+    ``explained_variance = 1 - fvu``, ``mse`` (per frame, summed over d), ``cosine`` (mean cosine
+    between x and x_hat), ``l0`` (mean active features per frame), ``dead_frac`` (features that never
+    fire), ``dense_frac`` (features firing on more than ``dense_above`` of frames), ``frames``, and
+    ``density`` (per-feature firing rate, numpy array; not JSON-safe, see :func:`to_json`).
+    """
+    m = sae.d_sae
+    fires = torch.zeros(m, dtype=torch.long)
+    n = 0
+    sse = 0.0
+    sum_x = None
+    sum_sq = 0.0
+    cos = 0.0
+    l0 = 0
+    for x in batches:
+        x = x.float().reshape(-1, sae.d_in)
+        if max_frames is not None and n + len(x) > max_frames:
+            x = x[: max_frames - n]
+        if len(x) == 0:
+            break
+        z = sae.encode(x, mode)
+        x_hat = sae.decode(z)
+        active = z > 0
+        fires += active.sum(dim=0)
+        l0 += int(active.sum())
+        sse += float((x - x_hat).pow(2).sum(dtype=torch.float64))
+        sum_x = x.sum(0, dtype=torch.float64) if sum_x is None else sum_x + x.sum(0, dtype=torch.float64)
+        sum_sq += float(x.double().pow(2).sum())
+        cos += float(torch.nn.functional.cosine_similarity(x, x_hat, dim=1).sum())
+        n += len(x)
+        if max_frames is not None and n >= max_frames:
+            break
+    if n == 0:
+        raise ValueError("evaluate: no frames given")
+    total_var = sum_sq - float((sum_x * sum_x).sum()) / n
+    fvu = sse / total_var if total_var > 0 else float("nan")
+    density = (fires.double() / n).numpy()
+    return {
+        "frames": n, "fvu": fvu, "explained_variance": 1.0 - fvu, "mse": sse / n, "cosine": cos / n,
+        "l0": l0 / n, "dead_frac": float((fires == 0).double().mean()),
+        "dense_frac": float((density > dense_above).mean()), "dense_above": dense_above, "density": density,
+    }
+
+
+def to_json(metrics: dict) -> dict:
+    """``metrics`` without numpy arrays (the per-feature density becomes summary quantiles)."""
+    out = {k: v for k, v in metrics.items() if not isinstance(v, np.ndarray)}
+    if "density" in metrics:
+        d = np.asarray(metrics["density"])
+        alive = d[d > 0]
+        out["density_quantiles_alive"] = {str(q): float(np.quantile(alive, q)) for q in (0.1, 0.5, 0.9)} if len(alive) else {}
+    return out
+
+
+def density_histogram(density: np.ndarray, path: str | os.PathLike | None = None, title: str = "Feature density"):
+    """Plotly histogram of log10 firing rates (dead features counted separately); saved as HTML if ``path``."""
+    import plotly.graph_objects as go
+
+    density = np.asarray(density, dtype=float)
+    alive = density[density > 0]
+    fig = go.Figure(go.Histogram(x=np.log10(alive), nbinsx=60, name="alive features"))
+    fig.update_layout(
+        title=f"{title}: {len(alive)} alive, {int((density == 0).sum())} dead of {len(density)}",
+        xaxis_title="log10(fraction of frames on which the feature fires)", yaxis_title="features",
+        bargap=0.02,
+    )
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        fig.write_html(str(tmp), include_plotlyjs="directory")
+        os.replace(tmp, path)
+    return fig

@@ -1,0 +1,109 @@
+"""Per-feature summaries the app reads: top-activating frames, activation histograms, domain
+shares, top phone / word labels.
+
+Files written to ``out``: ``features.parquet`` (one row per feature: firing count, density,
+mean / max activation, ``share_<domain>`` columns, ``top_<tier>`` as JSON ``[[label, share], ...]``),
+``top_frames.parquet`` (feature, rank, clip_id, start_s, end_s, activation, domain, labels),
+``histograms.json`` (``{feature: {"edges": [...], "counts": [...]}}`` of non-zero activations)
+and ``features.json`` (the features table as records).
+
+Example
+-------
+>>> X = cache.load(hook, rows); frames = cache.frames(hook).iloc[rows]          # doctest: +SKIP
+>>> feature_summaries(sae, X, frames, "work/eval/l3")                            # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sae.io import atomic_write_text
+
+
+@torch.no_grad()
+def sparse_codes(sae, X, mode: str | None = None, chunk: int = 8192) -> pd.DataFrame:
+    """Non-zero codes of frames ``X`` as a long table (row, feature, activation)."""
+    X = torch.as_tensor(X).float()
+    parts = []
+    for a in range(0, len(X), chunk):
+        z = sae.encode(X[a : a + chunk], mode)
+        r, f = z.nonzero(as_tuple=True)
+        parts.append(pd.DataFrame({"row": (r + a).numpy(), "feature": f.numpy(), "activation": z[r, f].numpy()}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["row", "feature", "activation"])
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def feature_summaries(sae, X, frames: pd.DataFrame, out: str | os.PathLike | None = None, top_n: int = 20,
+                      bins: int = 20, tiers: Sequence[str] = ("phones", "words"), top_labels: int = 5,
+                      mode: str | None = None) -> dict:
+    """Summaries of every feature over frames ``X`` described by ``frames`` (row i <-> X[i]).
+
+    ``frames`` needs ``clip_id`` and ``start_s``; ``end_s``, ``domain`` and tier columns are used
+    when present. Returns ``{"features", "top_frames", "histograms"}`` and writes them under ``out``.
+    """
+    frames = frames.reset_index(drop=True)
+    if len(frames) != len(X):
+        raise ValueError(f"{len(frames)} frame-table rows for {len(X)} frames")
+    codes = sparse_codes(sae, X, mode)
+    n, m = len(frames), sae.d_sae
+    feats = pd.DataFrame({"feature": np.arange(m)})
+    grouped = codes.groupby("feature")["activation"]
+    feats["fires"] = grouped.size().reindex(feats.feature, fill_value=0).to_numpy()
+    feats["density"] = feats["fires"] / max(n, 1)
+    feats["mean_activation"] = grouped.mean().reindex(feats.feature, fill_value=0.0).to_numpy()
+    feats["max_activation"] = grouped.max().reindex(feats.feature, fill_value=0.0).to_numpy()
+
+    if "domain" in frames:
+        dom = frames["domain"].fillna("unknown").astype(str).to_numpy()
+        codes["domain"] = dom[codes["row"].to_numpy()]
+        per_frame = codes.groupby(["feature", "domain"])["activation"].sum().unstack(fill_value=0.0)
+        counts = pd.Series(dom).value_counts()
+        mass = per_frame / counts.reindex(per_frame.columns).to_numpy()[None, :]
+        shares = mass.div(mass.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
+        for d in sorted(counts.index):
+            col = shares[d] if d in shares else pd.Series(dtype=float)
+            feats[f"share_{d}"] = col.reindex(feats.feature, fill_value=0.0).to_numpy()
+
+    for tier in tiers:
+        if tier not in frames:
+            continue
+        lab = frames[tier].to_numpy(dtype=object)
+        c = codes.assign(label=lab[codes["row"].to_numpy()]).dropna(subset=["label"])
+        weight = c.groupby(["feature", "label"])["activation"].sum()
+        total = weight.groupby(level=0).transform("sum")
+        share = (weight / total).rename("share").reset_index().sort_values(["feature", "share"], ascending=[True, False])
+        top = share.groupby("feature").head(top_labels)
+        lists = top.groupby("feature").apply(lambda g: json.dumps([[str(a), round(float(b), 4)] for a, b in
+                                                                   zip(g["label"], g["share"])]), include_groups=False)
+        feats[f"top_{tier}"] = lists.reindex(feats.feature, fill_value="[]").to_numpy()
+
+    top_frames = codes.sort_values(["feature", "activation"], ascending=[True, False]).groupby("feature").head(top_n)
+    top_frames = top_frames.assign(rank=top_frames.groupby("feature").cumcount())
+    cols = [c for c in ("clip_id", "frame", "start_s", "end_s", "domain", *tiers) if c in frames]
+    info = frames.iloc[top_frames["row"].to_numpy()][cols].reset_index(drop=True)
+    top_frames = pd.concat([top_frames[["feature", "rank", "row", "activation"]].reset_index(drop=True), info], axis=1)
+
+    histograms = {}
+    for f, acts in codes.groupby("feature")["activation"]:
+        counts_, edges = np.histogram(acts.to_numpy(), bins=bins)
+        histograms[int(f)] = {"edges": [round(float(e), 6) for e in edges], "counts": counts_.tolist()}
+
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_parquet(feats, out / "features.parquet")
+        _write_parquet(top_frames, out / "top_frames.parquet")
+        atomic_write_text(out / "histograms.json", json.dumps(histograms))
+        atomic_write_text(out / "features.json", feats.to_json(orient="records"))
+    return {"features": feats, "top_frames": top_frames, "histograms": histograms}
