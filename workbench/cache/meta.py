@@ -1,8 +1,13 @@
 """cache.json: what a cache holds, whether a rerun may append to it, and the end-of-build summary.
 
 A rerun appends only if the model (spec, name, weights dtype), hooks, cache dtype,
-frame rates, frame-table columns and the corpus fingerprint all match; otherwise
-:class:`CacheMismatchError` says which field differs and what to do.
+per-hook storage dtypes, frame rates, frame-table columns and the corpus fingerprint all
+match; otherwise :class:`CacheMismatchError` says which field differs and what to do.
+
+``hook_dtypes`` maps each hook to its storage dtype: the cache dtype, or ``"int32"`` for
+the model's :attr:`~workbench.models.base.AudioModel.integer_hooks` (token ids, codec codes,
+which float16/bfloat16 would round). Caches written before the field existed lack it and
+are read as all-float (:func:`workbench.cache.store.hook_dtypes`).
 """
 from __future__ import annotations
 
@@ -21,8 +26,8 @@ import pyarrow.parquet as pq
 
 from workbench.cache import frames as ft
 from workbench.cache.store import (
-    CACHE_JSON, CORPUS_JSONL, ERRORS_JSONL, FORMAT, SUMMARY_JSON, Store, is_foreign_dir, read_json,
-    write_json_atomic,
+    CACHE_JSON, CORPUS_JSONL, ERRORS_JSONL, FORMAT, INT_DTYPE, SUMMARY_JSON, Store, hook_dtypes, is_foreign_dir,
+    read_json, write_json_atomic,
 )
 from workbench.corpus.types import Corpus
 from workbench.models.base import AudioModel
@@ -30,8 +35,8 @@ from workbench.models.base import AudioModel
 logger = logging.getLogger(__name__)
 
 #: cache.json fields that must be equal for a rerun to append
-COMPAT_FIELDS = ("model.spec", "model.name", "model.weights_dtype", "hooks", "dtype", "frame_rates",
-                 "corpus.fingerprint", "frame_schema")
+COMPAT_FIELDS = ("model.spec", "model.name", "model.weights_dtype", "hooks", "dtype", "hook_dtypes",
+                 "frame_rates", "corpus.fingerprint", "frame_schema")
 
 
 class CacheMismatchError(ValueError):
@@ -102,6 +107,7 @@ def make_meta(model: AudioModel, corpus: Corpus, hooks: list[str], dtype: str) -
         "frame_rates": {h: hook_info[h]["frame_rate"] for h in hooks},
         "frame_tables": groups,
         "dtype": dtype,
+        "hook_dtypes": {h: INT_DTYPE if h in model.integer_hooks else dtype for h in hooks},
         "corpus": {
             "fingerprint": corpus.fingerprint(),
             "root": str(Path(corpus.root).resolve()),
@@ -115,6 +121,8 @@ def make_meta(model: AudioModel, corpus: Corpus, hooks: list[str], dtype: str) -
 
 
 def _get(d: dict, dotted: str):
+    if dotted == "hook_dtypes":  # compare what is stored (old caches: every hook in the cache dtype)
+        return hook_dtypes(d)
     for k in dotted.split("."):
         d = d.get(k) if isinstance(d, dict) else None
     return d
@@ -124,10 +132,15 @@ def mismatches(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences in :data:`COMPAT_FIELDS` between two cache.json dicts."""
     out = []
     for f in COMPAT_FIELDS:
+        if f == "hook_dtypes" and any(o.startswith(("hooks:", "dtype:")) for o in out):
+            continue  # follows from the difference already reported
         a, b = _get(old, f), _get(new, f)
         if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
             show_a, show_b = (json.dumps(a)[:200], json.dumps(b)[:200])
             out.append(f"{f}: cache has {show_a}, this run has {show_b}")
+            if f == "hook_dtypes":
+                out[-1] += (" (integer hooks such as token ids and codes are now stored exactly as int32; "
+                            "a cache that stored them as floats cannot be continued)")
     return out
 
 

@@ -5,6 +5,7 @@ Example
 >>> cache = ActivationCache.open("work/cache")                         # doctest: +SKIP
 >>> hook = "encoder.blocks.3.hook_resid_post"
 >>> X = cache.acts(hook)                   # np.memmap [N, D] float16   # doctest: +SKIP
+>>> ids = cache.acts("tokens.hook_ids")    # integer hooks: exact int32  # doctest: +SKIP
 >>> phones = cache.labels("phones", hook)  # label at each frame centre # doctest: +SKIP
 >>> speech = cache.select(hook, domain="speech")                        # doctest: +SKIP
 >>> for batch in cache.batches(hook, 4096, rows=speech):              # doctest: +SKIP
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from workbench.cache import frames as ft
-from workbench.cache.store import CACHE_JSON, CORPUS_JSONL, Store, read_json, storage_dtype
+from workbench.cache.store import CACHE_JSON, CORPUS_JSONL, Store, hook_dtypes, hook_storage_dtype, read_json
 from workbench.corpus.types import Clip, Corpus
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class ActivationCache:
         self._index = index
         self._store = Store(self.root)
         self._frames: dict[str, Any] = {}
-        self._sdtype = storage_dtype(meta["dtype"])
+        self._sdtypes = {h: hook_storage_dtype(meta, h) for h in meta["hooks"]}
 
     # --- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -80,7 +81,13 @@ class ActivationCache:
 
     @property
     def dtype(self) -> str:
+        """The cache's float dtype (integer hooks are stored as int32, see :meth:`hook_dtype`)."""
         return self.meta["dtype"]
+
+    def hook_dtype(self, hook: str) -> str:
+        """Storage dtype of ``hook``: the cache dtype, or ``"int32"`` for integer hooks (ids, codes)."""
+        self._hook(hook)
+        return hook_dtypes(self.meta)[hook]
 
     @property
     def clip_ids(self) -> list[str]:
@@ -117,8 +124,8 @@ class ActivationCache:
             "dtype": self.dtype,
             "corpus": self.meta["corpus"],
             "complete": self.meta.get("complete"),
-            "hooks": {h: {"frames": self.n_frames(h), "d_model": self.d_model(h), "frame_rate": self.frame_rate(h)}
-                      for h in self.hooks},
+            "hooks": {h: {"frames": self.n_frames(h), "d_model": self.d_model(h), "frame_rate": self.frame_rate(h),
+                          "dtype": self.hook_dtype(h)} for h in self.hooks},
             "clips": len(self.clip_ids),
             "skipped": len(self.skipped),
             "summary": read_json(summary_path) if summary_path.exists() else None,
@@ -126,24 +133,27 @@ class ActivationCache:
 
     # --- activations -----------------------------------------------------------------------------
     def acts(self, hook: str, mode: str = "r") -> np.ndarray:
-        """``np.memmap [N, D]`` of raw values: float16, or uint16 bit patterns for bfloat16 caches."""
+        """``np.memmap [N, D]`` of raw values: float16, or uint16 bit patterns for bfloat16 caches;
+        int32 (exact) for integer hooks such as token ids and codec codes."""
         info = self._hook(hook)
         n, d = int(info["rows"]), int(info["d_model"])
+        sdtype = self._sdtypes[hook]
         if n == 0:
-            return np.zeros((0, d), dtype=self._sdtype)
-        return np.memmap(self._store.abs(info["file"]), dtype=self._sdtype, mode=mode, shape=(n, d))
+            return np.zeros((0, d), dtype=sdtype)
+        return np.memmap(self._store.abs(info["file"]), dtype=sdtype, mode=mode, shape=(n, d))
 
     def acts_torch(self, hook: str) -> torch.Tensor:
-        """``torch.Tensor [N, D]`` in the cache dtype, sharing the memory map (copy-on-write, no read)."""
+        """``torch.Tensor [N, D]`` in the hook's storage dtype (bfloat16 / float16 / int32), sharing the
+        memory map (copy-on-write, no read)."""
         arr = self.acts(hook, mode="c")
         t = torch.from_numpy(arr)
-        return t.view(torch.bfloat16) if self.dtype == "bfloat16" else t
+        return t.view(torch.bfloat16) if arr.dtype == np.uint16 else t
 
     def _gather(self, hook: str, rows: np.ndarray) -> np.ndarray:
         """Raw rows in the given order, read in sorted order for disk locality."""
         mm = self.acts(hook)
         if len(rows) == 0:
-            return np.zeros((0, mm.shape[1]), dtype=self._sdtype)
+            return np.zeros((0, mm.shape[1]), dtype=mm.dtype)
         if rows[-1] - rows[0] + 1 == len(rows) and np.all(np.diff(rows) == 1):
             return np.asarray(mm[rows[0] : rows[-1] + 1])
         order = np.argsort(rows, kind="stable")
@@ -152,8 +162,10 @@ class ActivationCache:
         out[order] = data
         return out
 
-    def _to_float32(self, raw: np.ndarray) -> np.ndarray:
-        return bf16_bits_to_float32(raw) if self.dtype == "bfloat16" else raw.astype(np.float32)
+    @staticmethod
+    def _to_float32(raw: np.ndarray) -> np.ndarray:
+        """Raw rows -> float32 (exact: bf16 bits, fp16, and int32 ids/codes below 2**24)."""
+        return bf16_bits_to_float32(raw) if raw.dtype == np.uint16 else raw.astype(np.float32)
 
     def _check_rows(self, hook: str, rows: Iterable[int] | np.ndarray | None) -> np.ndarray:
         n = self.n_frames(hook)
@@ -170,7 +182,8 @@ class ActivationCache:
         return rows
 
     def load(self, hook: str, rows: Iterable[int] | np.ndarray | None = None) -> np.ndarray:
-        """``float32 [len(rows), D]`` copy of ``rows`` (all rows if None) in the given order."""
+        """``float32 [len(rows), D]`` copy of ``rows`` (all rows if None) in the given order (integer
+        hooks: their exact values as floats)."""
         rows = self._check_rows(hook, rows)
         out = np.empty((len(rows), self.d_model(hook)), dtype=np.float32)
         for a in range(0, len(rows), _CHUNK_ROWS):

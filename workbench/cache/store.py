@@ -5,7 +5,7 @@
     <cache>/cache.json                      model, hooks, frame rates, dtype, corpus fingerprint, versions
     <cache>/corpus.jsonl                    the corpus (clips with tiers) the cache was built from
     <cache>/index.json                      what is committed: consolidated data + pending pieces
-    <cache>/hooks/<hook>/acts_g0001.bin     [N, D] raw row-major fp16/bf16, one per hook (np.memmap)
+    <cache>/hooks/<hook>/acts_g0001.bin     [N, D] raw row-major fp16/bf16 (int32: integer hooks), one per hook
     <cache>/frames/<group>_g0001.parquet    frame table of the hooks of one frame rate
     <cache>/hooks/<hook>/shard_*.bin        per-batch shards not merged yet (a crashed or running build)
     <cache>/frames/<group>/part_*.parquet   their frame-table parts
@@ -73,6 +73,23 @@ def storage_dtype(dtype: str) -> np.dtype:
     if dtype == "bfloat16":
         return np.dtype(np.uint16)
     raise ValueError(f"cache dtype must be 'float16' or 'bfloat16', got {dtype!r}")
+
+
+#: storage dtype of integer hooks (token ids, codec codes): exact, unlike fp16 (> 2048) or bf16 (> 256)
+INT_DTYPE = "int32"
+
+
+def hook_dtypes(meta: dict[str, Any]) -> dict[str, str]:
+    """Storage dtype name of every hook of a cache.json dict: ``meta["hook_dtypes"]``, else the
+    cache dtype (caches written before integer hooks were stored as int32 lack the field)."""
+    given = meta.get("hook_dtypes") or {}
+    return {h: given.get(h, meta["dtype"]) for h in meta["hooks"]}
+
+
+def hook_storage_dtype(meta: dict[str, Any], hook: str) -> np.dtype:
+    """numpy dtype of ``hook``'s raw bytes in a cache described by ``meta``."""
+    name = hook_dtypes(meta).get(hook, meta["dtype"])
+    return np.dtype(np.int32) if name == INT_DTYPE else storage_dtype(name)
 
 
 def is_foreign_dir(out: Path) -> bool:
@@ -199,7 +216,6 @@ class Store:
         pos = {cid: i for i, cid in enumerate(corpus_order)}
         clips = sorted({c for s in sources for c in s["clips"]}, key=lambda c: pos.get(c, len(pos)))
         schema = ft.FrameSchema.from_json(meta["frame_schema"])
-        sdtype = storage_dtype(meta["dtype"])
         final: dict[str, Any] = {"clips": clips, "clip_rows": {}, "hooks": {}, "frames": {}}
         for group, ginfo in meta["frame_tables"].items():
             runs, rows_of = _copy_plan(sources, group, pos)
@@ -208,7 +224,7 @@ class Store:
             for hook in ginfo["hooks"]:
                 d = _d_model(sources, hook)
                 path = self.hook_dir(hook) / f"acts_g{gen:04d}.bin"
-                self._merge_hook(sources, hook, runs, path, sdtype, d)
+                self._merge_hook(sources, hook, runs, path, hook_storage_dtype(meta, hook), d)
                 final["hooks"][hook] = {"file": self.rel(path), "rows": n, "d_model": d}
             path = self.root / "frames" / f"{group}_g{gen:04d}.parquet"
             parts = [self.abs(s["frames"][group]["file"]) for s in sources if s["frames"][group]["file"]]

@@ -1,7 +1,8 @@
 """Build an activation cache: :func:`build_cache` (also ``workbench cache``).
 
 Clips are processed in batches of about ``batch_seconds`` of audio. A batch's
-activations are converted to the cache dtype in one pass into one array per hook and
+activations are converted to the cache dtype (int32 for the model's integer hooks: token
+ids, codes) in one pass into one array per hook and
 written with one plain file write per hook; its frame table part and, last, its commit
 record follow (see :mod:`workbench.cache.store`). The previous batch is written on a
 background thread (mostly waiting for fsync) and, with ``overlap`` (GPU, or spare CPU
@@ -36,7 +37,9 @@ from tqdm.auto import tqdm
 from workbench.cache import frames as ft
 from workbench.cache.distributed import Dist
 from workbench.cache.meta import make_meta, prepare_dir, finalize, DirLock
-from workbench.cache.store import Store, maybe_stall, storage_dtype, write_bytes_atomic, write_json_atomic
+from workbench.cache.store import (
+    INT_DTYPE, Store, hook_dtypes, maybe_stall, storage_dtype, write_bytes_atomic, write_json_atomic,
+)
 from workbench.corpus.types import Clip, Corpus
 from workbench.models.base import AudioModel
 
@@ -245,6 +248,8 @@ class _BatchWriter:
         self.schema = ft.FrameSchema.from_json(meta["frame_schema"])
         self.torch_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[meta["dtype"]]
         self.sdtype = storage_dtype(meta["dtype"])
+        self.int_hooks = {h for h, d in hook_dtypes(meta).items() if d == INT_DTYPE}
+        self._warned: set[str] = set()
         self.groups = meta["frame_tables"]
         self.frames_written = 0
         self.bytes_written = 0
@@ -280,7 +285,7 @@ class _BatchWriter:
             bar.close()
 
     def _forward(self, batch: LoadedBatch):
-        """Activations of the batch as one ``[sum T, D]`` array per hook, in the cache dtype."""
+        """Activations of the batch as one ``[sum T, D]`` array per hook, in its storage dtype."""
         if not batch.clips:
             return {}, {g: [] for g in self.groups}
         acts = forward_batch(self.model, batch.audio, self.names, self.max_windows)
@@ -298,6 +303,14 @@ class _BatchWriter:
             # Convert straight into one preallocated [sum T, D] array per hook: a single pass over
             # the data (torch.cat + .to would allocate and touch it twice, ~10x slower on CPU).
             flat = [a[h].reshape(a[h].shape[0], -1) for a in acts]
+            if h in self.int_hooks:
+                arrays[h] = self._to_int32(h, flat)
+                continue
+            if not flat[0].is_floating_point() and h not in self._warned:
+                self._warned.add(h)
+                logger.warning("%s: hook %s gives %s values but is not in the model's integer_hooks: they are "
+                               "stored as %s (integers above 2048 / 256 get rounded)", self.model.name, h,
+                               flat[0].dtype, self.meta["dtype"])
             out = np.empty((sum(len(t) for t in flat), flat[0].shape[1]), dtype=self.sdtype)
             dst = torch.from_numpy(out.view(np.int16)).view(torch.bfloat16) if self.sdtype == np.uint16 \
                 else torch.from_numpy(out)
@@ -309,6 +322,19 @@ class _BatchWriter:
                 o += len(t)
             arrays[h] = out
         return arrays, rows
+
+    def _to_int32(self, hook: str, flat: list[torch.Tensor]) -> np.ndarray:
+        """Integer-hook frames as one exact ``int32 [sum T, D]`` array (refuses non-integer or out-of-range values)."""
+        out = np.empty((sum(len(t) for t in flat), flat[0].shape[1]), dtype=np.int32)
+        dst, o = torch.from_numpy(out), 0
+        for t in flat:
+            if t.is_floating_point() or t.is_complex():
+                raise TypeError(f"{self.model.name}: integer hook {hook} gave {t.dtype} values")
+            if t.numel() and (int(t.min()) < -2**31 or int(t.max()) >= 2**31):
+                raise OverflowError(f"{self.model.name}: hook {hook} has values outside the int32 range")
+            dst[o : o + len(t)].copy_(t)
+            o += len(t)
+        return out
 
     def _write(self, batch: LoadedBatch, arrays: dict[str, np.ndarray], rows: dict[str, list[int]]) -> None:
         pid = f"r{self.dist.rank}_{self.run_id}_{batch.seq:05d}"

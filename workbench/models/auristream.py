@@ -178,6 +178,7 @@ class AuriStreamModel(AudioModel):
     """
 
     sample_rate = SAMPLE_RATE
+    integer_hooks = frozenset({"tokens.hook_ids"})  # int64 tensors: cached exactly (AudioModel.integer_hooks)
 
     def __init__(self, tokenizer, lm: nn.Module | None = None, *, spec: str = "auristream", name: str | None = None,
                  max_tokens: int = MAX_TOKENS, blocks: list[nn.Module] | None = None, device: str = "cpu",

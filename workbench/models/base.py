@@ -99,6 +99,11 @@ class AudioModel(ABC):
     def hook_points(self) -> list[str]:
         return list(self.hook_modules())
 
+    @property
+    def integer_hooks(self) -> frozenset[str]:
+        """Hook points whose activations are integer tensors (token ids, codes); caches store them exactly."""
+        return frozenset()
+
     def resolve_hooks(self, patterns: str | Sequence[str]) -> list[str]:
         """Expand glob patterns (``encoder.blocks.*.hook_resid_post``) in model order.
 

@@ -88,6 +88,8 @@ class CodecAudioModel(AudioModel):
     ``n_codebooks``: codebooks in ``quantizer.hook_codes`` (default: all of them).
     """
 
+    integer_hooks = frozenset({"quantizer.hook_codes"})  # int64 tensors: cached exactly (AudioModel.integer_hooks)
+
     def __init__(self, hf_model: nn.Module, spec: str = "", n_codebooks: int | None = None) -> None:
         super().__init__()
         cfg = hf_model.config
