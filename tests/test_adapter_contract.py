@@ -31,6 +31,8 @@ ADAPTERS = {
     "dac": (lambda: __import__("workbench.models.codec", fromlist=["_"]).random_codec("dac"), ["encoder.*", "hook_latent"]),
     "mimi": (lambda: __import__("workbench.models.codec", fromlist=["_"]).random_codec("mimi"), ["encoder*", "hook_latent"]),
     "auristream-tiny": (lambda: __import__("workbench.models", fromlist=["_"]).load("auristream-tiny"), ["tokens.hook_ids", "lm.hook_embed", "lm.blocks.*.hook_resid_post"]),
+    "hubert": (lambda: __import__("workbench.models.hubert", fromlist=["_"]).random_hubert("hubert"), ["*"]),
+    "wav2vec2": (lambda: __import__("workbench.models.hubert", fromlist=["_"]).random_hubert("wav2vec2"), ["*"]),
     "cochleagram": (lambda: __import__("workbench.models", fromlist=["_"]).load("cochleagram"), ["cochleagram.*"]),
 }
 
@@ -125,4 +127,5 @@ def test_frame_times_follow_frame_rate(case):
     assert times.shape == (5, 2)
     np.testing.assert_allclose(times[:, 0], np.arange(5) / rate)
     np.testing.assert_allclose(times[:, 1] - times[:, 0], 1 / rate)
-    assert model.n_frames(hooks[0], model.sample_rate) == math.ceil(rate)
+    # conv stems without padding (HuBERT: floor((n - 400) / 320) + 1) may lose one frame at the edge
+    assert abs(model.n_frames(hooks[0], model.sample_rate) - math.ceil(rate)) <= 1

@@ -15,14 +15,8 @@ from workbench.models.cochlear_tokens import (CochlearCodebook, TinyCochlearGPT,
 SR = 16000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These are many small tensor ops: intra-op threads only add overhead (a lot of it on a busy
-    2-core machine), so run them on one thread and restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models and small tensor ops: intra-op threads only add overhead (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tone(freq: float, seconds: float = 0.5) -> np.ndarray:

@@ -25,13 +25,8 @@ def model(request):
     return make(request.param)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: thread start-up costs more than it saves (and oversubscribes shared CI cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# tiny models and small tensor ops: intra-op threads only add overhead (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clip(n: int, seed: int) -> np.ndarray:

@@ -16,7 +16,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+# Spinning OpenMP threads make torch many times slower on a busy 2-core machine; set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from importlib.metadata import entry_points
 
 BUILTIN = ["corpus", "models", "cache"]
