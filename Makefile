@@ -29,7 +29,7 @@ demo: setup
 	$(WB) models info whisper-tiny.en
 	$(WB) cache --model whisper-tiny.en --corpus $(OUT)/corpus --hooks 'encoder.blocks.*.hook_resid_post' --out $(OUT)/caches/whisper-tiny.en
 	$(WB) probe --cache $(OUT)/caches/whisper-tiny.en --target phones --split speaker --out $(OUT)/probes/phones
-	$(WB) sae train --cache $(OUT)/caches/whisper-tiny.en --hook encoder.blocks.3.hook_resid_post --expansion 8 --k 50 --tokens 200000 --out $(OUT)/saes/block3
+	$(WB) sae train --cache $(OUT)/caches/whisper-tiny.en --hook encoder.blocks.3.hook_resid_post --expansion 8 --k 50 --tokens 2000000 --out $(OUT)/saes/block3
 	$(WB) sae eval --sae $(OUT)/saes/block3 --cache $(OUT)/caches/whisper-tiny.en --model whisper-tiny.en --out $(OUT)/saes/block3/eval
 
 test: setup

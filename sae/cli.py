@@ -105,7 +105,10 @@ def run_eval(args) -> int:
         result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
                               splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
                               verbose=not args.quiet)
-        print(json.dumps({k: result[k] for k in ("hook", "metrics") if k in result}, indent=2, default=float))
+        shown = {k: result[k] for k in ("hook", "metrics") if k in result}
+        if "splice" in result:  # the headline of the spliced-in effect, without the per-clip transcripts
+            shown["splice"] = {k: v for k, v in result["splice"].items() if k != "transcripts"}
+        print(json.dumps(shown, indent=2, default=float))
     return 0
 
 
@@ -113,10 +116,11 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
                  splice_clips: int = 20, compare=None, seed: int = 0, verbose: bool = True) -> dict:
     """Everything ``workbench sae eval`` reports for one SAE; writes ``out/<hook>/eval.json`` and friends."""
     from sae.analyses import concept_erasure, domain_specialization, seed_consistency
-    from sae.io import atomic_write_text, load_sae
+    from sae.io import load_sae
     from sae.metrics import density_histogram, evaluate, to_json
     from sae.splice import corpus_clips, spliced_effect
     from sae.summaries import feature_summaries
+    from workbench.atomic import write_json
 
     probe = load_sae(folder)
     hook = hook or probe.cfg.hook_name
@@ -163,7 +167,7 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     if model is not None:
         audio, texts = corpus_clips(cache.corpus, model.sample_rate, max_clips=splice_clips)
         result["splice"] = spliced_effect(model, sae, hook, audio, texts, verbose=verbose)
-    atomic_write_text(dest / "eval.json", json.dumps(result, indent=2, default=_json_default))
+    write_json(dest / "eval.json", result, indent=2, default=_json_default)
     return result
 
 

@@ -49,6 +49,15 @@ def test_fold_segments_fills_gaps_merges_silence_and_reports_unknown():
     assert unknown == Counter({"XYZ": 1})
 
 
+def test_fold_segments_is_idempotent_and_ignores_rounding_gaps():
+    # a TextGrid that ends 3 us before the audio (seen in ../shared/data) must not gain a 3 us "sil"
+    segs = [Segment(0.0, 0.5, "AH1"), Segment(0.5, 1.358685, "ER0")]
+    once = fold_segments(segs, end_s=1.358688)
+    assert [s.label for s in once] == ["AH", "ER"]
+    assert fold_segments(once, end_s=1.358688) == once
+    assert [s.label for s in fold_segments(segs, end_s=1.4)] == ["AH", "ER", "sil"]  # a real gap still is silence
+
+
 # --- TextGrids ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", SHARED_TEXTGRIDS)
 def test_import_shared_textgrids(shared_data, name):

@@ -122,6 +122,11 @@ def espeak_to_phone(mnemonic: str) -> str | None:
     return fold_phone(arpa)
 
 
+#: gaps shorter than this are float rounding between tiers and the clip length (e.g. a TextGrid
+#: ending 3 us before the audio), not silence: they are not filled with a "sil" segment.
+MIN_GAP_S = 1e-3
+
+
 def fold_segments(segments: Iterable[Segment], end_s: float | None = None,
                   unknown: Counter | None = None) -> list[Segment]:
     """Fold a phone tier: map labels, fill gaps with ``"sil"`` and merge adjacent silences.
@@ -148,12 +153,12 @@ def fold_segments(segments: Iterable[Segment], end_s: float | None = None,
     cursor = 0.0
     for seg in sorted(segments):
         lab = fold_phone(seg.label)
-        if seg.start_s > cursor + 1e-9:
+        if seg.start_s > cursor + MIN_GAP_S:
             push(cursor, seg.start_s, SILENCE)
         if lab not in PHONES_39 and unknown is not None:
             unknown[lab] += 1
         push(max(seg.start_s, cursor), seg.end_s, lab)
         cursor = max(cursor, seg.end_s)
-    if end_s is not None and end_s > cursor + 1e-9:
+    if end_s is not None and end_s > cursor + MIN_GAP_S:
         push(cursor, end_s, SILENCE)
     return out
