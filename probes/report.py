@@ -18,7 +18,6 @@ Example
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -27,22 +26,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
-def _atomic_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+from workbench.atomic import atomic_path, write_json, write_text
 
 
 def _atomic_csv(df: pd.DataFrame, path: Path) -> Path:
-    return _atomic_text(path, df.to_csv(index=False))
+    return write_text(path, df.to_csv(index=False))
 
 
 def _atomic_html(fig, path: Path) -> Path:
-    tmp = path.with_name(path.stem + ".tmp.html")
-    fig.write_html(str(tmp), include_plotlyjs="directory", full_html=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # plotly.min.js lands next to it: same folder
+        fig.write_html(str(tmp), include_plotlyjs="directory", full_html=True)
     return path
 
 
@@ -133,7 +126,7 @@ def write_report(result, out: str | os.PathLike, topk: pd.DataFrame | None = Non
     best = result.best_hook
     doc = {"config": result.config, "best_hook": best, "classes": [str(c) for c in result.classes],
            "summary": result.summary.to_dict(orient="records")}
-    paths["summary_json"] = _atomic_text(out / "summary.json", json.dumps(_clean(doc), indent=2))
+    paths["summary_json"] = write_json(out / "summary.json", _clean(doc), indent=2)
     paths["layers_html"] = _atomic_html(layer_figure(result.summary, f"{target} probe across layers"),
                                         out / "layers.html")
     conf = result.confusion[best]

@@ -39,6 +39,7 @@ from probes.controls import chance_upper_bound, control_task, majority_baseline,
 from probes.estimator import LinearProbe
 from probes.splits import grouped_kfold
 from probes.targets import build_target
+from workbench.atomic import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -247,13 +248,7 @@ def _load_hook(ckpt: Path | None, hook: str, key: str) -> dict | None:
 def _save_hook(ckpt: Path | None, hook: str, key: str, done: dict) -> None:
     if ckpt is None:
         return
-    import os
-
-    ckpt.mkdir(parents=True, exist_ok=True)
-    path = _hook_file(ckpt, hook, key)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(done, default=_json_default))
-    os.replace(tmp, path)
+    write_json(_hook_file(ckpt, hook, key), done, default=_json_default)
 
 
 def _json_default(o):

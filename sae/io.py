@@ -23,23 +23,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sae.config import SAEConfig
+from workbench.atomic import atomic_path, write_json, write_text
 
 FORMATS = ("saelens", "dictionary_learning", "audiosae")
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+atomic_write_text = write_text  # older name, kept for importers outside this repository
 
 
 def save_sae(sae, path: str | os.PathLike, format: str = "saelens") -> Path:
@@ -58,19 +47,21 @@ def save_sae(sae, path: str | os.PathLike, format: str = "saelens") -> Path:
         doc = {"architecture": "jumprelu" if thr >= 0 else "topk", "d_in": cfg.d_in, "d_sae": cfg.d_sae,
                "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
                "reshape_activations": "none", "k": cfg.k, "metadata": meta}
-        _atomic(path / "sae_weights.safetensors", lambda p: save_file(weights, str(p)))
-        atomic_write_text(path / "cfg.json", json.dumps(doc, indent=2, default=str))
+        with atomic_path(path / "sae_weights.safetensors") as tmp:
+            save_file(weights, str(tmp))
+        write_json(path / "cfg.json", doc, indent=2, default=str)
     elif format in ("dictionary_learning", "audiosae"):
         state = {"encoder.weight": sd["W_enc"], "encoder.bias": sd["b_enc"], "decoder.weight": sd["W_dec"].t().contiguous(),
                  "b_dec": sd["b_dec"], "k": torch.tensor(cfg.k, dtype=torch.int)}
         if thr >= 0 or format == "dictionary_learning":
             state["threshold"] = torch.tensor(thr, dtype=torch.float32)
-        _atomic(path / "ae.pt", lambda p: torch.save(state, p))
+        with atomic_path(path / "ae.pt") as tmp:
+            torch.save(state, tmp)
         if format == "dictionary_learning":
             trainer = {"trainer_class": "BatchTopKTrainer", "dict_class": "BatchTopKSAE", "activation_dim": cfg.d_in,
                        "dict_size": cfg.d_sae, "k": cfg.k, "lm_name": cfg.model_name, "submodule_name": cfg.hook_name,
                        "layer": None}
-            atomic_write_text(path / "config.json", json.dumps({"trainer": trainer}, indent=2))
+            write_json(path / "config.json", {"trainer": trainer}, indent=2)
     else:
         raise ValueError(f"unknown SAE format {format!r}; choose one of {FORMATS}")
     return path

@@ -9,11 +9,12 @@ Example
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import torch
+
+from workbench.atomic import atomic_path
 
 
 @torch.no_grad()
@@ -88,9 +89,6 @@ def density_histogram(density: np.ndarray, path: str | os.PathLike | None = None
         bargap=0.02,
     )
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fig.write_html(str(tmp), include_plotlyjs="directory")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # plotly.min.js lands next to it: same folder
+            fig.write_html(str(tmp), include_plotlyjs="directory")
     return fig

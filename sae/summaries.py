@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sae.io import atomic_write_text
+from workbench.atomic import atomic_path, write_json, write_text
 
 
 @torch.no_grad()
@@ -39,9 +39,8 @@ def sparse_codes(sae, X, mode: str | None = None, chunk: int = 8192) -> pd.DataF
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 def feature_summaries(sae, X, frames: pd.DataFrame, out: str | os.PathLike | None = None, top_n: int = 20,
@@ -104,6 +103,6 @@ def feature_summaries(sae, X, frames: pd.DataFrame, out: str | os.PathLike | Non
         out.mkdir(parents=True, exist_ok=True)
         _write_parquet(feats, out / "features.parquet")
         _write_parquet(top_frames, out / "top_frames.parquet")
-        atomic_write_text(out / "histograms.json", json.dumps(histograms))
-        atomic_write_text(out / "features.json", feats.to_json(orient="records"))
+        write_json(out / "histograms.json", histograms)
+        write_text(out / "features.json", feats.to_json(orient="records"))
     return {"features": feats, "top_frames": top_frames, "histograms": histograms}

@@ -21,7 +21,6 @@ Example
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,8 +35,9 @@ from tqdm.auto import tqdm
 
 from sae.config import SAEConfig, TrainConfig
 from sae.data import as_source
-from sae.io import atomic_write_text, save_sae
+from sae.io import save_sae
 from sae.model import BatchTopKSAE
+from workbench.atomic import atomic_path, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -84,8 +84,8 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
         step, pos = 0, {"epoch": 0, "batch": 0}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "train_config.json", json.dumps({"train": cfg.to_dict(), "hooks": hooks,
-                                                                 "source": source.meta}, indent=2, default=str))
+        write_json(out / "train_config.json", {"train": cfg.to_dict(), "hooks": hooks, "source": source.meta},
+                   indent=2, default=str)
     stream = source.epoch(pos["epoch"], skip=pos["batch"])
     bar = tqdm(total=cfg.steps, initial=step, disable=not verbose, desc=f"sae train ({len(hooks)} hook(s))", unit="step")
     last_good = step if ckpt_path is not None and ckpt_path.exists() else None
@@ -235,9 +235,8 @@ def _save_checkpoint(path: Path, states: dict, step: int, pos: dict, cfg: TrainC
         "states": {h: {"sae_cfg": st.sae.cfg.to_dict(), "sae": st.sae.state_dict(), "opt": st.opt.state_dict(),
                        "scale": st.scale, "since_fired": st.since_fired, "log": st.log} for h, st in states.items()},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
 
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, hooks: list[str]):
@@ -264,5 +263,4 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, hooks: list[str]):
 
 
 def _write_log(folder: Path, rows: list[dict]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "training_log.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(folder / "training_log.jsonl", rows)

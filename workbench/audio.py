@@ -23,13 +23,14 @@ from __future__ import annotations
 import functools
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import soundfile as sf
+
+from workbench.atomic import atomic_path
 
 __all__ = ["AudioLoadError", "audio_info", "load_audio", "iter_audio_chunks", "save_audio", "resample",
            "check_audio", "AUDIO_EXTENSIONS"]
@@ -236,16 +237,8 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str
         raise ValueError(f"{path}: refusing to write zero-length audio")
     if np.issubdtype(audio.dtype, np.floating) and not np.isfinite(audio).all():
         raise ValueError(f"{path}: refusing to write NaN/inf samples")
-    path.parent.mkdir(parents=True, exist_ok=True)
     ext = path.suffix.lstrip(".").upper()
     fmt = {"AIF": "AIFF", "OGA": "OGG"}.get(ext, ext) or None
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
-    os.close(fd)
-    try:
-        sf.write(tmp, audio, int(sr), subtype=subtype, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:  # the temp name ends in .tmp, so the format is passed explicitly
+        sf.write(str(tmp), audio, int(sr), subtype=subtype, format=fmt)
     return path

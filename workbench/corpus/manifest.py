@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.atomic import write_jsonl
 from workbench.audio import AudioLoadError, check_audio
 from workbench.corpus.folder import clip_id_from_path, infer_speaker, scan_folder
 from workbench.corpus.phones import fold_segments
@@ -136,14 +136,6 @@ class BuildResult:
     aligned: int = 0
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
-
-
 def build_corpus(src: str | os.PathLike, out_dir: str | os.PathLike, *, align: bool = False,
                  strict: bool = False, fold_phones: bool = True, textgrids: bool = False,
                  verbose: bool = True) -> BuildResult:
@@ -197,7 +189,7 @@ def build_corpus(src: str | os.PathLike, out_dir: str | os.PathLike, *, align: b
     manifest = built.save(out / "manifest.jsonl")
     errors_file = out / "errors.jsonl"
     if skipped:
-        _write_jsonl(errors_file, skipped)
+        write_jsonl(errors_file, skipped)
     elif errors_file.exists():
         errors_file.unlink()  # stale report from an earlier build
     if textgrids:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
+from workbench.atomic import atomic_path
 from workbench.corpus.phones import fold_segments
 from workbench.corpus.types import Clip, Corpus, Segment
 
@@ -90,17 +90,9 @@ def write_textgrid(clip: Clip, path: str | os.PathLike, end_s: float | None = No
     for name, segs in clip.tiers.items():
         entries = [Interval(s.start_s, s.end_s, s.label) for s in segs if s.end_s > s.start_s]
         tg.addTier(textgrid.IntervalTier(name, entries, 0.0, end))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".TextGrid.tmp")
-    os.close(fd)
-    try:
-        tg.save(tmp, format="long_textgrid", includeBlankSpaces=True, minTimestamp=0.0, maxTimestamp=end,
+    with atomic_path(path) as tmp:
+        tg.save(str(tmp), format="long_textgrid", includeBlankSpaces=True, minTimestamp=0.0, maxTimestamp=end,
                 reportingMode="silence")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from workbench.atomic import write_jsonl
+
 SILENCE = "sil"
 
 
@@ -165,10 +167,4 @@ class Corpus:
         path = Path(path)
         if path.is_dir() or path.suffix != ".jsonl":
             path = path / "manifest.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w") as f:
-            for c in self.clips:
-                f.write(json.dumps(c.to_dict()) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_jsonl(path, (c.to_dict() for c in self.clips))

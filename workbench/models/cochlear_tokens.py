@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -46,6 +45,7 @@ from safetensors.torch import load_file, save_file
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from workbench.atomic import atomic_path, write_json
 from workbench.models.cochleagram import Cochleagram, CochleagramConfig
 
 __all__ = ["TokenizerOutput", "CochlearCodebook", "TinyGPTConfig", "TinyCochlearGPT", "LMOutput", "train_tiny_lm",
@@ -67,17 +67,6 @@ class TokenizerOutput:
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return getattr(self, key)
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _clips(audio) -> Iterable[np.ndarray]:
@@ -207,8 +196,9 @@ class CochlearCodebook:
         meta = {"n_codes": self.n_codes, "seed": self.seed, "max_frames": self.max_frames,
                 "cochleagram": asdict(self.cochleagram.config), "inertia": getattr(self, "inertia_", None),
                 "format": "workbench.cochlear_codebook/1"}
-        _atomic_write(d / "codebook.safetensors", lambda p: save_file({"centroids": cents.contiguous()}, p))
-        _atomic_write(d / "codebook.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+        with atomic_path(d / "codebook.safetensors") as tmp:
+            save_file({"centroids": cents.contiguous()}, str(tmp))
+        write_json(d / "codebook.json", meta, indent=2)
         return d
 
     @classmethod
@@ -335,9 +325,9 @@ class TinyCochlearGPT(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(d / "model.safetensors", lambda p: save_file(state, p))
-        _atomic_write(d / "config.json", lambda p: Path(p).write_text(
-            json.dumps({"model_type": "tiny_cochlear_gpt", **asdict(self.config)}, indent=2)))
+        with atomic_path(d / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
+        write_json(d / "config.json", {"model_type": "tiny_cochlear_gpt", **asdict(self.config)}, indent=2)
         return d
 
     @classmethod
