@@ -4,7 +4,6 @@ spliced-in effect; live training from the model; and (when available) real whisp
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sae import TrainConfig, load_sae, train
+from sae import TrainConfig, train
 from sae.cli import evaluate_sae
 from sae.data import ModelSource
 from sae.splice import spliced_effect

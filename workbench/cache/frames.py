@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workbench.atomic import atomic_path
 from workbench.corpus.types import Clip, Segment
 
 BASE_COLUMNS = ("clip_id", "frame", "start_s", "end_s", "domain", "speaker")
@@ -199,13 +200,10 @@ def to_arrow(parts: Sequence[dict[str, np.ndarray]], schema: FrameSchema) -> pa.
 
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
-    """Write a parquet file via a temp name and ``os.replace`` so no reader sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    _fsync_file(tmp)
-    os.replace(tmp, path)
-    return path
+    """Write a parquet file durably via a temp name, so no reader sees half a file."""
+    with atomic_path(path, fsync=True) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
 
 
 def read_table(paths: Sequence[str | os.PathLike], schema: FrameSchema) -> pa.Table:
@@ -228,11 +226,3 @@ def to_pandas(table: pa.Table):
         else:
             data[name] = col.to_pandas()
     return pd.DataFrame(data)
-
-
-def _fsync_file(path: str | os.PathLike) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

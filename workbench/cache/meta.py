@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from workbench.atomic import write_jsonl
 from workbench.cache import frames as ft
 from workbench.cache.store import (
     CACHE_JSON, CORPUS_JSONL, ERRORS_JSONL, FORMAT, INT_DTYPE, SUMMARY_JSON, Store, hook_dtypes, is_foreign_dir,
@@ -217,10 +218,7 @@ def finalize(store: Store, meta: dict[str, Any], corpus: Corpus, before: dict[st
         per_rank[f"rank{piece['rank']}"] += len(piece["clips"]) + len(piece.get("failed", {}))
     index = store.consolidate(index, meta, [c.id for c in corpus.clips])
     root = store.root
-    with open(root / (ERRORS_JSONL + ".tmp"), "w") as f:
-        for cid, err in index["failed"].items():
-            f.write(json.dumps({"clip_id": cid, "error": err}) + "\n")
-    os.replace(root / (ERRORS_JSONL + ".tmp"), root / ERRORS_JSONL)
+    write_jsonl(root / ERRORS_JSONL, ({"clip_id": cid, "error": err} for cid, err in index["failed"].items()))
 
     final = index["final"]
     first = next(iter(meta["frame_tables"]))

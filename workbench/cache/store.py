@@ -29,6 +29,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from workbench.atomic import atomic_path, write_bytes, write_json
+
 from workbench.cache import frames as ft
 
 FORMAT = 1
@@ -41,24 +43,13 @@ _OWN = {CACHE_JSON, INDEX_JSON, CORPUS_JSONL, ERRORS_JSONL, SUMMARY_JSON, "hooks
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """The cache's JSON convention (indent 1, ``str`` for odd types), durable (fsync) and atomic."""
+    write_json(path, obj, fsync=True, indent=1, default=str)
 
 
 def write_bytes_atomic(path: str | os.PathLike, arr: np.ndarray) -> None:
-    """Write a contiguous array's raw bytes (one ``write`` call, no per-row loop)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write a contiguous array's raw bytes (one ``write`` call, no per-row loop), durably and atomically."""
+    write_bytes(path, memoryview(np.ascontiguousarray(arr)).cast("B"), fsync=True)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -241,25 +232,22 @@ class Store:
         return new_index
 
     def _merge_hook(self, sources, hook, runs, path: Path, sdtype: np.dtype, d: int) -> None:
-        tmp = path.with_name(path.name + ".tmp")
         files = [s["hooks"][hook]["file"] for s in sources]
-        if len(runs) == 1 and runs[0][1] == 0 and files[runs[0][0]]:
-            # one source already in order: hard-link it (no copy); the old name is deleted later
-            src = self.abs(files[runs[0][0]])
-            tmp.unlink(missing_ok=True)
-            try:
-                os.link(src, tmp)
-            except OSError:
-                shutil.copyfile(src, tmp)
-        else:
-            row_bytes = d * sdtype.itemsize
-            with open(tmp, "wb") as out:
-                for si, start, stop in runs:
-                    with open(self.abs(files[si]), "rb") as src:
-                        _copy_range(src, out, start * row_bytes, (stop - start) * row_bytes)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path, fsync=True) as tmp:
+            if len(runs) == 1 and runs[0][1] == 0 and files[runs[0][0]]:
+                # one source already in order: hard-link it (no copy); the old name is deleted later
+                src = self.abs(files[runs[0][0]])
+                tmp.unlink()
+                try:
+                    os.link(src, tmp)
+                except OSError:
+                    shutil.copyfile(src, tmp)
+            else:
+                row_bytes = d * sdtype.itemsize
+                with open(tmp, "wb") as out:
+                    for si, start, stop in runs:
+                        with open(self.abs(files[si]), "rb") as src:
+                            _copy_range(src, out, start * row_bytes, (stop - start) * row_bytes)
 
 
 def _copy_range(src, dst, offset: int, count: int) -> None:

@@ -312,7 +312,6 @@ class Cochleagram(nn.Module):
         return plan
 
     def _segment(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.config
         bsz, n = x.shape
         n_out = self.n_frames(n)
         if n == 0:
