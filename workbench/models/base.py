@@ -128,12 +128,24 @@ class AudioModel(ABC):
         i = np.arange(n, dtype=np.float64)
         return np.stack([i / rate, (i + 1) / rate], axis=1)
 
+    def _weights(self) -> Iterator[nn.Parameter]:
+        """The model's parameters: those of ``self.hf_model`` when the adapter wraps one
+        transformers model, else those of the hooked modules."""
+        hf = getattr(self, "hf_model", None)
+        modules = [hf] if isinstance(hf, nn.Module) else list(self.hook_modules().values())
+        for m in modules:
+            yield from m.parameters()
+
     @property
     def device(self) -> torch.device:
-        for m in self.hook_modules().values():
-            for p in m.parameters():
-                return p.device
-        return torch.device("cpu")
+        p = next(self._weights(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """dtype of the weights (float32 for a model without any)."""
+        p = next(self._weights(), None)
+        return p.dtype if p is not None else torch.float32
 
     @contextlib.contextmanager
     def hooks(self, fns: Mapping[str, HookFn]) -> Iterator[None]:

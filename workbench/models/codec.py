@@ -182,14 +182,6 @@ class CodecAudioModel(AudioModel):
         """``ceil(n / stride)`` with the integer stride of ``hook`` (no float rounding)."""
         return -(-int(n_samples) // self._strides[hook])
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.hf_model.parameters()).dtype
-
     def _forward(self, audio: list[np.ndarray]) -> None:
         x = torch.from_numpy(np.stack(audio)).to(self.device, self.dtype)[:, None, :]  # [B, 1, L]
         # at least one hop (convs fail on empty input); DAC: a multiple of the hop (see module docs)

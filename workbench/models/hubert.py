@@ -185,14 +185,6 @@ class HubertAudioModel(AudioModel):
             return 0
         return (n_samples - self.receptive_field) // self.stride + 1
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.hf_model.parameters()).dtype
-
     def _forward(self, audio: list[np.ndarray]) -> None:
         use_mask = not self.equal_lengths_only  # equal lengths: nothing is padded
         feats = self.processor(
