@@ -244,6 +244,22 @@ def test_cli_build_and_info(tree, tmp_path, capsys):
     assert "broken.flac" in capsys.readouterr().err
 
 
+def test_build_merges_sources_and_refuses_duplicate_ids(tree, tmp_path, capsys):
+    assert main(["corpus", "synth", "--n", "2", "--out", str(tmp_path / "syn"), "-q"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "merged"
+    assert main(["corpus", "build", str(tree), str(tmp_path / "syn" / "manifest.jsonl"), "--out", str(out), "-q",
+                 "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["clips"] == 6 + 2 and info["domains"]["speech"] == 3 + 2
+    merged = load_corpus(out)
+    assert all(merged.audio_path(c).is_file() for c in merged)
+    assert merged[6].label_at("phones", 0.0) == "sil" and merged[6].tiers["words"]  # synthetic tiers kept
+    assert main(["corpus", "build", str(tree), str(tree), "--out", str(tmp_path / "dup"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "unique across the sources" in err and str(tree) in err
+
+
 def test_cli_synth_and_errors(tmp_path, capsys):
     assert main(["corpus", "synth", "--n", "3", "--out", str(tmp_path / "syn"), "--seed", "1", "--speakers", "2",
                  "-q", "--json"]) == 0

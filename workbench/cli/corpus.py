@@ -36,7 +36,7 @@ def _print_summary(summary: dict, as_json: bool, title: str) -> None:
 def _build(args: argparse.Namespace) -> int:
     from workbench.corpus import build_corpus
 
-    res = build_corpus(args.src, args.out, align=args.align, strict=args.strict, fold_phones=not args.no_fold,
+    res = build_corpus(args.src[0] if len(args.src) == 1 else args.src, args.out, align=args.align, strict=args.strict, fold_phones=not args.no_fold,
                        textgrids=args.textgrids, verbose=not args.quiet)
     summary = res.corpus.summary()
     summary["skipped"] = sum(1 for e in res.skipped if e.get("action") == "skipped")
@@ -77,7 +77,8 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
 
     b = sub.add_parser("build", help="manifest / folder tree -> DIR/manifest.jsonl (tiers inline)")
-    b.add_argument("src", help="manifest.jsonl, a folder holding one, or a folder tree (domain = sub-folder)")
+    b.add_argument("src", nargs="+", help="manifest.jsonl, a folder holding one, or a folder tree (domain = sub-folder); "
+                   "several sources are merged into one corpus")
     b.add_argument("--out", required=True, help="output folder (manifest.jsonl, errors.jsonl)")
     b.add_argument("--align", action="store_true",
                    help="force-align natural speech that has a transcript but no word tier (pocketsphinx)")

@@ -24,6 +24,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from workbench.atomic import write_jsonl
 from workbench.audio import AudioLoadError, check_audio
@@ -136,10 +137,31 @@ class BuildResult:
     aligned: int = 0
 
 
-def build_corpus(src: str | os.PathLike, out_dir: str | os.PathLike, *, align: bool = False,
-                 strict: bool = False, fold_phones: bool = True, textgrids: bool = False,
+def _load_sources(src, **kwargs) -> Corpus:
+    """One source as :func:`load_corpus` reads it, or several merged (audio paths made absolute)."""
+    if isinstance(src, (str, os.PathLike)):
+        return load_corpus(src, **kwargs)
+    clips: list[Clip] = []
+    origin: dict[str, str | os.PathLike] = {}
+    for one in src:
+        part = load_corpus(one, **kwargs)
+        for clip in part:
+            if clip.id in origin:
+                raise ValueError(f"clip id {clip.id!r} is in both {origin[clip.id]} and {one}: "
+                                 f"clip ids must be unique across the sources of one corpus")
+            origin[clip.id] = one
+            clip.path = str(part.audio_path(clip).resolve())
+            clips.append(clip)
+    return Corpus(clips, root=".")
+
+
+def build_corpus(src: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+                 align: bool = False, strict: bool = False, fold_phones: bool = True, textgrids: bool = False,
                  verbose: bool = True) -> BuildResult:
     """Load ``src``, decode every clip once, optionally force-align, write ``out_dir/manifest.jsonl``.
+
+    ``src`` may be several sources (manifests, folders), merged into one corpus in order;
+    a clip id found in two sources is an error naming both (ids key the cache and probes).
 
     Bad audio (missing, corrupt, empty, NaN/inf, wrong type) is logged and listed in
     ``out_dir/errors.jsonl`` and :attr:`BuildResult.skipped`, and the rest is kept;
@@ -153,7 +175,7 @@ def build_corpus(src: str | os.PathLike, out_dir: str | os.PathLike, *, align: b
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     skipped: list[dict] = []
-    corpus = load_corpus(src, fold_phones=fold_phones, strict=strict, errors=skipped)
+    corpus = _load_sources(src, fold_phones=fold_phones, strict=strict, errors=skipped)
     kept: list[Clip] = []
     for clip in tqdm(list(corpus), desc="check audio", unit="clip", disable=not verbose):
         path = corpus.audio_path(clip)
