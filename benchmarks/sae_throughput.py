@@ -177,6 +177,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     held_n = 4 * BATCH
     X, source = load_frames(args.cache, args.hook, args.steps * BATCH + held_n)
+    if len(X) < held_n + BATCH:
+        sys.exit(f"sae_throughput: {source} gave {len(X)} frames; the benchmark needs at least "
+                 f"{held_n + BATCH} ({held_n} held out + one batch of {BATCH}): use a larger cache")
     X = X * (math.sqrt(D) / X.norm(dim=1).mean())  # same scaling for every trainer
     held, train = X[:held_n], X[held_n:]
     batches = [train[(i * BATCH) % (len(train) - BATCH + 1):][:BATCH] for i in range(args.steps)]
