@@ -23,12 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sae.config import SAEConfig
-from workbench.atomic import atomic_path, write_json, write_text
+from workbench.atomic import atomic_path, write_json
 
 FORMATS = ("saelens", "dictionary_learning", "audiosae")
-
-
-atomic_write_text = write_text  # older name, kept for importers outside this repository
 
 
 def save_sae(sae, path: str | os.PathLike, format: str = "saelens") -> Path:

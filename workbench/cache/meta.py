@@ -24,11 +24,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from workbench.atomic import write_jsonl
+from workbench.atomic import read_json, write_jsonl
 from workbench.cache import frames as ft
 from workbench.cache.store import (
     CACHE_JSON, CORPUS_JSONL, ERRORS_JSONL, FORMAT, INT_DTYPE, SUMMARY_JSON, Store, hook_dtypes, is_foreign_dir,
-    read_json, write_json_atomic,
+    write_json_atomic,
 )
 from workbench.corpus.types import Corpus
 from workbench.models.base import AudioModel

@@ -23,8 +23,9 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
+from workbench.atomic import read_json
 from workbench.cache import frames as ft
-from workbench.cache.store import CACHE_JSON, CORPUS_JSONL, Store, hook_dtypes, hook_storage_dtype, read_json
+from workbench.cache.store import CACHE_JSON, CORPUS_JSONL, Store, hook_dtypes, hook_storage_dtype
 from workbench.corpus.types import Clip, Corpus
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,6 @@ writes ``index.json`` pointing at it, and only then deletes the pieces.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -29,7 +28,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from workbench.atomic import atomic_path, write_bytes, write_json
+from workbench.atomic import atomic_path, read_json, write_bytes, write_json
 
 from workbench.cache import frames as ft
 
@@ -50,11 +49,6 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 def write_bytes_atomic(path: str | os.PathLike, arr: np.ndarray) -> None:
     """Write a contiguous array's raw bytes (one ``write`` call, no per-row loop), durably and atomically."""
     write_bytes(path, memoryview(np.ascontiguousarray(arr)).cast("B"), fsync=True)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
 
 
 def storage_dtype(dtype: str) -> np.dtype:
