@@ -21,6 +21,8 @@ import warnings
 import numpy as np
 import torch
 
+from workbench.numeric import bf16_bits_to_float32
+
 torch.sparse.check_sparse_tensor_invariants.disable()  # explicit: we build valid CSR, skip the checks
 
 #: below this many entries an exact ``torch.topk`` over the flat batch is cheap enough
@@ -199,7 +201,7 @@ def encode_select(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, n
 def _as_float32(raw: np.ndarray, dtype: torch.dtype) -> np.ndarray:
     """float32 values from raw bits of ``dtype`` (bfloat16 is the top half of a float32)."""
     if dtype == torch.bfloat16:
-        return (raw.astype(np.int32) << 16).view(np.float32)
+        return bf16_bits_to_float32(raw)
     if dtype == torch.float16:
         return raw.view(np.float16).astype(np.float32)
     return raw.view(np.float32).copy()

@@ -27,16 +27,12 @@ from workbench.atomic import read_json
 from workbench.cache import frames as ft
 from workbench.cache.store import CACHE_JSON, CORPUS_JSONL, Store, hook_dtypes, hook_storage_dtype
 from workbench.corpus.types import Clip, Corpus
+from workbench.numeric import bf16_bits_to_float32
 
 logger = logging.getLogger(__name__)
 
 _NORM_SAMPLE = 20_000  # frames used to estimate the median norm
 _CHUNK_ROWS = 1 << 16  # rows read per chunk by batches(): bounds memory
-
-
-def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 stored as uint16 -> float32 (exact: bf16 is the top half of a float32)."""
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 class ActivationCache:

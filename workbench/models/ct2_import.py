@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.numeric import bf16_bits_to_float32
+
 logger = logging.getLogger(__name__)
 
 #: bump when the conversion changes so stale cached checkpoints are rebuilt
@@ -148,8 +150,7 @@ def read_ct2_model(parts: Path | str | list[Path | str]) -> Ct2Model:
         if dtype_id not in _DTYPES:
             raise ValueError(f"{r.origin}: variable {name!r} has unknown dtype id {dtype_id}")
         if _DTYPES[dtype_id] == "bfloat16":  # numpy has no bf16: widen the bits to float32
-            bits = np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16
-            arr = bits.view(np.float32)
+            arr = bf16_bits_to_float32(np.frombuffer(raw, dtype=np.uint16))
         else:
             arr = np.frombuffer(raw, dtype=_DTYPES[dtype_id])
         variables[name] = arr.reshape(dims)
