@@ -17,7 +17,7 @@ Example
 >>> from safetensors.torch import save_file
 >>> d = tempfile.mkdtemp()
 >>> W = torch.eye(4)
->>> save_file({"W_enc": W, "b_enc": torch.zeros(4), "W_dec": W, "b_dec": torch.zeros(4),
+>>> save_file({"W_enc": W, "b_enc": torch.zeros(4), "W_dec": W.clone(), "b_dec": torch.zeros(4),
 ...            "threshold": torch.full((4,), 0.5)}, f"{d}/sae_weights.safetensors")
 >>> _ = open(f"{d}/cfg.json", "w").write('{"d_in": 4, "d_sae": 4, "hook_name": "encoder.blocks.0.hook_resid_post"}')
 >>> fd = FeatureDictionary.load(d)
