@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("transformers")
+import transformers  # noqa: F401  (a declared dependency: missing must fail, not skip)
 
 from workbench.models import codec  # noqa: E402
 from workbench.models.hubert import HubModelUnavailableError  # noqa: E402

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+import transformers  # a declared dependency: missing must fail, not skip
 
 from workbench.models import hubert  # noqa: E402
 from workbench.models.base import UnknownHookError  # noqa: E402

@@ -196,7 +196,7 @@ def test_cli_writes_the_report(cache, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("threshold", [0.05, -1.0])
 def test_sae_encoder_reads_the_sae_package_format(tmp_path, threshold):
     """Format contract with the sae package (read without importing it in probes): same codes."""
-    sae = pytest.importorskip("sae")
+    import sae  # part of this project: a broken package must fail here, not skip
     model = sae.BatchTopKSAE(sae.SAEConfig(d_in=16, expansion=4, k=3, hook_name="encoder.blocks.1.hook_resid_post"))
     with torch.no_grad():
         model.b_enc.normal_()
