@@ -4,6 +4,7 @@ Example
 -------
 $ workbench corpus build ../shared/data --out work/corpus --align
 $ workbench corpus synth --n 200 --out work/synth --seed 0
+$ workbench corpus nonspeech --n 12 --out work/nonspeech --seed 0
 $ workbench corpus info work/synth --json
 """
 from __future__ import annotations
@@ -57,7 +58,17 @@ def _synth(args: argparse.Namespace) -> int:
     from workbench.corpus.synth import synth_corpus
 
     corpus = synth_corpus(args.n, args.out, seed=args.seed, n_speakers=args.speakers, sr=args.sr, fmt=args.format,
-                          verbose=not args.quiet)
+                          verbose=not args.quiet, id_prefix=args.id_prefix)
+    _print_summary(corpus.summary(), args.json, f"wrote {corpus.root / 'manifest.jsonl'}")
+    return 0
+
+
+def _nonspeech(args: argparse.Namespace) -> int:
+    from workbench.corpus.nonspeech import synth_nonspeech
+
+    kinds = args.kinds.split(",") if args.kinds else None
+    corpus = synth_nonspeech(args.n, args.out, seed=args.seed, sr=args.sr, duration_s=args.duration, kinds=kinds,
+                             id_prefix=args.id_prefix)
     _print_summary(corpus.summary(), args.json, f"wrote {corpus.root / 'manifest.jsonl'}")
     return 0
 
@@ -93,13 +104,25 @@ def register(subparsers) -> None:
     s.add_argument("--speakers", type=int, default=8, help="number of distinct synthetic speakers (default 8)")
     s.add_argument("--sr", type=int, default=16000, help="sample rate of the written audio (default 16000)")
     s.add_argument("--format", choices=["flac", "wav"], default="flac")
+    s.add_argument("--id-prefix", default="synth_", help="clip ids are PREFIX + index (default synth_)")
     s.set_defaults(func=_synth)
+
+    ns = sub.add_parser("nonspeech", help="synthetic non-speech: noise colours, tones, chords, click trains")
+    ns.add_argument("--n", type=int, default=12, help="number of clips, cycling through the kinds (default 12)")
+    ns.add_argument("--out", required=True, help="output folder")
+    ns.add_argument("--seed", type=int, default=0)
+    ns.add_argument("--sr", type=int, default=16000, help="sample rate (default 16000)")
+    ns.add_argument("--duration", type=float, default=2.0, help="seconds per clip (default 2)")
+    ns.add_argument("--kinds", default=None, help="comma-separated subset of workbench.corpus.nonspeech.KINDS "
+                    "(white_noise, pink_noise, brown_noise, clicks, tone, chord; default all)")
+    ns.add_argument("--id-prefix", default="", help="prefix for the clip ids (<kind>_<index>)")
+    ns.set_defaults(func=_nonspeech)
 
     i = sub.add_parser("info", help="clips, hours, domains, speakers, tiers, phone inventory")
     i.add_argument("src", help="DIR or manifest.jsonl (or a folder tree)")
     i.set_defaults(func=_info)
 
-    for q in (b, s, i):
+    for q in (b, s, ns, i):
         q.add_argument("--json", action="store_true", help="print the summary as JSON")
         q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     for q in (b, i):

@@ -101,12 +101,12 @@ def _make(kind: str, n: int, sr: int, rng: np.random.Generator) -> tuple[np.ndar
 
 
 def synth_nonspeech(n: int, out_dir: str | os.PathLike, seed: int = 0, sr: int = 16000,
-                    duration_s: float = 2.0, kinds: list[str] | None = None) -> Corpus:
+                    duration_s: float = 2.0, kinds: list[str] | None = None, id_prefix: str = "") -> Corpus:
     """Write ``n`` non-speech clips (cycling through ``kinds``) plus ``manifest.jsonl``.
 
     Each clip has domain "environment" (noise, clicks) or "music" (tones, chords) and its
     generator parameters in ``extra`` (``kind``, ``freq_hz``, ...). No tiers: a frame of
-    these clips has no phone or word.
+    these clips has no phone or word. Clip ids are ``id_prefix`` + ``<kind>_<index>``.
 
     Example
     -------
@@ -124,9 +124,10 @@ def synth_nonspeech(n: int, out_dir: str | os.PathLike, seed: int = 0, sr: int =
     for i in range(n):
         kind = kinds[i % len(kinds)]
         audio, params = _make(kind, samples, sr, rng)
-        rel = f"audio/{kind}_{i:04d}.flac"
+        clip_id = f"{id_prefix}{kind}_{i:04d}"
+        rel = f"audio/{clip_id}.flac"
         save_audio(out / rel, audio, sr)
-        clips.append(Clip(id=f"{kind}_{i:04d}", path=rel, domain=KINDS[kind], duration_s=samples / sr,
+        clips.append(Clip(id=clip_id, path=rel, domain=KINDS[kind], duration_s=samples / sr,
                           extra={"kind": kind, "source": "synthetic", **params}))
     corpus = Corpus(clips, root=out)
     corpus.save(out / "manifest.jsonl")

@@ -342,12 +342,14 @@ def make_speakers(n: int, seed: int = 0) -> list[Speaker]:
 
 
 def synth_corpus(n: int, out_dir: str | os.PathLike, seed: int = 0, n_speakers: int = 8, sr: int = 16000,
-                 fmt: str = "flac", sentences: list[str] | None = None, verbose: bool = True) -> Corpus:
+                 fmt: str = "flac", sentences: list[str] | None = None, verbose: bool = True,
+                 id_prefix: str = "synth_") -> Corpus:
     """Write ``n`` synthetic utterances plus ``manifest.jsonl`` (tiers inline) to ``out_dir``.
 
     Clip ``i`` is sentence ``rng.choice`` spoken by speaker ``i % n_speakers`` (so every
     speaker says a spread of sentences). Audio is resampled to ``sr`` and saved as
-    ``fmt`` ("flac" or "wav"). Returns the :class:`Corpus` (root ``out_dir``).
+    ``fmt`` ("flac" or "wav"). Clip ids are ``id_prefix`` + the index (``synth_00000``; another
+    prefix keeps a second corpus's ids apart, e.g. held-out clips). Returns the :class:`Corpus`.
 
     Example
     -------
@@ -372,10 +374,10 @@ def synth_corpus(n: int, out_dir: str | os.PathLike, seed: int = 0, n_speakers: 
         text = texts[int(rng.integers(len(texts)))]
         r = synthesize(text, spk.espeak_voice, spk.pitch, spk.rate, sr=sr)
         unknown.update(r.unknown_phones)
-        rel = f"audio/synth_{i:05d}.{fmt}"
+        rel = f"audio/{id_prefix}{i:05d}.{fmt}"
         save_audio(out / rel, r.audio, r.sample_rate)
         clips.append(Clip(
-            id=f"synth_{i:05d}", path=rel, domain="speech", speaker=spk.id, transcript=text,
+            id=f"{id_prefix}{i:05d}", path=rel, domain="speech", speaker=spk.id, transcript=text,
             tiers={"words": r.words, "phones": r.phones}, duration_s=round(len(r.audio) / r.sample_rate, 6),
             extra={"source": "espeak-ng", "voice": spk.espeak_voice, "pitch": spk.pitch, "rate": spk.rate},
         ))
