@@ -49,7 +49,11 @@ def register(subparsers) -> None:
     e.add_argument("--out", required=True)
     e.add_argument("--hook", default=None, help="hook (default: the one the SAE was trained on)")
     e.add_argument("--max-frames", type=int, default=100_000, help="frames sampled from the cache")
-    e.add_argument("--splice-clips", type=int, default=20, help="clips for the spliced-in effect")
+    e.add_argument("--splice-clips", type=int, default=20,
+                   help="held-out clips with transcripts for the spliced-in WER (as many without, for the errors)")
+    e.add_argument("--holdout-file", default=None,
+                   help="evaluate on exactly these clips (holdout.json or a list of clip ids); default: the clips "
+                        "the training run's holdout.json did not train on, else all clips (in-sample)")
     e.add_argument("--compare", default=None,
                    help="a second SAE or training --out dir (other seed) for the consistency analysis")
     e.add_argument("--seed", type=int, default=0)
@@ -101,24 +105,43 @@ def run_eval(args) -> int:
         import workbench.models
 
         model = workbench.models.load(args.model)
+    results = []
     for folder in _sae_dirs(Path(args.sae)):
         result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
                               splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
-                              verbose=not args.quiet)
-        shown = {k: result[k] for k in ("hook", "metrics") if k in result}
+                              verbose=not args.quiet, holdout_file=args.holdout_file)
+        results.append(result)
+        shown = {k: result[k] for k in ("hook", "in_sample", "metrics") if k in result}
         if "splice" in result:  # the headline of the spliced-in effect, without the per-clip transcripts
-            shown["splice"] = {k: v for k, v in result["splice"].items() if k != "transcripts"}
+            shown["splice"] = {k: v for k, v in result["splice"].items() if k in _SPLICE_HEADLINE}
+            shown["splice"]["wer_distribution"] = {k: v for k, v in result["splice"].get("wer_distribution", {}).items()
+                                                   if k != "worst"}
         print(json.dumps(shown, indent=2, default=float))
+    if len(results) > 1:
+        from sae.summaries import layer_summary
+
+        table = layer_summary(results, out)
+        print(table[table["domain"] == "all"].drop(columns="domain").to_string(index=False))
+        print(f"layer summary: {out / 'layers.csv'}, {out / 'layers.html'}")
     return 0
 
 
+_SPLICE_HEADLINE = ("clips", "rel_error_hook", "rel_error_output", "wer_clean", "wer_spliced", "wer_change", "wer_clips")
+
+
 def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, max_frames: int = 100_000,
-                 splice_clips: int = 20, compare=None, seed: int = 0, verbose: bool = True) -> dict:
-    """Everything ``workbench sae eval`` reports for one SAE; writes ``out/<hook>/eval.json`` and friends."""
+                 splice_clips: int = 20, compare=None, seed: int = 0, verbose: bool = True,
+                 holdout_file=None) -> dict:
+    """Everything ``workbench sae eval`` reports for one SAE; writes ``out/<hook>/eval.json`` and friends.
+
+    Every figure is on held-out clips when the SAE's run recorded a split (``holdout.json``, see
+    :mod:`sae.holdout`) or ``holdout_file`` names the clips; otherwise on all clips, flagged
+    ``in_sample``. Metrics are given pooled and per domain (``metrics_by_domain``).
+    """
     from sae.analyses import concept_erasure, domain_specialization, seed_consistency
+    from sae.holdout import eval_selection
     from sae.io import load_sae
-    from sae.metrics import density_histogram, evaluate, to_json
-    from sae.splice import corpus_clips, spliced_effect
+    from sae.metrics import density_histogram, evaluate_by_domain, to_json
     from sae.summaries import feature_summaries
     from workbench.atomic import write_json
 
@@ -130,15 +153,22 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
         raise ValueError(f"hook {hook!r} is not in cache {cache.root}; cached hooks: {cache.hooks}")
     sae = load_sae(folder, d_in=cache.d_model(hook), hook=hook)
     dest = out / hook
+    selection = eval_selection(cache, folder, holdout_file)
+    if selection["in_sample"]:
+        log.warning("%s: no holdout.json from its training run and no --holdout-file: figures are IN-SAMPLE "
+                    "(all %d clips of %s)", folder, len(selection["clips"]), cache.root)
     rng = np.random.default_rng(seed)
-    n = cache.n_frames(hook)
-    rows = np.sort(rng.choice(n, size=min(n, max_frames), replace=False))
+    pool = cache.select(hook, clips=selection["clips"])
+    rows = np.sort(rng.choice(pool, size=min(len(pool), max_frames), replace=False))
     X = torch.from_numpy(cache.load(hook, rows))
     frames = cache.frames(hook).iloc[rows].reset_index(drop=True)
-    metrics = evaluate(sae, X.split(8192))
-    density_histogram(metrics["density"], dest / "density.html", title=f"Feature density, {hook}")
-    result = {"sae": str(folder), "hook": hook, "cache": str(cache.root), "metrics": to_json(metrics)}
     domains = frames["domain"].fillna("unknown").astype(str).to_numpy() if "domain" in frames else None
+    by_domain = evaluate_by_domain(sae, X, domains if domains is not None else np.full(len(X), "unknown"))
+    metrics = by_domain["all"]
+    density_histogram(metrics["density"], dest / "density.html", title=f"Feature density, {hook}")
+    result = {"sae": str(folder), "hook": hook, "cache": str(cache.root), "in_sample": selection["in_sample"],
+              "holdout": {"source": selection["source"], "clips": len(selection["clips"])},
+              "metrics": to_json(metrics), "metrics_by_domain": {d: to_json(m) for d, m in by_domain.items()}}
     if domains is not None and len(set(domains)) > 1:
         spec = domain_specialization(sae, X, domains)
         result["domain_specialization"] = {k: v for k, v in spec.items() if k != "table"}
@@ -165,10 +195,28 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
                         other.cfg.hook_name, hook)
     feature_summaries(sae, X, frames, dest)
     if model is not None:
-        audio, texts = corpus_clips(cache.corpus, model.sample_rate, max_clips=splice_clips)
-        result["splice"] = spliced_effect(model, sae, hook, audio, texts, verbose=verbose)
+        result["splice"] = _splice(model, sae, hook, cache, selection["clips"], splice_clips, dest, verbose)
     write_json(dest / "eval.json", result, indent=2, default=_json_default)
     return result
+
+
+def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, verbose: bool) -> dict:
+    """Spliced-in effect on up to ``n_clips`` held-out clips with transcripts and as many without;
+    the per-clip table goes to ``dest/splice_clips.csv``."""
+    from sae.splice import select_clips, spliced_effect
+    from workbench.atomic import atomic_path
+    from workbench.audio import load_audio
+
+    chosen = select_clips(cache.corpus, clip_ids=clip_ids)
+    chosen = [c for c in chosen if c.transcript][:n_clips] + [c for c in chosen if not c.transcript][:n_clips]
+    audio = [load_audio(cache.corpus.audio_path(c), sr=model.sample_rate) for c in chosen]
+    res = spliced_effect(model, sae, hook, audio, [c.transcript for c in chosen], verbose=verbose,
+                         ids=[c.id for c in chosen], domains=[c.domain for c in chosen])
+    table = res.pop("clips_table")
+    dest.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest / "splice_clips.csv") as tmp:
+        table.drop(columns=[c for c in table if c.endswith(("_sq_err", "_sq_norm"))]).to_csv(tmp, index=False)
+    return res
 
 
 def _compare_path(compare, hook: str) -> Path | None:

@@ -5,6 +5,7 @@ Example
 >>> m = evaluate(sae, cache.batches(hook, 4096, shuffle=False))     # doctest: +SKIP
 >>> m["fvu"], m["l0"], m["dead_frac"]                               # doctest: +SKIP
 >>> density_histogram(m["density"], "work/eval/density.html")      # doctest: +SKIP
+>>> evaluate_by_domain(sae, X, domains)["speech"]["fvu"]              # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -92,3 +93,18 @@ def density_histogram(density: np.ndarray, path: str | os.PathLike | None = None
         with atomic_path(path) as tmp:  # plotly.min.js lands next to it: same folder
             fig.write_html(str(tmp), include_plotlyjs="directory")
     return fig
+
+
+def evaluate_by_domain(sae, X: torch.Tensor, domains, mode: str | None = None, chunk: int = 8192) -> dict:
+    """:func:`evaluate` over all frames ``X`` and per domain label (pass each through :func:`to_json` to save).
+
+    Returns ``{"all": {...}, "<domain>": {...}, ...}``; ``dead_frac`` per domain counts the
+    features that never fire on that domain's frames.
+    """
+    domains = np.asarray(domains, dtype=object).astype(str)
+    if len(domains) != len(X):
+        raise ValueError(f"{len(domains)} domain labels for {len(X)} frames")
+    out = {"all": evaluate(sae, X.split(chunk), mode)}
+    for d in sorted(set(domains)):
+        out[d] = evaluate(sae, X[torch.from_numpy(domains == d)].split(chunk), mode)
+    return out

@@ -1,9 +1,15 @@
 """Spliced-in effect: run the model with a hook's activations replaced by the SAE reconstruction.
 
 For Whisper (models with ``transcribe``): word error rate with and without the splice on clips
-with transcripts (jiwer), and the relative error of the final encoder output. For other models:
-the relative error of the last hook point. Only real frames are replaced; Whisper's 30 s padding
-is left as the model made it (the SAE never saw padding in training).
+with transcripts (jiwer), pooled over the clips and per clip, and the relative error of the final
+encoder output. For other models: the relative error of the last hook point. Only real frames are
+replaced; Whisper's 30 s padding is left as the model made it (the SAE never saw padding in
+training); clips over 30 s are spliced window by window.
+
+The per-clip table (:func:`clip_table`, written as ``splice_clips.csv`` by ``sae eval``) and
+its summary (:func:`wer_distribution`: median and quantiles of the per-clip WER change, the worst
+clips with their transcripts) keep one clip that the spliced model turns into a repetition loop
+from hiding inside a pooled mean.
 
 Example
 -------
@@ -91,14 +97,25 @@ def _outputs(model, audio: np.ndarray, out_hook: str | None) -> torch.Tensor:
     return model.run_with_cache(audio, [out_hook])[out_hook].float()
 
 
+def _clip_wer(ref: str, hyp: str) -> float:
+    import jiwer
+
+    if not ref:
+        return float("nan")
+    return float(jiwer.wer(ref, hyp)) if hyp else 1.0
+
+
 def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcripts: Sequence[str | None] | None = None,
-                   mode: str | None = None, verbose: bool = True) -> dict:
+                   mode: str | None = None, verbose: bool = True, ids: Sequence[str] | None = None,
+                   domains: Sequence[str] | None = None, worst: int = 5) -> dict:
     """Effect of splicing ``sae`` into ``model`` at ``hook`` over clips ``audio`` (float32 at the model's rate).
 
     Returns ``rel_error_hook`` (reconstruction error / norm at the hook, real frames),
     ``rel_error_output`` (pooled ``||out_spliced - out|| / ||out||`` of the encoder output or last
-    hook point) and, for models with ``transcribe`` and clips with transcripts, ``wer_clean``,
-    ``wer_spliced``, ``wer_change`` plus per-clip texts.
+    hook point), ``per_domain`` (both errors pooled per domain when ``domains`` are given),
+    ``clips_table`` (one row per clip, see :func:`clip_table`) and, for models with ``transcribe``
+    and clips with transcripts, ``wer_clean``, ``wer_spliced``, ``wer_change`` (pooled over all
+    words), ``wer_distribution`` (per-clip changes, see :func:`wer_distribution`) and the texts.
     """
     import jiwer
 
@@ -109,39 +126,117 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
         logging.getLogger(__name__).warning("SAE was trained on %s, spliced into %s", sae.cfg.hook_name, hook)
     fn = SpliceFn(sae, mode)
     out_hook = _output_hook(model)
-    transcripts = list(transcripts) if transcripts is not None else [None] * len(audio)
+    n = len(audio)
+    transcripts = list(transcripts) if transcripts is not None else [None] * n
+    ids = [str(i) for i in ids] if ids is not None else [f"clip{i}" for i in range(n)]
+    domains = [str(d) for d in domains] if domains is not None else ["unknown"] * n
+    if not len(transcripts) == len(ids) == len(domains) == n:
+        raise ValueError(f"spliced_effect: {n} clips but {len(transcripts)} transcripts, {len(ids)} ids, "
+                         f"{len(domains)} domains")
     can_transcribe = hasattr(model, "transcribe") and getattr(model, "tokenizer", True) is not None
-    err = norm = 0.0
-    refs, clean, spliced = [], [], []
-    for clip, ref in tqdm(list(zip(audio, transcripts)), desc=f"splice {hook}", disable=not verbose):
+    rows = []
+    for clip, ref, cid, dom in tqdm(list(zip(audio, transcripts, ids, domains)), desc=f"splice {hook}",
+                                    disable=not verbose):
         clip = np.asarray(clip, dtype=np.float32)
         windows = _real_frames(model, hook, len(clip))
         base = _outputs(model, clip, out_hook)
+        hook_err0, hook_norm0 = fn.sq_err, fn.sq_norm
         fn.start(windows)
         with model.hooks({hook: fn}):
             alt = _outputs(model, clip, out_hook)
-        err += float((alt - base).pow(2).sum())
-        norm += float(base.pow(2).sum())
+        row = {"clip_id": cid, "domain": dom, "seconds": len(clip) / model.sample_rate,
+               "hook_sq_err": fn.sq_err - hook_err0, "hook_sq_norm": fn.sq_norm - hook_norm0,
+               "out_sq_err": float((alt - base).pow(2).sum()), "out_sq_norm": float(base.pow(2).sum())}
         if ref and can_transcribe:
-            refs.append(normalize_text(ref))
-            clean.append(normalize_text(model.transcribe(clip)))
+            row["reference"] = normalize_text(ref)
+            row["clean"] = normalize_text(model.transcribe(clip))
+            hook_err0, hook_norm0 = fn.sq_err, fn.sq_norm
             fn.start(windows)
-            spliced.append(normalize_text(model.transcribe(clip, interventions={hook: fn})))
-    result = {"hook": hook, "clips": len(audio), "rel_error_hook": fn.rel_error,
+            row["spliced"] = normalize_text(model.transcribe(clip, interventions={hook: fn}))
+            fn.sq_err, fn.sq_norm = hook_err0, hook_norm0  # the decoding pass repeats the frames: count once
+        rows.append(row)
+    table = clip_table(rows)
+    err, norm = table["out_sq_err"].sum(), table["out_sq_norm"].sum()
+    result = {"hook": hook, "clips": n, "rel_error_hook": fn.rel_error,
               "rel_error_output": math.sqrt(err / norm) if norm > 0 else float("nan"),
-              "output": "encoder_output" if out_hook is None else out_hook}
-    if refs:
+              "output": "encoder_output" if out_hook is None else out_hook,
+              "per_domain": _per_domain(table), "clips_table": table}
+    scored = table[table["reference"].notna()] if "reference" in table else table.iloc[:0]
+    if len(scored):
+        refs, clean, spliced = (scored[c].tolist() for c in ("reference", "clean", "spliced"))
         wc, ws = jiwer.wer(refs, clean), jiwer.wer(refs, spliced)
         result.update(wer_clean=wc, wer_spliced=ws, wer_change=ws - wc, wer_clips=len(refs),
-                      transcripts=[{"reference": r, "clean": c, "spliced": s} for r, c, s in zip(refs, clean, spliced)])
+                      wer_distribution=wer_distribution(table, worst=worst),
+                      transcripts=[{"clip_id": r.clip_id, "reference": r.reference, "clean": r.clean,
+                                    "spliced": r.spliced} for r in scored.itertuples()])
     return result
+
+
+def clip_table(rows: Sequence[dict]):
+    """Per-clip splice results as pandas: ``clip_id, domain, seconds, rel_error_hook, rel_error_output``
+    and, for clips with transcripts, ``reference, clean, spliced, wer_clean, wer_spliced, wer_change``
+    (per-clip WER from jiwer) and ``length_ratio`` (spliced words / reference words: a looping
+    transcript shows up as a ratio well above 1)."""
+    import pandas as pd
+
+    table = pd.DataFrame(list(rows))
+    if table.empty:
+        return table
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table["rel_error_hook"] = np.sqrt(table["hook_sq_err"] / table["hook_sq_norm"])
+        table["rel_error_output"] = np.sqrt(table["out_sq_err"] / table["out_sq_norm"])
+    if "reference" in table:
+        has = table["reference"].notna()
+        table["wer_clean"] = [(_clip_wer(r, c) if h else np.nan) for r, c, h in zip(table["reference"], table["clean"], has)]
+        table["wer_spliced"] = [(_clip_wer(r, s) if h else np.nan)
+                                for r, s, h in zip(table["reference"], table["spliced"], has)]
+        table["wer_change"] = table["wer_spliced"] - table["wer_clean"]
+        table["length_ratio"] = [(len(str(s).split()) / max(1, len(str(r).split())) if h else np.nan)
+                                 for r, s, h in zip(table["reference"], table["spliced"], has)]
+    return table
+
+
+def _per_domain(table) -> dict:
+    out = {}
+    for dom, part in table.groupby("domain", sort=True):
+        hn, on = part["hook_sq_norm"].sum(), part["out_sq_norm"].sum()
+        d = {"clips": int(len(part)),
+             "rel_error_hook": math.sqrt(part["hook_sq_err"].sum() / hn) if hn > 0 else float("nan"),
+             "rel_error_output": math.sqrt(part["out_sq_err"].sum() / on) if on > 0 else float("nan")}
+        if "wer_change" in part and part["wer_change"].notna().any():
+            d["median_wer_change"] = float(part["wer_change"].median())
+        out[str(dom)] = d
+    return out
+
+
+def wer_distribution(table, worst: int = 5) -> dict:
+    """Summary of per-clip WER changes: ``median``, ``mean``, ``q90``, ``max``, ``clips_worse`` (change
+    > 0), ``clips_worse_10pt`` (> 0.10) and the ``worst`` clips (id, WERs, length ratio, transcripts)."""
+    if "wer_change" not in table:
+        return {}
+    scored = table[table["wer_change"].notna()]
+    if scored.empty:
+        return {}
+    ch = scored["wer_change"].to_numpy(dtype=float)
+    top = scored.sort_values("wer_change", ascending=False, kind="stable").head(worst)
+    cols = ["clip_id", "domain", "wer_clean", "wer_spliced", "wer_change", "length_ratio", "reference", "clean", "spliced"]
+    return {"clips": int(len(ch)), "median": float(np.median(ch)), "mean": float(ch.mean()),
+            "q90": float(np.quantile(ch, 0.9)), "max": float(ch.max()), "min": float(ch.min()),
+            "clips_worse": int((ch > 0).sum()), "clips_worse_10pt": int((ch > 0.10).sum()),
+            "worst": top[[c for c in cols if c in top]].to_dict(orient="records")}
+
+
+def select_clips(corpus, max_clips: int | None = None, domain: str | None = None, clip_ids=None) -> list:
+    """Clips of ``corpus`` (restricted to ``clip_ids`` and/or ``domain``), clips with transcripts first."""
+    wanted = None if clip_ids is None else set(clip_ids)
+    clips = [c for c in corpus if (domain is None or c.domain == domain) and (wanted is None or c.id in wanted)]
+    clips = sorted(clips, key=lambda c: not c.transcript)  # stable: corpus order within each group
+    return clips[:max_clips] if max_clips else clips
 
 
 def corpus_clips(corpus, sample_rate: int, max_clips: int | None = None, domain: str | None = None):
     """``(audio list, transcripts)`` from a corpus, clips with transcripts first (None where absent)."""
     from workbench.audio import load_audio
 
-    clips = [c for c in corpus if domain is None or c.domain == domain]
-    clips = sorted(clips, key=lambda c: not c.transcript)  # stable: corpus order within each group
-    clips = clips[:max_clips] if max_clips else clips
+    clips = select_clips(corpus, max_clips, domain)
     return [load_audio(corpus.audio_path(c), sr=sample_rate) for c in clips], [c.transcript for c in clips]

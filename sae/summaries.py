@@ -5,12 +5,14 @@ Files written to ``out``: ``features.parquet`` (one row per feature: firing coun
 mean / max activation, ``share_<domain>`` columns, ``top_<tier>`` as JSON ``[[label, share], ...]``),
 ``top_frames.parquet`` (feature, rank, clip_id, start_s, end_s, activation, domain, labels),
 ``histograms.json`` (``{feature: {"edges": [...], "counts": [...]}}`` of non-zero activations)
-and ``features.json`` (the features table as records).
+and ``features.json`` (the features table as records). :func:`layer_summary` writes the per-layer
+table of several SAEs' evaluations (``layers.csv``, ``layers.html``).
 
 Example
 -------
 >>> X = cache.load(hook, rows); frames = cache.frames(hook).iloc[rows]          # doctest: +SKIP
 >>> feature_summaries(sae, X, frames, "work/eval/l3")                            # doctest: +SKIP
+>>> layer_summary([json.load(open(p)) for p in eval_jsons], "work/eval")          # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -106,3 +108,72 @@ def feature_summaries(sae, X, frames: pd.DataFrame, out: str | os.PathLike | Non
         write_json(out / "histograms.json", histograms)
         write_text(out / "features.json", feats.to_json(orient="records"))
     return {"features": feats, "top_frames": top_frames, "histograms": histograms}
+
+
+LAYER_COLUMNS = ["hook", "layer", "domain", "frames", "fvu", "l0", "dead_frac", "cosine", "wer_clean", "wer_spliced",
+                 "wer_change", "median_clip_wer_change", "max_clip_wer_change", "rel_error_hook", "rel_error_output",
+                 "in_sample"]
+
+
+def _layer_index(hook: str) -> float:
+    import re
+
+    m = re.search(r"blocks\.(\d+)\.", hook)
+    return float(m.group(1)) if m else float("inf")
+
+
+def layer_table(results: Sequence[dict]) -> pd.DataFrame:
+    """One row per (SAE, domain) from ``sae eval`` results (``eval.json`` dicts), ordered by layer.
+
+    ``domain`` "all" is the pooled row; the spliced WER columns sit on the "all" and "speech" rows
+    (the clips with transcripts), relative errors on every domain the splice saw.
+    """
+    rows = []
+    for r in results:
+        hook = r["hook"]
+        splice = r.get("splice", {})
+        dist = splice.get("wer_distribution") or {}
+        by_domain = r.get("metrics_by_domain") or {"all": r.get("metrics", {})}
+        for dom, m in by_domain.items():
+            row = {"hook": hook, "layer": _layer_index(hook), "domain": dom, "in_sample": bool(r.get("in_sample", False)),
+                   **{k: m.get(k) for k in ("frames", "fvu", "l0", "dead_frac", "cosine")}}
+            sp = splice if dom == "all" else splice.get("per_domain", {}).get(dom, {})
+            row.update(rel_error_hook=sp.get("rel_error_hook"), rel_error_output=sp.get("rel_error_output"))
+            if dom in ("all", "speech") and "wer_clean" in splice:
+                row.update(wer_clean=splice["wer_clean"], wer_spliced=splice["wer_spliced"],
+                           wer_change=splice["wer_change"], median_clip_wer_change=dist.get("median"),
+                           max_clip_wer_change=dist.get("max"))
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=LAYER_COLUMNS)
+    order = {"all": 0}
+    table["_d"] = [order.get(d, 1) for d in table["domain"]]
+    table = table.sort_values(["layer", "hook", "_d", "domain"], kind="stable").drop(columns="_d")
+    table["layer"] = table["layer"].replace(float("inf"), np.nan)
+    return table.reset_index(drop=True)
+
+
+def layer_summary(results: Sequence[dict], out: str | os.PathLike) -> pd.DataFrame:
+    """:func:`layer_table` written as ``out/layers.csv`` plus a plotly figure ``out/layers.html``
+    (FVU, L0, dead fraction and spliced WER change against the layer, one line per domain)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    table = layer_table(results)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "layers.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    panels = [("fvu", "FVU"), ("l0", "L0"), ("dead_frac", "dead fraction"), ("wer_change", "spliced WER change")]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
+    x_of = table["hook"].map(lambda h: h.replace("encoder.", "").replace(".hook_resid_post", ""))
+    for dom in table["domain"].unique():
+        part = table[table["domain"] == dom]
+        for i, (col, _) in enumerate(panels, start=1):
+            if part[col].notna().any():
+                fig.add_trace(go.Scatter(x=x_of[part.index], y=part[col], mode="lines+markers", name=dom,
+                                         legendgroup=dom, showlegend=i == 1), row=1, col=i)
+    held = "in-sample" if table["in_sample"].any() else "held-out clips"
+    fig.update_layout(title=f"SAE quality per layer ({held})", height=420, width=1400)
+    with atomic_path(out / "layers.html") as tmp:
+        fig.write_html(str(tmp), include_plotlyjs="directory")
+    return table

@@ -1,0 +1,200 @@
+"""Which clips an SAE trained on, and which it never saw: the held-out split behind every quality figure.
+
+A split is decided once, at training time, by clip or by speaker (a clip without a speaker is its
+own group), stratified by domain so every domain keeps held-out clips, and written next to the
+SAEs as ``holdout.json``::
+
+    {"format": "workbench-sae-holdout-v1", "by": "speaker", "fraction": 0.2, "seed": 0,
+     "cache": "...", "train_clips": [...], "heldout_clips": [...]}
+
+``sae eval`` reads it and scores only frames of clips that are not in ``train_clips``, so it also
+works on a different cache (every clip there that the SAE did not train on counts as held out).
+
+Example
+-------
+>>> import pandas as pd
+>>> clips = pd.DataFrame({"clip_id": list("abcdefgh"), "domain": ["speech"] * 6 + ["music"] * 2,
+...                       "speaker": ["s1", "s1", "s2", "s2", "s3", "s3", None, None]})
+>>> split = split_clips(clips, fraction=0.3, by="speaker", seed=0)
+>>> sorted(split["heldout_clips"]) == sorted(set("abcdefgh") - set(split["train_clips"]))
+True
+>>> {c for c in split["heldout_clips"] if c in "gh"} != set()   # music keeps a held-out clip
+True
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from workbench.atomic import write_json
+
+HOLDOUT_FILE = "holdout.json"
+FORMAT = "workbench-sae-holdout-v1"
+
+
+def clip_table(cache) -> pd.DataFrame:
+    """One row per cached clip: ``clip_id``, ``domain``, ``speaker`` (from the cache's corpus)."""
+    rows = [{"clip_id": c.id, "domain": c.domain or "unknown", "speaker": c.speaker} for c in cache.corpus]
+    table = pd.DataFrame(rows, columns=["clip_id", "domain", "speaker"])
+    cached = set(cache.clip_ids)
+    return table[table["clip_id"].isin(cached)].reset_index(drop=True)
+
+
+def split_clips(clips: pd.DataFrame, fraction: float = 0.2, by: str = "speaker", seed: int = 0) -> dict:
+    """Hold out about ``fraction`` of each domain's clips, whole groups at a time.
+
+    ``by="speaker"`` keeps a speaker's clips on one side (clips without a speaker are their own
+    group); ``by="clip"`` splits clips independently. In each domain with at least two groups at
+    least one group is held out and at least one kept; groups are drawn in a seeded order until
+    the held-out clips reach ``fraction`` of the domain's clips.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
+    if by not in ("speaker", "clip"):
+        raise ValueError(f"holdout by must be 'speaker' or 'clip', got {by!r}")
+    if clips["clip_id"].duplicated().any():
+        raise ValueError("split_clips: duplicate clip ids")
+    rng = np.random.default_rng(seed)
+    held: list[str] = []
+    for domain, part in clips.groupby("domain", sort=True):
+        if by == "speaker":
+            groups = part["speaker"].where(part["speaker"].notna(), "clip:" + part["clip_id"].astype(str))
+        else:
+            groups = part["clip_id"].astype(str)
+        names = sorted(set(groups))
+        if len(names) < 2:
+            continue  # one group cannot be split: the domain stays in training (reported as such)
+        sizes = groups.value_counts()
+        target = fraction * len(part)
+        taken, n = [], 0
+        for g in rng.permutation(names):
+            if taken and n + sizes[g] / 2 > target:
+                break
+            taken.append(g)
+            n += sizes[g]
+            if len(taken) == len(names) - 1:
+                break
+        held += part["clip_id"][groups.isin(taken).to_numpy()].astype(str).tolist()
+    held_set = set(held)
+    train = [str(c) for c in clips["clip_id"] if str(c) not in held_set]
+    return {"format": FORMAT, "by": by, "fraction": float(fraction), "seed": int(seed),
+            "train_clips": train, "heldout_clips": sorted(held_set)}
+
+
+def read_clip_list(path: str | os.PathLike) -> list[str]:
+    """Clip ids from a ``holdout.json`` (its ``heldout_clips``), a JSON list or a text file (one per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"holdout file {path} does not exist")
+    text = path.read_text()
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if isinstance(obj, dict):
+        if "heldout_clips" not in obj:
+            raise ValueError(f"{path}: a JSON object needs 'heldout_clips'")
+        return [str(c) for c in obj["heldout_clips"]]
+    if isinstance(obj, list):
+        return [str(c) for c in obj]
+    raise ValueError(f"{path}: expected a JSON list or object of clip ids, got {type(obj).__name__}")
+
+
+def decide(cache, fraction: float | None = None, by: str = "speaker", seed: int = 0,
+           holdout_file: str | os.PathLike | None = None) -> dict | None:
+    """The split for a training run on ``cache`` (``--holdout-clips FRACTION`` or ``--holdout-file``),
+    or None when neither is given (train on every clip)."""
+    if fraction is None and holdout_file is None:
+        return None
+    clips = clip_table(cache)
+    if holdout_file is not None:
+        wanted = set(read_clip_list(holdout_file))
+        unknown = wanted - set(clips["clip_id"])
+        if unknown:
+            raise ValueError(f"--holdout-file {holdout_file}: {len(unknown)} clip id(s) not in cache {cache.root}, "
+                             f"e.g. {sorted(unknown)[:3]}")
+        split = {"format": FORMAT, "by": "file", "fraction": len(wanted) / max(1, len(clips)), "seed": None,
+                 "file": str(holdout_file), "heldout_clips": sorted(wanted),
+                 "train_clips": [c for c in clips["clip_id"] if c not in wanted]}
+    else:
+        split = split_clips(clips, fraction, by, seed)
+    if not split["train_clips"]:
+        raise ValueError("the holdout split leaves no training clips")
+    split["cache"] = str(cache.root)
+    return split
+
+
+def training_rows(cache, hook: str, split: dict | None) -> np.ndarray | None:
+    """Row indices of ``hook``'s frames from the split's training clips (None: all rows)."""
+    if split is None:
+        return None
+    return cache.select(hook, clips=split["train_clips"])
+
+
+def write(out: str | os.PathLike, split: dict) -> Path:
+    """Write ``split`` as ``out/holdout.json`` (atomic)."""
+    return write_json(Path(out) / HOLDOUT_FILE, split, indent=1)
+
+
+def find(sae_dir: str | os.PathLike) -> Path | None:
+    """The ``holdout.json`` of the run that trained the SAE in ``sae_dir`` (its folder or the run folder above)."""
+    sae_dir = Path(sae_dir)
+    for folder in (sae_dir, sae_dir.parent):
+        if (folder / HOLDOUT_FILE).is_file():
+            return folder / HOLDOUT_FILE
+    return None
+
+
+def load(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        split = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read holdout file {path}: {e}") from e
+    if not isinstance(split, dict) or "train_clips" not in split:
+        raise ValueError(f"{path}: not a holdout.json (no 'train_clips')")
+    return split
+
+
+def heldout_clips(cache_clip_ids: Iterable[str], split: dict) -> list[str]:
+    """Clips of a cache that the SAE did not train on (in cache order)."""
+    train = set(split["train_clips"])
+    return [c for c in cache_clip_ids if c not in train]
+
+
+def eval_selection(cache, sae_dir: str | os.PathLike, holdout_file: str | os.PathLike | None = None) -> dict:
+    """The clips ``sae eval`` scores for the SAE in ``sae_dir`` on ``cache``.
+
+    ``holdout_file`` given: exactly its clips (a ``holdout.json``'s ``heldout_clips`` or a list).
+    Else the training run's ``holdout.json`` (:func:`find`): every cached clip not in its
+    ``train_clips``. Else all clips, marked ``in_sample`` (the SAE may have trained on them).
+    Returns ``{"clips", "in_sample", "source"}``.
+    """
+    ids = list(cache.clip_ids)
+    if holdout_file is not None:
+        wanted = set(read_clip_list(holdout_file))
+        missing = wanted - set(ids)
+        if missing:
+            raise ValueError(f"--holdout-file {holdout_file}: {len(missing)} clip id(s) not in cache {cache.root}, "
+                             f"e.g. {sorted(missing)[:3]}")
+        clips, source = [c for c in ids if c in wanted], str(holdout_file)
+        split_path = find(sae_dir)
+        if split_path is not None:  # a file that names training clips would make the figures in-sample
+            leaked = set(clips) & set(load(split_path)["train_clips"])
+            if leaked:
+                raise ValueError(f"--holdout-file {holdout_file} names {len(leaked)} clip(s) the SAE trained on "
+                                 f"({split_path}), e.g. {sorted(leaked)[:3]}")
+        return {"clips": clips, "in_sample": False, "source": source}
+    split_path = find(sae_dir)
+    if split_path is None:
+        return {"clips": ids, "in_sample": True, "source": None}
+    clips = heldout_clips(ids, load(split_path))
+    if not clips:
+        raise ValueError(f"every clip of cache {cache.root} is a training clip of {sae_dir} ({split_path}): "
+                         "nothing held out to evaluate on")
+    return {"clips": clips, "in_sample": False, "source": str(split_path)}
