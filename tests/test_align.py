@@ -87,3 +87,95 @@ def test_normalise_and_which_clips_need_alignment():
     assert not needs_alignment(Clip("c", "c.flac", "music", transcript="la la"))
     assert not needs_alignment(Clip("d", "d.flac", "speech"))
     assert not needs_alignment(Clip("e", "e.flac", "speech", transcript="hi", tiers={"words": [Segment(0, 1, "hi")]}))
+
+
+# --- a ground truth that is always there: espeak-ng clips have exact word tiers ----------------
+# These run on a fresh checkout (no ../shared/data): align_file, align_corpus and
+# `workbench corpus build --align` against the timings espeak-ng itself reports.
+@pytest.fixture(scope="module")
+def espeak(tmp_path_factory):
+    """Three synthetic clips (three US voices) with their exact tiers, and a manifest without tiers.
+
+    US voices: pocketsphinx's acoustic model is US English (its acoustic scores on other espeak
+    accents fall to where a wrong transcript would, see workbench.corpus.align.MIN_FRAME_SCORE).
+    """
+    from workbench.audio import save_audio
+    from workbench.corpus.synth import SENTENCES, synthesize
+    from workbench.corpus.types import Corpus
+
+    root = tmp_path_factory.mktemp("espeak")
+    clips = []
+    for i, (voice, pitch, rate) in enumerate([("en-us", 50, 160), ("en-us+m3", 40, 150), ("en-us+f2", 60, 150)]):
+        r = synthesize(SENTENCES[i], voice, pitch, rate, sr=16000)
+        save_audio(root / f"espeak_{i}.flac", r.audio, r.sample_rate)
+        clips.append(Clip(f"espeak_{i}", f"espeak_{i}.flac", "speech", speaker=voice, transcript=SENTENCES[i],
+                          tiers={"words": r.words, "phones": r.phones}, extra={"source": "espeak-ng"}))
+    truth = Corpus(clips, root=root)
+    bare = root / "bare" / "manifest.jsonl"  # what a user has: audio + transcript, no timings
+    bare.parent.mkdir()
+    bare.write_text("".join(json.dumps({"id": c.id, "path": str(truth.audio_path(c)), "domain": "speech",
+                                        "speaker": c.speaker, "transcript": c.transcript}) + "\n" for c in truth))
+    return truth, bare
+
+
+def _uniform_words(ref):
+    """Null alignment: the right words in the right order, spread evenly over the speech span."""
+    edges = np.linspace(ref[0].start_s, ref[-1].end_s, len(ref) + 1)
+    return [Segment(a, b, s.label) for a, b, s in zip(edges[:-1], edges[1:], ref)]
+
+
+def _check_against_truth(pairs):
+    """Pooled word-boundary errors over (exact tier, aligned tier) pairs: every word, tight, far from null."""
+    errs, nulls = [], []
+    for ref, hyp in pairs:
+        e, matched = boundary_errors(ref, hyp)
+        assert matched == len(ref), ([w.label for w in ref], [w.label for w in hyp])
+        errs.append(e)
+        nulls.append(boundary_errors(ref, _uniform_words(ref))[0])
+    errs, nulls = np.concatenate(errs), np.concatenate(nulls)
+    median_ms, null_ms = float(np.median(errs) * 1000), float(np.median(nulls) * 1000)
+    print(f"\npocketsphinx vs espeak-ng word boundaries: median {median_ms:.1f} ms, "
+          f"p90 {np.percentile(errs, 90) * 1000:.1f} ms (null {null_ms:.1f} ms)")
+    # measured 7-16 ms per clip; the null (uniform spacing) is 30-280 ms
+    assert median_ms < 30.0 and np.percentile(errs, 90) < 0.08
+    assert null_ms > 3 * median_ms
+
+
+def test_align_file_recovers_espeak_word_boundaries(espeak):
+    truth, _ = espeak
+    aligner = ForcedAligner()
+    pairs = []
+    for clip in truth:
+        r = aligner.align_file(truth.audio_path(clip), clip.transcript)
+        assert r.oov == [] and r.phones[0].start_s == 0
+        pairs.append((clip.tiers["words"], r.words))
+    _check_against_truth(pairs)
+
+
+def test_align_corpus_adds_tiers_to_clips_without_them(espeak):
+    from workbench.corpus import load_corpus
+    from workbench.corpus.align import align_corpus
+
+    truth, bare = espeak
+    corpus = load_corpus(bare)
+    assert all(needs_alignment(c) for c in corpus)
+    errors: list[dict] = []
+    assert align_corpus(corpus, errors=errors, verbose=False) == 3 and errors == []
+    assert all(c.extra["alignment_source"] == "pocketsphinx" and not needs_alignment(c) for c in corpus)
+    assert align_corpus(corpus, verbose=False) == 0  # aligned clips are not aligned again
+    _check_against_truth([(t.tiers["words"], c.tiers["words"]) for t, c in zip(truth, corpus)])
+
+
+def test_cli_corpus_build_align_writes_aligned_tiers(espeak, tmp_path, capsys):
+    from workbench.cli import main
+    from workbench.corpus import load_corpus
+
+    truth, bare = espeak
+    assert main(["corpus", "build", str(bare), "--out", str(tmp_path / "built"), "--align", "--quiet"]) == 0
+    built = load_corpus(tmp_path / "built")
+    assert [c.id for c in built] == [c.id for c in truth]
+    assert all(c.extra.get("alignment_source") == "pocketsphinx" and c.tiers["phones"] for c in built)
+    _check_against_truth([(t.tiers["words"], c.tiers["words"]) for t, c in zip(truth, built)])
+    # without --align the same manifest gets no tiers (so the tiers above came from the aligner)
+    assert main(["corpus", "build", str(bare), "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    assert all("words" not in c.tiers for c in load_corpus(tmp_path / "plain"))
