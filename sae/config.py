@@ -8,8 +8,11 @@ Example
 >>> cfg = SAEConfig(d_in=384, expansion=8, k=50)
 >>> cfg.d_sae
 3072
->>> TrainConfig(tokens=1_000_000, batch_size=4096).steps
-245
+>>> cfg = TrainConfig(tokens=491_520, batch_size=4096)
+>>> cfg.steps, cfg.warmup, cfg.threshold_start, round(cfg.threshold_ema, 3)   # a short run: 10% warm-up
+(120, 12, 12, 0.907)
+>>> TrainConfig(tokens=200_000_000).warmup                                       # a long one: 1000 steps
+1000
 """
 from __future__ import annotations
 
@@ -55,16 +58,20 @@ class SAEConfig:
 class TrainConfig:
     """The training recipe (one config drives all hooks trained side by side).
 
-    - ``tokens``: frames each SAE sees; ``steps = ceil(tokens / batch_size)``.
-    - ``lr`` None -> ``2e-4 / sqrt(d_sae / 2**14)``; linear warm-up over ``warmup_steps``
-      (at most 20% of the run), linear decay to 0 over the last ``decay_frac``.
+    - ``tokens``: frames each SAE sees; ``steps = ceil(tokens / batch_size)``; ``batch_size`` is the
+      global batch (split across ranks under torchrun).
+    - ``lr`` None -> ``2e-4 / sqrt(d_sae / 2**14)``; linear warm-up over ``warmup_steps`` but at
+      most ``schedule_frac`` (10%) of the run, linear decay to 0 over the last ``decay_frac``.
     - AuxK: ``auxk_alpha`` * loss of the top ``d_in // 2`` dead latents (dead = no firing for
       ``dead_after_tokens`` frames) decoding the detached residual, normalised by its variance.
-    - Threshold: EMA (``threshold_beta``) of the smallest selected activation from
-      ``threshold_start_step`` (at most half the run) on; used as JumpReLU at inference.
+    - Threshold: EMA of the smallest selected activation from ``threshold_start_step`` (at most
+      ``schedule_frac`` of the run) on; used as JumpReLU at inference. The EMA's decay is
+      ``threshold_beta`` but at most ``1 - 10 / (steps after the start)``, so that in a short run
+      the threshold still follows the encoder to the end instead of freezing near its first value.
     - ``k_anneal_from``: start with this k and anneal linearly to ``k`` over ``k_anneal_frac``.
-    - ``bf16``: encoder matmul and sparse row gathers in bfloat16 (parameters, optimizer state, loss
-      and accumulated sums stay float32).
+    - ``dtype``: of the encoder matmul and the sparse row gathers: ``"auto"`` (bfloat16 only where it
+      is fast, see :mod:`workbench.compute`), ``"bfloat16"`` or ``"float32"``. Parameters, optimizer
+      state, loss and accumulated sums stay float32.
     """
 
     expansion: int = 8
@@ -74,6 +81,7 @@ class TrainConfig:
     lr: float | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 1000
+    schedule_frac: float = 0.1
     decay_frac: float = 0.2
     grad_clip: float = 1.0
     auxk_alpha: float = 1 / 32
@@ -84,7 +92,8 @@ class TrainConfig:
     k_anneal_frac: float = 0.1
     scale_estimate_frames: int = 65_536
     seed: int = 0
-    bf16: bool = True
+    dtype: str = "auto"
+    bf16: bool | None = None  # deprecated: True = dtype "bfloat16", False = "float32"
     threads: int | None = 2
     checkpoint_every: int = 500
     log_every: int = 50
@@ -94,7 +103,14 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: tokens ({self.tokens}) and batch_size ({self.batch_size}) must be >= 1")
         if not 0 <= self.decay_frac < 1:
             raise ValueError(f"TrainConfig: decay_frac must be in [0, 1), got {self.decay_frac}")
+        if not 0 < self.schedule_frac <= 1:
+            raise ValueError(f"TrainConfig: schedule_frac must be in (0, 1], got {self.schedule_frac}")
         self.betas = tuple(self.betas)
+        if self.bf16 is not None:  # the flag ``dtype`` replaced (older configs and callers)
+            self.dtype, self.bf16 = ("bfloat16" if self.bf16 else "float32"), None
+        from workbench.compute import parse_dtype
+
+        parse_dtype(self.dtype)  # a clear error for a bad name now, not at the first step
 
     @property
     def steps(self) -> int:
@@ -105,11 +121,18 @@ class TrainConfig:
 
     @property
     def warmup(self) -> int:
-        return max(0, min(self.warmup_steps, self.steps // 5))
+        """Warm-up steps: ``warmup_steps``, at most ``schedule_frac`` of the run (at least 1 step)."""
+        return max(0, min(self.warmup_steps, max(1, round(self.schedule_frac * self.steps))))
 
     @property
     def threshold_start(self) -> int:
-        return max(0, min(self.threshold_start_step, self.steps // 2))
+        """First step of the threshold EMA: ``threshold_start_step``, at most ``schedule_frac`` of the run."""
+        return max(0, min(self.threshold_start_step, round(self.schedule_frac * self.steps)))
+
+    @property
+    def threshold_ema(self) -> float:
+        """Decay of the threshold EMA: ``threshold_beta``, at most ``1 - 10 / (steps it runs for)``."""
+        return min(self.threshold_beta, max(0.0, 1.0 - 10.0 / max(1, self.steps - self.threshold_start)))
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of the base lr at ``step`` (0-based): warm-up, flat, linear decay to 0."""

@@ -23,9 +23,18 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from workbench.cache.distributed import share_bounds
+
 
 class BatchSource:
-    """Base class: ``hooks``, ``d_model(hook)``, ``epoch(e, skip)`` and ``meta`` (provenance)."""
+    """Base class: ``hooks``, ``d_model(hook)``, ``epoch(e, skip, part)`` and ``meta`` (provenance).
+
+    A batch is one *global* batch of ``batch_size`` frames. Under data-parallel training each rank
+    asks for its ``part=(rank, world_size)``: the rank's contiguous block of every global batch
+    (:func:`~workbench.cache.distributed.share_bounds`), so the frames a step sees, and the order of
+    steps, do not depend on the number of ranks. Sources that can read rows directly (tensors, a
+    cache) read only that block; others (live model, callables) produce the global batch and slice.
+    """
 
     hooks: list[str]
     batch_size: int
@@ -37,9 +46,16 @@ class BatchSource:
     def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def epoch(self, epoch: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches of epoch ``epoch`` (0-based), starting after the first ``skip``."""
-        return itertools.islice(self._epoch(epoch), skip, None)
+    def _epoch_part(self, epoch: int, rank: int, world_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in self._epoch(epoch):
+            yield {h: t[slice(*share_bounds(len(t), rank, world_size))] for h, t in batch.items()}
+
+    def epoch(self, epoch: int, skip: int = 0, part: tuple[int, int] = (0, 1)) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of epoch ``epoch`` (0-based), starting after the first ``skip``; with
+        ``part=(rank, world_size)`` only that rank's block of each batch."""
+        rank, world_size = part
+        it = self._epoch(epoch) if world_size == 1 else self._epoch_part(epoch, rank, world_size)
+        return itertools.islice(it, skip, None)
 
 
 class TensorSource(BatchSource):
@@ -62,47 +78,78 @@ class TensorSource(BatchSource):
         return int(self.data[hook].shape[1])
 
     def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        return self._epoch_part(epoch, 0, 1)
+
+    def _epoch_part(self, epoch: int, rank: int, world_size: int) -> Iterator[dict[str, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         perm = torch.randperm(self.n, generator=g)
+        lo, hi = share_bounds(self.batch_size, rank, world_size)
         for a in range(0, self.n - self.batch_size + 1, self.batch_size):
-            idx = perm[a : a + self.batch_size]
+            idx = perm[a + lo : a + hi]
             yield {h: t[idx].float() for h, t in self.data.items()}
 
 
 class CacheSource(BatchSource):
-    """``cache.batches(hook, ...)`` for each hook, zipped (full batches only, frame-level shuffle).
+    """Shuffled full batches of frames from an :class:`~workbench.cache.ActivationCache`.
 
-    Hooks with the same number of frames see the same frames in the same order each step.
+    Each epoch draws one permutation of the rows (``rows`` restricts them) from ``(seed, epoch)``;
+    global batch i is the i-th block of ``batch_size`` rows of it, and a rank reads only its own
+    block of each batch from the memory map. Frames whose norm exceeds ``max_norm_ratio`` times the
+    median norm (estimated once on a sample; None keeps all) are dropped from the batch they fall
+    in, so a batch can be a few frames short. Hooks with the same number of frames share one frame
+    table: they see the same frames in the same order, and a frame dropped for one is dropped for
+    all of them.
     """
 
     def __init__(self, cache, hooks: Sequence[str], batch_size: int, seed: int = 0,
-                 rows: np.ndarray | None = None, max_frames_per_clip: int | None = None,
-                 max_norm_ratio: float | None = 10.0) -> None:
+                 rows: np.ndarray | None = None, max_norm_ratio: float | None = 10.0) -> None:
         missing = [h for h in hooks if h not in cache.hooks]
         if missing:
             raise KeyError(f"hook(s) {missing} not in cache {cache.root}; cached hooks: {cache.hooks}")
         self.cache, self.hooks = cache, list(hooks)
         self.batch_size, self.seed = int(batch_size), int(seed)
-        self.rows, self.max_frames_per_clip, self.max_norm_ratio = rows, max_frames_per_clip, max_norm_ratio
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.max_norm_ratio = max_norm_ratio
         for h in self.hooks:
-            n = len(rows) if rows is not None else cache.n_frames(h)
+            n = len(self.rows) if self.rows is not None else cache.n_frames(h)
             if n < self.batch_size:
                 raise ValueError(f"cache {cache.root} has {n} frames for {h!r}, fewer than one batch of {batch_size}")
+        self._groups: dict[int, list[str]] = {}  # frame count -> hooks sharing a frame table
+        for h in self.hooks:
+            self._groups.setdefault(cache.n_frames(h), []).append(h)
+        self._limit = {h: None if max_norm_ratio is None else
+                       float(max_norm_ratio) * cache.median_norm(h, self.rows, seed=seed) for h in self.hooks}
         self.meta = {"source": "cache", "cache": str(cache.root), "model_name": cache_model_name(cache),
                      "frames": {h: cache.n_frames(h) for h in self.hooks}}
 
     def d_model(self, hook: str) -> int:
         return int(self.cache.d_model(hook))
 
+    def n_rows(self, hook: str) -> int:
+        return len(self.rows) if self.rows is not None else self.cache.n_frames(hook)
+
     def _epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        streams = [
-            self.cache.batches(h, self.batch_size, shuffle=True, seed=self.seed * 100_003 + epoch,
-                               max_norm_ratio=self.max_norm_ratio, max_frames_per_clip=self.max_frames_per_clip,
-                               rows=self.rows, dtype=torch.float32, drop_last=True)
-            for h in self.hooks
-        ]
-        for batch in zip(*streams):
-            yield dict(zip(self.hooks, batch))
+        return self._epoch_part(epoch, 0, 1)
+
+    def _epoch_part(self, epoch: int, rank: int, world_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        perms = {}
+        for n, group in self._groups.items():
+            base = self.rows if self.rows is not None else np.arange(n, dtype=np.int64)
+            perms[n] = np.random.default_rng(self.seed * 100_003 + epoch).permutation(base)
+        lo, hi = share_bounds(self.batch_size, rank, world_size)
+        n_batches = min(len(p) // self.batch_size for p in perms.values())
+        for b in range(n_batches):
+            batch = {}
+            for n, group in self._groups.items():
+                rows = perms[n][b * self.batch_size + lo : b * self.batch_size + hi]
+                xs = {h: torch.from_numpy(self.cache.load(h, rows)) for h in group}
+                keep = None
+                for h in group:
+                    if self._limit[h] is not None:
+                        ok = torch.linalg.vector_norm(xs[h], dim=1) <= self._limit[h]
+                        keep = ok if keep is None else keep & ok
+                batch.update({h: x if keep is None or bool(keep.all()) else x[keep] for h, x in xs.items()})
+            yield {h: batch[h] for h in self.hooks}
 
 
 class ModelSource(BatchSource):

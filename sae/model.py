@@ -19,12 +19,14 @@ Example
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from sae.config import SAEConfig
+from sae.ddp import LOCAL, Collective
 from sae.sparse import SelectedPreActs, SparseDecode, SparsePattern, encode_select, select_batch_topk
 
 MODES = ("threshold", "batch_topk", "topk")
@@ -136,35 +138,49 @@ class BatchTopKSAE(nn.Module):
         k_aux: int | None = None,
         auxk_alpha: float = 1 / 32,
         bf16: bool = True,
+        dtype: torch.dtype | None = None,
+        comm: Collective = LOCAL,
     ) -> TrainOutput:
         """Loss of one batch ``x [N, d_in]`` (already scaled) with batch top-k and AuxK.
 
         Only the encoder matmul is dense, fused with the selection; decoding and gradients are
-        sparse (see :mod:`sae.sparse`). With ``bf16`` the matmul and the row gathers run in
-        bfloat16 (sums, loss, parameters and optimizer state stay float32). ``dead`` is a bool mask of dead latents for AuxK.
+        sparse (see :mod:`sae.sparse`). ``dtype`` (default: bfloat16 if ``bf16`` else float32) is
+        that of the matmul and the row gathers; sums, loss, parameters and optimizer state stay
+        float32. ``dead`` is a bool mask of dead latents for AuxK. Under data-parallel training
+        (``comm``, see :mod:`sae.ddp`) ``x`` is this rank's block of the global batch: the top-k
+        is taken over the global batch and the losses are this rank's share of the global means.
         """
         x = self._check(x)
-        n = x.shape[0]
+        n_local = x.shape[0]
+        n = int(comm.sum(torch.tensor([n_local], dtype=torch.int64))[0])
         k = k or self.k
+        dtype = dtype or (torch.bfloat16 if bf16 else torch.float32)
         x_c = x - self.b_dec.detach()
         dead_idx = dead.nonzero().squeeze(1) if dead is not None and bool(dead.any()) else None
         with torch.no_grad():
-            rows, cols, vals, dead_pre = encode_select(x_c, self.W_enc, self.b_enc, k * n, bf16=bf16, dead_idx=dead_idx)
-        pattern = SparsePattern(rows, cols, n, self.d_sae, gather_dtype=torch.bfloat16 if bf16 else torch.float32)
+            rows, cols, vals, dead_pre = encode_select(x_c, self.W_enc, self.b_enc, k * n, dtype=dtype, dead_idx=dead_idx)
+            rows, cols, vals = comm.global_top(rows, cols, vals, k * n)
+        pattern = SparsePattern(rows, cols, n_local, self.d_sae, gather_dtype=dtype)
         vals = SelectedPreActs.apply(vals, x_c, self.b_dec, self.W_enc, self.b_enc, pattern)
         x_hat = SparseDecode.apply(vals, self.W_dec, pattern) + self.b_dec
         err = x - x_hat
-        l2 = err.pow(2).sum(dim=1).mean()
+        l2 = err.pow(2).sum() / n
         auxk = err.new_zeros(())
         if dead_idx is not None:
-            auxk = self._auxk_loss(err.detach(), dead_pre, dead_idx, x_c, k_aux or self.d_in // 2, pattern.gather_dtype)
+            auxk = self._auxk_loss(err.detach(), dead_pre, dead_idx, x_c, k_aux or self.d_in // 2, dtype, n, comm)
         loss = l2 + auxk_alpha * auxk
         return TrainOutput(loss, l2, auxk, x_hat.detach(), pattern, vals.detach())
 
-    def _auxk_loss(self, residual, dead_pre, dead_idx, x_c, k_aux, gather_dtype=torch.float32) -> torch.Tensor:
-        """AuxK: the top ``k_aux`` dead latents (per frame) reconstruct the residual, no b_dec."""
+    def _auxk_loss(self, residual, dead_pre, dead_idx, x_c, k_aux, gather_dtype, n: int,
+                   comm: Collective = LOCAL) -> torch.Tensor:
+        """AuxK: the top ``k_aux`` dead latents (per frame) reconstruct the residual, no b_dec;
+        normalised by the residual's variance over the global batch of ``n`` frames."""
         k_aux = min(int(k_aux), dead_idx.numel())
         with torch.no_grad():
+            # the residual's variance over the global batch, from summed moments (float64)
+            r = residual.double()
+            moments = comm.sum(torch.cat([r.sum(dim=0), r.pow(2).sum().reshape(1)]))
+            denom = float(moments[-1] - moments[:-1].pow(2).sum() / n) / n
             vals, idx = dead_pre.relu_().topk(k_aux, dim=1, sorted=False)
             idx, perm = idx.sort(dim=1)  # row-major with ascending columns, as CSR wants
             vals = vals.gather(1, perm).reshape(-1)
@@ -172,14 +188,12 @@ class BatchTopKSAE(nn.Module):
             cols = dead_idx[idx.reshape(-1)]  # dead_idx is ascending, so the order carries over
             keep = vals > 0
             rows, cols, vals = rows[keep], cols[keep], vals[keep]
-        if vals.numel() == 0:
+        if vals.numel() == 0 or not denom > 0 or not math.isfinite(denom):
             return residual.new_zeros(())
         pattern = SparsePattern(rows, cols, dead_pre.shape[0], self.d_sae, gather_dtype=gather_dtype)
         vals = SelectedPreActs.apply(vals, x_c, self.b_dec, self.W_enc, self.b_enc, pattern)
         aux_hat = SparseDecode.apply(vals, self.W_dec, pattern)
-        aux_l2 = (residual - aux_hat).pow(2).sum(dim=1).mean()
-        denom = (residual - residual.mean(dim=0)).pow(2).sum(dim=1).mean()
-        return torch.nan_to_num(aux_l2 / denom, nan=0.0, posinf=0.0, neginf=0.0)
+        return (residual - aux_hat).pow(2).sum() / n / denom
 
     @torch.no_grad()
     def project_decoder_grad_(self) -> None:

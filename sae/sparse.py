@@ -150,7 +150,7 @@ _BUFFERS: dict[tuple, torch.Tensor] = {}
 
 
 def encode_select(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, n: int, bf16: bool = True,
-                  dead_idx: torch.Tensor | None = None, chunk_rows: int = 1024):
+                  dead_idx: torch.Tensor | None = None, chunk_rows: int = 1024, dtype: torch.dtype | None = None):
     """The dense encoder pass fused with the batch top-k scan: ``(rows, cols, vals, dead_pre)``.
 
     ``pre = x_c @ W_enc^T + b_enc`` is computed ``chunk_rows`` frames at a time into one reused
@@ -158,8 +158,9 @@ def encode_select(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, n
     written to memory. The threshold comes from the first chunk (frames are shuffled) with a 20%
     margin; if the candidates fall short of ``n`` the pass is redone with a lower one.
     ``dead_pre`` holds the (float32) pre-activations of the ``dead_idx`` columns for AuxK.
+    ``dtype`` of the matmul (float32 or bfloat16; default from the older ``bf16`` flag).
     """
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    dtype = dtype or (torch.bfloat16 if bf16 else torch.float32)
     N, m = x_c.shape[0], W_enc.shape[0]
     n = int(min(n, N * m))
     if N * m <= _SMALL * 4:

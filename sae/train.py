@@ -35,13 +35,17 @@ from tqdm.auto import tqdm
 
 from sae.config import SAEConfig, TrainConfig
 from sae.data import as_source
+from sae.ddp import LOCAL, Collective
 from sae.io import save_sae
 from sae.model import BatchTopKSAE
 from workbench.atomic import atomic_path, write_json, write_jsonl
+from workbench.cache.distributed import Dist, share_bounds
+from workbench.compute import choose_dtype
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
-_NON_RECIPE = {"threads", "checkpoint_every", "log_every"}
+#: settings a resumed run may change: bookkeeping, and the compute dtype (the machine may differ)
+_NON_RECIPE = {"threads", "checkpoint_every", "log_every", "dtype", "bf16"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,11 +68,18 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
     ``data``: an ActivationCache, ``{hook: Tensor[N, D]}``, a :class:`~sae.data.BatchSource` or a
     callable ``epoch -> iterable of batches``. ``overrides`` update ``cfg`` fields. With ``out``,
     each SAE is saved in the SAELens layout under ``out/<hook>/`` with its training log.
+
+    Under torchrun (a process group is initialised) every rank trains on its block of each global
+    batch and the ranks stay in step (see :mod:`sae.ddp`); rank 0 writes checkpoints and
+    artifacts, and every rank returns the same SAEs. A checkpoint resumes under any world size.
     """
-    cfg = TrainConfig(**{**(cfg.to_dict() if cfg else {}), **overrides})
+    cfg = TrainConfig.from_dict({**(cfg.to_dict() if cfg else {}), **overrides})
+    comm = Collective(Dist.current())
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _warn_spinning_threads()
+    choice = comm.dist.broadcast(choose_dtype(cfg.dtype, "cpu"))  # one decision for all ranks: rank 0's
+    log.info("sae train: computing in %s (%s)", choice.name, choice.reason)
     source = as_source(data, list(hooks) if hooks else None, cfg.batch_size, cfg.seed)
     hooks = source.hooks
     model_name = model_name or source.meta.get("model_name", "")
@@ -77,31 +88,40 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
     if ckpt_path is not None and ckpt_path.exists():
         if not resume:
             raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue it, or use another out dir")
-        states, step, pos = _load_checkpoint(ckpt_path, cfg, hooks)
-        log.info("resuming %s at step %d/%d", ckpt_path, step, cfg.steps)
+        states, step, pos, saved_world = _load_checkpoint(ckpt_path, cfg, hooks)
+        log.info("resuming %s at step %d/%d (written by %d rank(s), now %d)", ckpt_path, step, cfg.steps,
+                 saved_world, comm.world_size)
     else:
         states = {h: _init_hook(source, h, cfg, model_name) for h in hooks}
         step, pos = 0, {"epoch": 0, "batch": 0}
-    if out is not None:
+    for st in states.values():  # identical on every rank already; rank 0's copy guarantees it
+        scale = torch.tensor([st.scale], dtype=torch.float64)
+        comm.broadcast_([*st.sae.parameters(), st.sae.threshold, st.since_fired, scale])
+        st.scale = float(scale[0])
+    if out is not None and comm.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "train_config.json", {"train": cfg.to_dict(), "hooks": hooks, "source": source.meta},
+        write_json(out / "train_config.json", {"train": cfg.to_dict(), "hooks": hooks, "source": source.meta,
+                                               "compute_dtype": choice.name, "compute_dtype_reason": choice.reason,
+                                               "distributed": _shares(source, cfg, comm.world_size)},
                    indent=2, default=str)
-    stream = source.epoch(pos["epoch"], skip=pos["batch"])
-    bar = tqdm(total=cfg.steps, initial=step, disable=not verbose, desc=f"sae train ({len(hooks)} hook(s))", unit="step")
+    part = (comm.rank, comm.world_size)
+    stream = source.epoch(pos["epoch"], skip=pos["batch"], part=part)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not verbose or not comm.is_main,
+               desc=f"sae train ({len(hooks)} hook(s), {choice.name})", unit="step")
     last_good = step if ckpt_path is not None and ckpt_path.exists() else None
     t0, step0 = time.perf_counter(), step
     while step < cfg.steps:
         batch = next(stream, None)
         if batch is None:
             pos = {"epoch": pos["epoch"] + 1, "batch": 0}
-            stream = source.epoch(pos["epoch"])
+            stream = source.epoch(pos["epoch"], part=part)
             batch = next(stream, None)
             if batch is None:
                 raise ValueError("the data source yielded no batches (fewer frames than one batch?)")
         stats = {}
         for h in hooks:
             try:
-                stats[h] = _train_step(states[h], batch[h], step, cfg)
+                stats[h] = _train_step(states[h], batch[h], step, cfg, choice.dtype, comm)
             except TrainingDiverged as e:
                 where = f"{ckpt_path} (step {last_good})" if last_good is not None else "none written yet"
                 raise TrainingDiverged(f"hook {h!r}, step {step}: {e}. Training stopped; last good checkpoint: "
@@ -111,19 +131,32 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
         elapsed = time.perf_counter() - t0
         _report(bar, stats, states, step, step0, cfg, elapsed)
         if ckpt_path is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            _save_checkpoint(ckpt_path, states, step, pos, cfg, hooks)
+            if comm.is_main:
+                _save_checkpoint(ckpt_path, states, step, pos, cfg, hooks, comm.world_size)
+                for h in hooks:  # the log so far, readable while training runs
+                    _write_log(out / h, states[h].log)
             last_good = step
-            for h in hooks:  # the log so far, readable while training runs
-                _write_log(out / h, states[h].log)
     bar.close()
     result = {h: st.sae.folded(st.scale) for h, st in states.items()}
-    if out is not None:
+    if out is not None and comm.is_main:
         for h, sae in result.items():
             sae.cfg.metadata.update(training_tokens=step * cfg.batch_size, input_scale_folded=states[h].scale,
-                                    train_config=cfg.to_dict())
+                                    train_config=cfg.to_dict(), compute_dtype=choice.name, world_size=comm.world_size)
             save_sae(sae, out / h)
             _write_log(out / h, states[h].log)
+    comm.barrier()  # the artifacts are complete before any rank returns
     return result
+
+
+def _shares(source, cfg: TrainConfig, world_size: int) -> dict:
+    """World size and each rank's share of the frames (per step, and of the source's rows)."""
+    per_step = [b - a for a, b in (share_bounds(cfg.batch_size, r, world_size) for r in range(world_size))]
+    frames = source.meta.get("frames")
+    total = max(frames.values()) if isinstance(frames, dict) and frames else frames
+    return {"world_size": world_size, "backend": "gloo" if world_size > 1 else None,
+            "frames_per_step_per_rank": per_step,
+            "share_of_frames_per_rank": [n / cfg.batch_size for n in per_step],
+            "frames_per_epoch_per_rank": [int(total) * n // cfg.batch_size for n in per_step] if total else None}
 
 
 _WARNED: list[bool] = []
@@ -184,16 +217,19 @@ def geometric_median(x: torch.Tensor, iters: int = 100, tol: float = 1e-5) -> to
     return guess
 
 
-def _train_step(st: _HookState, x: torch.Tensor, step: int, cfg: TrainConfig) -> dict:
-    sae, n = st.sae, x.shape[0]
+def _train_step(st: _HookState, x: torch.Tensor, step: int, cfg: TrainConfig, dtype: torch.dtype = torch.float32,
+                comm: Collective = LOCAL) -> dict:
+    sae = st.sae
     x = x.float() * st.scale
     dead = st.since_fired >= cfg.dead_after_tokens
     out = sae.training_forward(x, k=cfg.k_at(step), dead=dead, k_aux=sae.d_in // 2,
-                               auxk_alpha=cfg.auxk_alpha, bf16=cfg.bf16)
-    if not torch.isfinite(out.loss):
-        raise TrainingDiverged(f"non-finite loss ({float(out.loss.detach())})")
+                               auxk_alpha=cfg.auxk_alpha, dtype=dtype, comm=comm)
+    loss = comm.sum(out.loss.detach().clone().reshape(1))  # every rank sees the same: all stop together
+    if not torch.isfinite(loss).all():
+        raise TrainingDiverged(f"non-finite loss ({float(loss[0])})")
     st.opt.zero_grad(set_to_none=True)
     out.loss.backward()
+    comm.sum_grads_(sae.parameters())
     sae.project_decoder_grad_()
     gnorm = torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
     if not torch.isfinite(gnorm):
@@ -203,17 +239,25 @@ def _train_step(st: _HookState, x: torch.Tensor, step: int, cfg: TrainConfig) ->
     st.opt.step()
     sae.normalize_decoder_()
     with torch.no_grad():
-        fired = torch.bincount(out.pattern.cols, minlength=sae.d_sae) > 0
-        st.since_fired += n
+        # one reduction for the step's statistics: frames, moments of x, l2, auxk, nnz, firing counts
+        xd = x.double()
+        sums = comm.sum(torch.cat([torch.tensor([x.shape[0], float(out.l2), float(out.auxk), out.pattern.nnz],
+                                                dtype=torch.float64), xd.sum(dim=0), xd.pow(2).sum().reshape(1),
+                                   torch.bincount(out.pattern.cols, minlength=sae.d_sae).double()]))
+        n, l2, auxk, nnz = (float(v) for v in sums[:4])
+        d = sae.d_in
+        sum_x, sum_x2, fired = sums[4 : 4 + d], float(sums[4 + d]), sums[5 + d :] > 0
+        st.since_fired += int(n)
         st.since_fired[fired] = 0
-        if step >= cfg.threshold_start and out.vals.numel():
-            smallest = out.vals.min().float()
-            thr = sae.threshold
-            thr.copy_(smallest if float(thr) < 0 else cfg.threshold_beta * thr + (1 - cfg.threshold_beta) * smallest)
-        total_var = (x - x.mean(dim=0)).pow(2).sum()
-        fvu = float(out.l2 * n / total_var)
-    return {"loss": float(out.loss.detach()), "l2": float(out.l2.detach()), "auxk": float(out.auxk.detach()), "fvu": fvu,
-            "l0": out.pattern.nnz / n, "dead_frac": float(dead.float().mean()), "threshold": float(sae.threshold)}
+        if step >= cfg.threshold_start:
+            smallest = comm.min(out.vals.min().float().reshape(1) if out.vals.numel() else
+                                torch.tensor([float("inf")]))[0]
+            if torch.isfinite(smallest):
+                thr, beta = sae.threshold, cfg.threshold_ema
+                thr.copy_(smallest if float(thr) < 0 else beta * thr + (1 - beta) * smallest)
+        total_var = sum_x2 - float(sum_x.pow(2).sum()) / n
+    return {"loss": float(loss[0]), "l2": l2, "auxk": auxk, "fvu": l2 * n / total_var,
+            "l0": nnz / n, "dead_frac": float(dead.float().mean()), "threshold": float(sae.threshold)}
 
 
 def _report(bar, stats: dict, states: dict, step: int, step0: int, cfg: TrainConfig, elapsed: float) -> None:
@@ -228,9 +272,11 @@ def _report(bar, stats: dict, states: dict, step: int, step0: int, cfg: TrainCon
     bar.update(1)
 
 
-def _save_checkpoint(path: Path, states: dict, step: int, pos: dict, cfg: TrainConfig, hooks: list[str]) -> None:
+def _save_checkpoint(path: Path, states: dict, step: int, pos: dict, cfg: TrainConfig, hooks: list[str],
+                     world_size: int = 1) -> None:
     blob = {
         "format": "workbench-sae-checkpoint-v1", "step": step, "pos": dict(pos), "cfg": cfg.to_dict(), "hooks": hooks,
+        "world_size": world_size,  # pos counts global batches: any world size can resume it
         "torch_rng": torch.get_rng_state(),
         "states": {h: {"sae_cfg": st.sae.cfg.to_dict(), "sae": st.sae.state_dict(), "opt": st.opt.state_dict(),
                        "scale": st.scale, "since_fired": st.since_fired, "log": st.log} for h, st in states.items()},
@@ -259,7 +305,7 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, hooks: list[str]):
         opt = _adam(sae, cfg)
         opt.load_state_dict(s["opt"])
         states[h] = _HookState(sae, opt, float(s["scale"]), s["since_fired"].clone(), list(s["log"]))
-    return states, int(blob["step"]), dict(blob["pos"])
+    return states, int(blob["step"]), dict(blob["pos"]), int(blob.get("world_size", 1))
 
 
 def _write_log(folder: Path, rows: list[dict]) -> None:

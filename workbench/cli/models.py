@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.validate import torch_device
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,9 +58,10 @@ def _hook_dims(model) -> dict[str, int | None]:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from workbench.compute import optional_dtype
     from workbench.models import load
 
-    model = load(args.spec, device=args.device, dtype=args.dtype)
+    model = load(args.spec, device=args.device, dtype=optional_dtype(args.dtype, args.device))
     info = model.info()
     dims = _hook_dims(model)
     info["hooks"] = [{"name": h, "frame_rate": rate, "d_model": dims[h]} for h, rate in info["hook_points"].items()]
@@ -78,12 +81,13 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
+    from workbench.compute import optional_dtype
     from workbench.models import load
 
     missing = [p for p in args.audio if not Path(p).is_file()]
     if missing:  # fail before the model load, not after
         raise FileNotFoundError(f"audio file(s) not found: {', '.join(missing)}")
-    model = load(args.spec, device=args.device, dtype=args.dtype)
+    model = load(args.spec, device=args.device, dtype=optional_dtype(args.dtype, args.device))
     if not hasattr(model, "transcribe"):
         raise ValueError(f"{args.spec}: the {type(model).__name__} adapter cannot transcribe (use a Whisper model)")
     results = []
@@ -105,8 +109,9 @@ def register(subparsers) -> None:
 
     def common(p):
         p.add_argument("spec", help="model spec: whisper-tiny.en, whisper-base, a hub id or a local dir")
-        p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-        p.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
+        p.add_argument("--device", default="cpu", type=torch_device, help="torch device (default: cpu)")
+        p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                       help="float32 (default), bfloat16, float16, or auto: bfloat16 where this machine runs it fast")
         p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("info", help="list hook points with frame rates and sizes")
