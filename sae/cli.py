@@ -4,6 +4,8 @@ Example
 -------
 $ workbench sae train --cache work/cache --hook encoder.blocks.3.hook_resid_post --expansion 8 --k 50 \\
       --tokens 5000000 --out work/saes/run1
+$ torchrun --nproc_per_node 2 -m workbench sae train --cache work/cache --hook 'encoder.blocks.*.hook_resid_post' \\
+      --tokens 5000000 --out work/saes/all      # data-parallel; one SAE per layer in work/saes/all/HOOK/
 $ workbench sae eval --sae work/saes/run1 --cache work/cache --model whisper-tiny.en --out work/eval/run1
 """
 from __future__ import annotations
@@ -37,7 +39,9 @@ def register(subparsers) -> None:
     t.add_argument("--batch-size", type=int, default=4096)
     t.add_argument("--lr", type=float, default=None, help="default 2e-4 / sqrt(d_sae / 2^14)")
     t.add_argument("--k-anneal-from", type=int, default=None)
-    t.add_argument("--no-bf16", action="store_true", help="fp32 encoder matmul")
+    t.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                   help="encoder matmul dtype; auto: bfloat16 only where this machine computes it fast (logged)")
+    t.add_argument("--no-bf16", action="store_true", help="deprecated: same as --dtype float32")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=run_train)
@@ -71,7 +75,25 @@ def _resolve_hooks(patterns, available) -> list[str]:
     return hooks
 
 
+def _dtype_arg(args) -> str:
+    if args.no_bf16:
+        log.warning("--no-bf16 is deprecated: use --dtype float32")
+        return "float32"
+    return args.dtype
+
+
 def run_train(args) -> int:
+    """Under ``torchrun --nproc_per_node N -m workbench sae train ...`` the ranks train data-parallel (gloo)."""
+    from workbench.cache.distributed import init_from_env, shutdown
+
+    dist, _ = init_from_env(device="cpu")  # the trainer's sparse kernels run on the CPU: gloo
+    try:
+        return _run_train(args, dist)
+    finally:
+        shutdown()
+
+
+def _run_train(args, dist) -> int:
     from sae.config import TrainConfig
     from sae.train import train
     from workbench.cache import ActivationCache
@@ -79,9 +101,9 @@ def run_train(args) -> int:
     cache = ActivationCache.open(args.cache)
     hooks = _resolve_hooks(args.hook, cache.hooks)
     cfg = TrainConfig(expansion=args.expansion, k=args.k, tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
-                      k_anneal_from=args.k_anneal_from, seed=args.seed, bf16=not args.no_bf16, threads=args.threads)
+                      k_anneal_from=args.k_anneal_from, seed=args.seed, dtype=_dtype_arg(args), threads=args.threads)
     saes = train(cache, hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
-    for h in saes:
+    for h in saes if dist.is_main else ():
         print(f"{h}: {Path(args.out) / h}")
     return 0
 
