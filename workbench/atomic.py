@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "write_jsonl", "read_json"]
+__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "write_jsonl", "read_json", "JSONFileError"]
 
 
 def _umask() -> int:
@@ -122,7 +122,29 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Any], fsync: bool = Fals
     return Path(path)
 
 
+class JSONFileError(ValueError):
+    """A JSON file that cannot be parsed; the message names the file (and line/column)."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: {problem}")
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    """The JSON document in ``path`` (counterpart of :func:`write_json`)."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The JSON document in ``path`` (counterpart of :func:`write_json`).
+
+    A missing file raises ``FileNotFoundError``, a damaged one (truncated, not JSON, not
+    UTF-8) :class:`JSONFileError` (a ``ValueError``): both name the file.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise JSONFileError(path, "is a folder, not a JSON file") from None
+    except json.JSONDecodeError as e:
+        empty = " (the file is empty)" if e.doc.strip() == "" else ""
+        raise JSONFileError(path, f"not valid JSON{empty}: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except UnicodeDecodeError as e:
+        raise JSONFileError(path, f"not a UTF-8 text file ({e.reason} at byte {e.start})") from None

@@ -3,7 +3,11 @@
 Every problem with an input file raises one :class:`AudioLoadError` (a ``ValueError``)
 whose message names the file and the problem: missing, a directory or other non-file,
 zero bytes, not audio (e.g. a text file), unreadable/corrupt, zero samples, NaN/inf
-samples. All-silent audio is legal but suspicious, so it only warns.
+samples. All-silent audio is legal but suspicious, so it only warns. Float files whose
+samples go beyond full scale (|x| > 1: e.g. a float WAV written without scaling, peak 783)
+are scaled down to peak 1 by :func:`load_audio` and :func:`iter_audio_chunks`, with a
+:class:`FullScaleWarning` that says so (models expect [-1, 1]: Whisper transcribes such a
+clip as " Oh"); :func:`check_audio` warns.
 
 Resampling uses :func:`scipy.signal.resample_poly` (polyphase FIR, Kaiser window).
 :func:`iter_audio_chunks` reads overlapping blocks aligned to the resampling ratio, so
@@ -32,13 +36,20 @@ import soundfile as sf
 
 from workbench.atomic import atomic_path
 
-__all__ = ["AudioLoadError", "audio_info", "load_audio", "iter_audio_chunks", "save_audio", "resample",
-           "check_audio", "AUDIO_EXTENSIONS"]
+__all__ = ["AudioLoadError", "FullScaleWarning", "audio_info", "load_audio", "iter_audio_chunks", "save_audio",
+           "resample", "check_audio", "AUDIO_EXTENSIONS"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
 #: Peak amplitude below which a file counts as all-silent (about -100 dBFS).
 SILENCE_PEAK = 1e-5
+#: Peak amplitude above which decoded audio counts as beyond full scale (a little headroom
+#: for resampling overshoot and float rounding of files written at exactly 1.0).
+FULL_SCALE_PEAK = 1.01
 _BLOCK_FRAMES = 1 << 18  # block size for whole-file scans (about 16 s at 16 kHz)
+
+
+class FullScaleWarning(UserWarning):
+    """Decoded samples beyond full scale (|x| > 1); the message names the file and the peak."""
 
 
 class AudioLoadError(ValueError):
@@ -132,6 +143,31 @@ def _warn_if_silent(path: str | os.PathLike, peak: float) -> None:
         warnings.warn(f"{path}: audio is all silent (peak {peak:.2g})", UserWarning, stacklevel=3)
 
 
+def _full_scale_gain(path: str | os.PathLike, peak: float, normalise: bool = True) -> float:
+    """1.0, or ``1 / peak`` with a :class:`FullScaleWarning` when ``peak`` is beyond full scale."""
+    if peak <= FULL_SCALE_PEAK:
+        return 1.0
+    what = f"scaled by 1/{peak:.4g} to peak 1.0" if normalise else "models expect samples in [-1, 1]"
+    warnings.warn(f"{path}: samples reach {peak:.4g}, beyond full scale 1.0 (float audio written without "
+                  f"scaling?); {what}", FullScaleWarning, stacklevel=3)
+    return 1.0 / peak
+
+
+def _file_peak(f: sf.SoundFile, path: str | os.PathLike) -> float:
+    """Peak |x| of the whole file (rewinds); integer PCM cannot exceed full scale, so 0 is returned for it."""
+    if f.subtype not in ("FLOAT", "DOUBLE"):
+        return 0.0
+    peak = 0.0
+    f.seek(0)
+    while True:
+        x = _read(f, path, _BLOCK_FRAMES)
+        if x.size == 0:
+            break
+        peak = max(peak, float(np.abs(x).max()))
+    f.seek(0)
+    return peak
+
+
 def load_audio(path: str | os.PathLike, sr: int | None = 16000, *, offset_s: float = 0.0,
                duration_s: float | None = None) -> np.ndarray:
     """Read ``path`` as float32 mono resampled to ``sr`` (``None`` keeps the file's rate).
@@ -157,7 +193,11 @@ def load_audio(path: str | os.PathLike, sr: int | None = 16000, *, offset_s: flo
         x = _read(f, path, frames)
     if x.size == 0:
         raise AudioLoadError(path, "zero-length audio (no samples decoded)")
-    _warn_if_silent(path, float(np.abs(x).max()))
+    peak = float(np.abs(x).max())
+    _warn_if_silent(path, peak)
+    gain = _full_scale_gain(path, peak)
+    if gain != 1.0:
+        x = x * np.float32(gain)
     return resample(x, sr_in, sr) if sr else x
 
 
@@ -178,6 +218,7 @@ def check_audio(path: str | os.PathLike) -> tuple[int, float]:
     if n == 0:
         raise AudioLoadError(path, "zero-length audio (no samples decoded)")
     _warn_if_silent(path, peak)
+    _full_scale_gain(path, peak, normalise=False)
     return sr_in, n / sr_in
 
 
@@ -205,6 +246,8 @@ def iter_audio_chunks(path: str | os.PathLike, chunk_s: float = 30.0, sr: int | 
         step = max(down, int(round(chunk_s * sr_in / down)) * down)
         # resample_poly's filter reaches 10*max(up, down) upsampled samples each side.
         pad = 0 if up == down else math.ceil((10 * max(up, down) / up + 2) / down) * down
+        # Beyond-full-scale float files are scaled by their whole-file peak, as load_audio does.
+        gain = np.float32(_full_scale_gain(path, _file_peak(f, path)))
         peak, start = 0.0, 0
         while start < n_in:
             stop = min(start + step, n_in)
@@ -214,6 +257,8 @@ def iter_audio_chunks(path: str | os.PathLike, chunk_s: float = 30.0, sr: int | 
             if block.size < hi - lo:
                 raise AudioLoadError(path, f"truncated: header says {n_in} frames, decoding stopped early")
             peak = max(peak, float(np.abs(block).max()))
+            if gain != 1.0:
+                block = block * gain
             if up == down:
                 yield block[start - lo: stop - lo].astype(np.float32)
             else:

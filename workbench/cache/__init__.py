@@ -10,6 +10,7 @@ Example
 """
 from workbench.cache.meta import CacheMismatchError
 from workbench.cache.reader import ActivationCache
+from workbench.cache.verify import CacheDamagedError
 from workbench.cache.writer import build_cache, forward_batch
 
-__all__ = ["ActivationCache", "build_cache", "forward_batch", "CacheMismatchError"]
+__all__ = ["ActivationCache", "build_cache", "forward_batch", "CacheMismatchError", "CacheDamagedError"]

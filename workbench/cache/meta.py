@@ -169,11 +169,15 @@ class DirLock:
             self._fd = None
 
 
-def prepare_dir(store: Store, meta: dict[str, Any], corpus: Corpus) -> dict[str, Any]:
-    """Rank 0, before any batch: check/create cache.json, fold commits, delete orphans.
+def prepare_dir(store: Store, meta: dict[str, Any], corpus: Corpus, verify: bool = False) -> dict[str, Any]:
+    """Rank 0, before any batch: check/create cache.json, fold commits, repair damage, delete orphans.
 
+    Damaged files (missing, wrong size; with ``verify`` also wrong checksums) are dropped from the
+    index so their clips are cached again (:func:`workbench.cache.verify.repair_index`).
     Returns the index as it was before this build (for the summary's "frames this run").
     """
+    from workbench.cache.verify import repair_index
+
     root = store.root
     if is_foreign_dir(root):
         raise ValueError(f"{root} is not empty and is not an activation cache; choose another --out")
@@ -194,6 +198,9 @@ def prepare_dir(store: Store, meta: dict[str, Any], corpus: Corpus) -> dict[str,
     store.make_dirs(meta["hooks"], meta["frame_tables"])
     (root / ".stalled").unlink(missing_ok=True)
     index = store.fold_progress()
+    index, damage = repair_index(store, meta, index, checksums=verify)
+    if damage:
+        write_json_atomic(cache_json, {**read_json(cache_json), "complete": False})
     removed = store.remove_orphans(index)
     if removed:
         logger.info("removed %d uncommitted file(s) left by an interrupted build", len(removed))

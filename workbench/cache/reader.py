@@ -48,23 +48,34 @@ class ActivationCache:
 
     # --- opening ---------------------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "ActivationCache":
-        """Open the cache in directory ``root`` (the last merged state of its build)."""
+    def open(cls, root: str | os.PathLike, verify: bool = False) -> "ActivationCache":
+        """Open the cache in directory ``root`` (the last merged state of its build).
+
+        Checks that every file of the merged data exists with the size the index records (one
+        ``stat`` each) and, with ``verify``, its sha256 (reads everything); damage raises
+        :class:`~workbench.cache.verify.CacheDamagedError` naming the file.
+        """
+        from workbench.cache.verify import find_damage, raise_if_damaged
+
         root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(f"{root} is a file, not an activation cache folder")
         if not (root / CACHE_JSON).is_file():
             raise FileNotFoundError(f"{root} is not an activation cache (no {CACHE_JSON})")
         store = Store(root)
+        meta = read_json(root / CACHE_JSON)
         index = store.read_index()
         if not index.get("final"):
             raise RuntimeError(
                 f"cache {root} has no merged data yet (its build was interrupted before finishing a batch); "
                 "rerun `workbench cache` with the same arguments to continue it"
             )
+        raise_if_damaged(root, find_damage(store, meta, {"final": index["final"], "pieces": []}, checksums=verify))
         pending = len(index["pieces"]) + len(store.pending_records())
         if pending:
             logger.warning("cache %s: %d batch(es) written after the last merge are not visible; rerun the "
                            "build with the same arguments to merge them", root, pending)
-        return cls(root, read_json(root / CACHE_JSON), index)
+        return cls(root, meta, index)
 
     def __repr__(self) -> str:
         return (f"ActivationCache({str(self.root)!r}, model={self.meta['model']['spec']!r}, "

@@ -12,6 +12,9 @@
     <cache>/progress/*.json                 one commit record per written batch (written last)
     <cache>/errors.jsonl, summary.json      skipped clips; end-of-build summary
 
+Every file is recorded in the index with its size and sha256 (``bytes``, ``sha256``) when it
+is written, so damage is found (:mod:`workbench.cache.verify`) and a rerun redoes those clips.
+
 Commit protocol: every file is written to a temp name then ``os.replace``-d; a batch's
 commit record is written after all its shards, so a batch without one never happened
 (its files are orphans and are deleted on the next build). When a build finishes, rank 0
@@ -194,6 +197,8 @@ class Store:
         Crash-safe: the merged files get a new generation name, index.json is switched
         to them atomically, and only then are the sources deleted.
         """
+        from workbench.cache.verify import file_record
+
         sources = ([index["final"]] if index["final"] else []) + index["pieces"]
         if index["final"] and not index["pieces"]:
             return index
@@ -210,13 +215,13 @@ class Store:
                 d = _d_model(sources, hook)
                 path = self.hook_dir(hook) / f"acts_g{gen:04d}.bin"
                 self._merge_hook(sources, hook, runs, path, hook_storage_dtype(meta, hook), d)
-                final["hooks"][hook] = {"file": self.rel(path), "rows": n, "d_model": d}
+                final["hooks"][hook] = {"file": self.rel(path), "rows": n, "d_model": d, **file_record(path)}
             path = self.root / "frames" / f"{group}_g{gen:04d}.parquet"
             parts = [self.abs(s["frames"][group]["file"]) for s in sources if s["frames"][group]["file"]]
             table = ft.read_table(parts, schema)
             order = _frame_order(sources, group, runs)
             ft.write_table_atomic(table.take(order) if order is not None else table, path)
-            final["frames"][group] = {"file": self.rel(path), "rows": n}
+            final["frames"][group] = {"file": self.rel(path), "rows": n, **file_record(path)}
         maybe_stall(self.root, "merge", gen - 1)
         new_index = {"format": FORMAT, "generation": gen, "final": final, "pieces": [], "failed": index["failed"]}
         write_json_atomic(self.root / INDEX_JSON, new_index)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from workbench.cache import frames as ft
 from workbench.cache.distributed import Dist
+from workbench.cache.verify import bytes_record, file_record
 from workbench.cache.meta import make_meta, prepare_dir, finalize, DirLock
 from workbench.cache.store import (
     INT_DTYPE, Store, hook_dtypes, maybe_stall, storage_dtype, write_bytes_atomic, write_json_atomic,
@@ -71,6 +72,7 @@ def build_cache(
     *,
     max_windows: int = 8,
     overlap: bool | None = None,
+    verify: bool = False,
 ):
     """Cache ``hooks`` (globs allowed) of ``model`` over ``corpus`` into directory ``out``.
 
@@ -83,6 +85,10 @@ def build_cache(
     ``overlap`` also decodes the next batch's audio on one while the model runs (default:
     on accelerators, or when the CPU has cores torch does not use: on a fully used CPU
     a decoding thread stalls torch's own threads instead).
+    Damaged files of an earlier run (missing or truncated; with ``verify`` also a wrong
+    checksum) are found before resuming and their clips cached again (see
+    :mod:`workbench.cache.verify`). An empty corpus, ``max_clips < 1`` or a build in which no
+    clip could be cached raise ``ValueError`` instead of leaving a "complete" empty cache.
     Returns the opened :class:`ActivationCache`.
     """
     from workbench.cache.reader import ActivationCache
@@ -90,6 +96,10 @@ def build_cache(
     storage_dtype(dtype)  # validate early, with a clear message
     if batch_seconds <= 0:
         raise ValueError(f"batch_seconds must be > 0, got {batch_seconds}")
+    if max_clips is not None and max_clips < 1:
+        raise ValueError(f"max_clips must be >= 1 (or None for all clips), got {max_clips}")
+    if not len(corpus):
+        raise ValueError(f"the corpus {corpus.root} has no clips: nothing to cache (an empty manifest?)")
     dist = Dist.current()
     store = Store(out)
     names = model.resolve_hooks(hooks)
@@ -100,7 +110,7 @@ def build_cache(
     if dist.is_main:
         try:
             lock.acquire()
-            before = prepare_dir(store, meta, corpus)
+            before = prepare_dir(store, meta, corpus, verify=verify)
             run = uuid.uuid4().hex[:8]
         except Exception as e:  # tell the other ranks before raising here
             problem = e
@@ -135,12 +145,17 @@ def build_cache(
             lock.release()
         raise
     dist.barrier()
+    summary = None
     if dist.is_main:
         try:
-            finalize(store, meta, corpus, before, t0, verbose=verbose)
+            summary = finalize(store, meta, corpus, before, t0, verbose=verbose)
         finally:
             lock.release()
     dist.barrier()
+    if summary is not None and summary["clips_cached"] == 0:
+        first = next(iter(summary["skipped"].items()), ("?", "?"))
+        raise ValueError(f"no clip could be cached into {store.root}: all {summary['clips_skipped']} failed "
+                         f"(see {store.root / 'errors.jsonl'}; e.g. {first[0]}: {first[1]})")
     return ActivationCache.open(store.root)
 
 
@@ -176,15 +191,18 @@ def forward_batch(
 
 def iter_batches(model: AudioModel, corpus: Corpus, clips: list[Clip], batch_seconds: float, strict: bool):
     """Load clips into :class:`LoadedBatch` es of about ``batch_seconds`` (bad files recorded)."""
-    from workbench.audio import load_audio
+    from workbench.audio import FullScaleWarning, load_audio
 
     batch, seconds, seq = LoadedBatch(0), 0.0, 0
     for clip in clips:
         path = corpus.audio_path(clip)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. "all silent": legal audio, not our business
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")  # e.g. "all silent": legal audio, not our business
                 x = load_audio(path, sr=model.sample_rate)
+            for w in caught:  # but audio beyond full scale was rescaled: say so
+                if issubclass(w.category, FullScaleWarning):
+                    logger.warning("clip %r: %s", clip.id, w.message)
         except Exception as e:
             if strict:
                 raise ValueError(f"clip {clip.id!r}: cannot load {path}: {e}") from e
@@ -348,7 +366,7 @@ class _BatchWriter:
             if path is not None:
                 write_bytes_atomic(path, arr)
             rec["hooks"][h] = {"file": self.store.rel(path) if path else None, "rows": len(arr),
-                               "d_model": int(arr.shape[1])}
+                               "d_model": int(arr.shape[1]), **(bytes_record(arr) if path else {})}
         for h in self.names:  # a batch of only failed clips still records every hook
             rec["hooks"].setdefault(h, {"file": None, "rows": 0, "d_model": 0})
         for g, info in self.groups.items():
@@ -359,7 +377,8 @@ class _BatchWriter:
                 cols = [ft.clip_columns(c, self.model.frame_times(h0, k), self.schema)
                         for c, k in zip(batch.clips, rows[g])]
                 ft.write_table_atomic(ft.to_arrow(cols, self.schema), path)
-            rec["frames"][g] = {"file": self.store.rel(path) if path else None, "rows": n}
+            rec["frames"][g] = {"file": self.store.rel(path) if path else None, "rows": n,
+                                **(file_record(path) if path else {})}
         maybe_stall(self.store.root, "shards", batch.seq)
         write_json_atomic(self.store.progress_path(pid), rec)  # the commit: written last
         maybe_stall(self.store.root, "commit", batch.seq)

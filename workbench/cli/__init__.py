@@ -56,12 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, *_library_errors()) as e:
         # One clear line naming the problem instead of a traceback; -v shows the traceback.
+        # OSError covers FileExistsError/NotADirectoryError/PermissionError (their message names the path).
         if args.verbose:
             raise
-        print(f"workbench {args.command}: error: {e}", file=sys.stderr)
+        msg = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str) else e
+        print(f"workbench {args.command}: error: {msg}", file=sys.stderr)
         return 2
+
+
+def _library_errors() -> tuple[type[BaseException], ...]:
+    """Error types of file-format libraries that do not derive from ValueError/OSError (if imported)."""
+    found = []
+    st = sys.modules.get("safetensors")
+    if st is not None and isinstance(getattr(st, "SafetensorError", None), type):
+        found.append(st.SafetensorError)
+    return tuple(found)
 
 
 if __name__ == "__main__":

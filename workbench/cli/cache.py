@@ -6,13 +6,15 @@ $ workbench cache --model whisper-tiny.en --corpus ../shared/data/manifest.jsonl
       --hooks 'encoder.blocks.*.hook_resid_post' --out work/cache
 $ torchrun --nproc_per_node 2 -m workbench cache --model whisper-tiny.en --corpus work/synth \\
       --hooks 'encoder.blocks.*.hook_resid_post' --out work/cache      # one share of the clips per rank
-$ workbench cache-info work/cache
+$ workbench cache-info work/cache --verify      # also compare every file's sha256 with the index
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+from workbench.validate import check_device, check_out_dir, positive_float, positive_int, torch_device
 
 
 def register(subparsers) -> None:
@@ -29,10 +31,13 @@ def register(subparsers) -> None:
                    help="hook names or globs, e.g. 'encoder.blocks.*.hook_resid_post'")
     p.add_argument("--out", required=True, help="cache directory (created; a rerun continues it)")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="storage dtype")
-    p.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per written batch")
-    p.add_argument("--max-clips", type=int, default=None, help="cache only the first N clips of the corpus")
+    p.add_argument("--batch-seconds", type=positive_float, default=60.0, help="audio seconds per written batch")
+    p.add_argument("--max-clips", type=positive_int, default=None, help="cache only the first N clips of the corpus")
     p.add_argument("--strict", action="store_true", help="fail on the first unreadable clip instead of skipping")
-    p.add_argument("--device", default=None, help="torch device (default: cuda[:LOCAL_RANK] if available, else cpu)")
+    p.add_argument("--device", default=None, type=torch_device,
+                   help="torch device (default: cuda[:LOCAL_RANK] if available, else cpu)")
+    p.add_argument("--verify", action="store_true",
+                   help="before resuming, also compare every file's sha256 with the index (sizes are always checked)")
     p.add_argument("--model-dtype", default=None, choices=["auto", "float32", "float16", "bfloat16"],
                    help="dtype to run the model in (default: the adapter's; auto: bfloat16 where this machine runs it fast)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -41,6 +46,8 @@ def register(subparsers) -> None:
     info = subparsers.add_parser("cache-info", help="describe an activation cache (hooks, frames, skipped clips)")
     info.add_argument("dir", help="cache directory")
     info.add_argument("--json", action="store_true", help="print the full description as JSON")
+    info.add_argument("--verify", action="store_true",
+                      help="also compare every file's sha256 with the index (reads the whole cache)")
     info.set_defaults(func=run_info)
 
 
@@ -51,14 +58,20 @@ def run_cache(args) -> int:
     from workbench.corpus import load_corpus
     from workbench.models import load
 
+    # Everything that needs no model is checked before the model load (seconds).
+    check_out_dir(args.out, resume_flag=None)  # a cache folder is continued by design
+    corpus = load_corpus(args.corpus)
+    if not len(corpus):
+        raise ValueError(f"--corpus {args.corpus} has no clips: nothing to cache")
     dist, device = init_from_env(args.device)
     try:
+        check_device(device)
         model_dtype = optional_dtype(args.model_dtype, device)
         model = load(args.model, device=device, dtype=model_dtype)
-        corpus = load_corpus(args.corpus)
         cache = build_cache(
             model, corpus, args.hooks, args.out, dtype=args.dtype, batch_seconds=args.batch_seconds,
             max_clips=args.max_clips, strict=args.strict, verbose=not args.quiet and dist.is_main,
+            verify=args.verify,
         )
         if dist.is_main and not args.quiet:
             summary = cache.info()["summary"] or {}
@@ -71,7 +84,10 @@ def run_cache(args) -> int:
 def run_info(args) -> int:
     from workbench.cache import ActivationCache
 
-    info = ActivationCache.open(args.dir).info()
+    cache = ActivationCache.open(args.dir, verify=args.verify)  # damage: CacheDamagedError naming the file
+    info = cache.info()
+    if args.verify:
+        info["verified"] = "sizes and sha256 of every file"
     if args.json:
         print(json.dumps(info, indent=1, default=str))
         return 0
@@ -79,6 +95,8 @@ def run_info(args) -> int:
     m = info["model"]
     print(f"cache {info['root']}: model {m['spec']} ({m['name']}), dtype {info['dtype']}, "
           f"{info['clips']} clips, {info['skipped']} skipped, complete={info['complete']}", file=out)
+    if args.verify:
+        print("  verified: every file has the size and sha256 the index records", file=out)
     for h, d in info["hooks"].items():
         print(f"  {h}: {d['frames']} frames x {d['d_model']} @ {d['frame_rate']:g} Hz", file=out)
     s = info["summary"] or {}

@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
+
+from workbench.validate import check_out_dir, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ def _print_summary(summary: dict, as_json: bool, title: str) -> None:
 def _build(args: argparse.Namespace) -> int:
     from workbench.corpus import build_corpus
 
+    check_out_dir(args.out, resume_flag=None)  # a corpus folder may be rebuilt in place
     res = build_corpus(args.src[0] if len(args.src) == 1 else args.src, args.out, align=args.align, strict=args.strict, fold_phones=not args.no_fold,
                        textgrids=args.textgrids, verbose=not args.quiet)
     summary = res.corpus.summary()
@@ -57,6 +61,7 @@ def _build(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from workbench.corpus.synth import synth_corpus
 
+    check_out_dir(args.out, resume_flag=None)
     corpus = synth_corpus(args.n, args.out, seed=args.seed, n_speakers=args.speakers, sr=args.sr, fmt=args.format,
                           verbose=not args.quiet, id_prefix=args.id_prefix)
     _print_summary(corpus.summary(), args.json, f"wrote {corpus.root / 'manifest.jsonl'}")
@@ -77,7 +82,19 @@ def _info(args: argparse.Namespace) -> int:
     from workbench.corpus import load_corpus
 
     corpus = load_corpus(args.src, fold_phones=not args.no_fold)
-    _print_summary(corpus.summary(), args.json, f"{args.src}")
+    summary = corpus.summary()
+    missing = [str(corpus.audio_path(c)) for c in corpus if not corpus.audio_path(c).is_file()]
+    unknown = sum(1 for c in corpus if not c.duration_s)
+    if missing:
+        summary["missing_audio"] = missing
+        print(f"workbench corpus info: warning: {len(missing)} of {len(corpus)} clips have no audio file "
+              f"(e.g. {missing[0]}); they count 0 s in the hours", file=sys.stderr)
+    if unknown > len(missing):
+        print(f"workbench corpus info: warning: {unknown} of {len(corpus)} clips have no duration_s in "
+              f"{args.src}; run `workbench corpus build` to measure them", file=sys.stderr)
+    if not len(corpus):
+        print(f"workbench corpus info: warning: {args.src} holds no clips", file=sys.stderr)
+    _print_summary(summary, args.json, f"{args.src}")
     return 0
 
 
@@ -98,11 +115,11 @@ def register(subparsers) -> None:
     b.set_defaults(func=_build)
 
     s = sub.add_parser("synth", help="espeak-ng speech with exact phone/word timings")
-    s.add_argument("--n", type=int, default=40, help="number of clips (default 40)")
+    s.add_argument("--n", type=positive_int, default=40, help="number of clips (default 40)")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--speakers", type=int, default=8, help="number of distinct synthetic speakers (default 8)")
-    s.add_argument("--sr", type=int, default=16000, help="sample rate of the written audio (default 16000)")
+    s.add_argument("--speakers", type=positive_int, default=8, help="number of distinct synthetic speakers (default 8)")
+    s.add_argument("--sr", type=positive_int, default=16000, help="sample rate of the written audio (default 16000)")
     s.add_argument("--format", choices=["flac", "wav"], default="flac")
     s.add_argument("--id-prefix", default="synth_", help="clip ids are PREFIX + index (default synth_)")
     s.set_defaults(func=_synth)

@@ -44,6 +44,11 @@ _TO_CMU = {"DX": "T", "sil": None}
 # Pruning beams for the retry: with the defaults the grammar search sometimes loses the
 # path on hard audio ("Final result does not match the grammar"); wider beams cost ~2x time.
 _WIDE_BEAMS = {"beam": 1e-100, "wbeam": 1e-80, "pbeam": 1e-100}
+#: Lowest mean acoustic log-score per 10 ms frame of an alignment that is believed. Forced
+#: alignment always "succeeds" (the wide-beam retry finds some path); a transcript that is not
+#: what was said scores far lower. Measured here: the right transcripts of the real clips in
+#: ../shared/data -17 to -26, another clip's transcript or made-up words -35 to -49.
+MIN_FRAME_SCORE = -31.0
 
 
 class AlignmentError(RuntimeError):
@@ -103,13 +108,16 @@ class ForcedAligner:
     Parameters
     ----------
     oov : "g2p" gives out-of-dictionary words an espeak-ng pronunciation, "skip" leaves them out.
+    min_frame_score : alignments scoring below this mean acoustic log-score per frame are refused
+        (:data:`MIN_FRAME_SCORE`): the transcript is not what the audio says.
     **decoder_kwargs : extra pocketsphinx config (``hmm=``, ``dict=`` for another model).
     """
 
-    def __init__(self, oov: str = "g2p", **decoder_kwargs) -> None:
+    def __init__(self, oov: str = "g2p", min_frame_score: float = MIN_FRAME_SCORE, **decoder_kwargs) -> None:
         if oov not in ("g2p", "skip"):
             raise ValueError(f"oov must be 'g2p' or 'skip', got {oov!r}")
         self.oov = oov
+        self.min_frame_score = float(min_frame_score)
         self._lock = threading.Lock()
         self._kwargs = decoder_kwargs
         self._decoders: dict[int, object] = {}
@@ -170,7 +178,7 @@ class ForcedAligner:
                 if not words:
                     raise AlignmentError(f"{name}: no alignable words in transcript {transcript!r}")
                 try:
-                    word_segs, phone_segs = self._run(d, words, pcm, end_s)
+                    word_segs, phone_segs, frame_score = self._run(d, words, pcm, end_s)
                     break
                 except RuntimeError as e:
                     if attempt == 1:
@@ -181,9 +189,13 @@ class ForcedAligner:
                            "espeak pronunciation" if self.oov == "g2p" else "left out", oov)
         if not word_segs:
             raise AlignmentError(f"{name}: pocketsphinx aligned no words")
+        if frame_score < self.min_frame_score:
+            raise AlignmentError(
+                f"{name}: the transcript does not fit the audio (mean acoustic score {frame_score:.1f} per frame, "
+                f"below {self.min_frame_score:g}); check that it is this clip's transcript: {transcript[:80]!r}")
         return AlignResult(word_segs, fold_segments(phone_segs, end_s=end_s), oov)
 
-    def _run(self, d, words: list[str], pcm: bytes, end_s: float) -> tuple[list[Segment], list[Segment]]:
+    def _run(self, d, words: list[str], pcm: bytes, end_s: float) -> tuple[list[Segment], list[Segment], float]:
         d.set_align_text(" ".join(words))
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
@@ -194,7 +206,9 @@ class ForcedAligner:
         d.end_utt()
         # Read the alignment while iterating: a stored Alignment object crashed when read later.
         word_segs, phone_segs = [], []
+        score, frames = 0, 0
         for w in d.get_alignment():
+            score, frames = score + w.score, frames + w.duration
             a, b = w.start / self._frate, (w.start + w.duration) / self._frate
             label = re.sub(r"\(\d+\)$", "", w.name)
             if label not in _SKIP_WORDS and not label.startswith(("+", "[")):
@@ -202,7 +216,7 @@ class ForcedAligner:
             for p in w:
                 pa, pb = p.start / self._frate, (p.start + p.duration) / self._frate
                 phone_segs.append(Segment(pa, min(pb, end_s), p.name))
-        return word_segs, phone_segs
+        return word_segs, phone_segs, score / max(frames, 1)
 
     def align_file(self, path, transcript: str) -> AlignResult:
         """Load ``path`` at 16 kHz and align it."""

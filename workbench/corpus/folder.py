@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 from workbench.audio import AUDIO_EXTENSIONS, AudioLoadError, audio_info
-from workbench.corpus.textgrid import read_textgrid
+from workbench.corpus.textgrid import check_extent, read_textgrid
 from workbench.corpus.types import Clip, Corpus
 
 logger = logging.getLogger(__name__)
@@ -112,10 +112,12 @@ def scan_folder(root: str | os.PathLike, *, fold_phones: bool = True, strict: bo
             tg = _sibling(path, (".TextGrid", ".textgrid"))
             if tg is not None:
                 try:
-                    tiers, _ = read_textgrid(tg, fold_phones=fold_phones, unknown=unknown_phones)
+                    tiers, tg_end = read_textgrid(tg, fold_phones=fold_phones, unknown=unknown_phones)
+                    check_extent(tiers, duration, path, tg, end_s=tg_end)
                 except ValueError as e:
                     if strict:
                         raise
+                    tiers = {}
                     logger.warning("ignoring TextGrid: %s", e)
                     if errors is not None:
                         errors.append({"path": str(tg), "stage": "textgrid", "error": str(e),

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Sequence
 
 from workbench.atomic import write_jsonl
-from workbench.audio import AudioLoadError, check_audio
+from workbench.audio import AudioLoadError, audio_info, check_audio
 from workbench.corpus.folder import clip_id_from_path, infer_speaker, scan_folder
 from workbench.corpus.phones import fold_segments
-from workbench.corpus.textgrid import read_textgrid
+from workbench.corpus.textgrid import check_extent, read_textgrid
 from workbench.corpus.types import Clip, Corpus
 
 logger = logging.getLogger(__name__)
@@ -46,13 +46,48 @@ def _fail(strict: bool, errors: list[dict] | None, entry: dict, exc: Exception) 
         errors.append(entry)
 
 
+def _check_inline_tiers(row: dict) -> None:
+    """``ValueError`` saying which tier entry is malformed (expected ``[start_s, end_s, label]``)."""
+    tiers = row.get("tiers")
+    if tiers is None:
+        return
+    if not isinstance(tiers, dict):
+        raise ValueError(f"'tiers' must be an object {{tier: [[start_s, end_s, label], ...]}}, got {tiers!r:.80}")
+    for name, segs in tiers.items():
+        if not isinstance(segs, list):
+            raise ValueError(f"tier {name!r} must be a list of [start_s, end_s, label], got {segs!r:.80}")
+        for i, seg in enumerate(segs):
+            ok = isinstance(seg, (list, tuple)) and len(seg) == 3
+            try:
+                a, b = (float(seg[0]), float(seg[1])) if ok else (0.0, 0.0)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"tier {name!r} entry {i}: expected [start_s, end_s, label], got {seg!r:.80}")
+            if a < 0 or b < a:
+                raise ValueError(f"tier {name!r} entry {i}: times must satisfy 0 <= start <= end, got {seg!r:.80}")
+
+
+def _audio_duration(clip: Clip, root: Path) -> float | None:
+    """The clip's duration: from the manifest, else the audio header (None if unreadable: reported later)."""
+    if clip.duration_s:
+        return float(clip.duration_s)
+    p = Path(clip.path) if Path(clip.path).is_absolute() else root / clip.path
+    try:
+        return audio_info(p)[2]
+    except AudioLoadError:
+        return None
+
+
 def read_manifest(path: str | os.PathLike, *, fold_phones: bool = True, strict: bool = False,
                   errors: list[dict] | None = None, unknown_phones: Counter | None = None) -> Corpus:
     """Read a manifest.jsonl into a :class:`Corpus` rooted at the manifest's folder.
 
-    A malformed row (bad JSON, no ``path``) or a broken TextGrid raises ``ValueError``
-    naming the file and line when ``strict``; otherwise it is reported in ``errors``
-    (bad rows are dropped, clips with a broken TextGrid are kept without its tiers).
+    A malformed row (bad JSON, no ``path``, malformed inline tiers) or a broken TextGrid
+    raises ``ValueError`` naming the file and line when ``strict``; otherwise it is reported
+    in ``errors`` (bad rows are dropped, clips with a broken TextGrid are kept without its
+    tiers). Tiers that do not fit the audio (ending after it, or a TextGrid whose extent is
+    another file's: :func:`~workbench.corpus.textgrid.check_extent`) are refused the same way.
     """
     path = Path(path)
     if not path.is_file():
@@ -69,6 +104,7 @@ def read_manifest(path: str | os.PathLike, *, fold_phones: bool = True, strict: 
                 row = json.loads(line)
                 if not isinstance(row, dict) or not row.get("path"):
                     raise ValueError("row has no 'path'")
+                _check_inline_tiers(row)
             except ValueError as e:
                 _fail(strict, errors, {"path": where, "stage": "manifest", "error": str(e), "action": "skipped"},
                       ValueError(f"{where}: bad manifest row ({e})"))
@@ -80,12 +116,22 @@ def read_manifest(path: str | os.PathLike, *, fold_phones: bool = True, strict: 
             clip = Clip.from_dict(row)
             if clip.speaker is None:
                 clip.speaker = infer_speaker(clip.path, use_folders=False)
+            duration = _audio_duration(clip, root) if (clip.tiers or alignment) else None
+            audio = Path(clip.path) if Path(clip.path).is_absolute() else root / clip.path
+            if clip.tiers:
+                try:
+                    check_extent(clip.tiers, duration, audio, where)
+                except ValueError as e:
+                    _fail(strict, errors, {"clip_id": clip.id, "path": where, "stage": "tiers", "error": str(e),
+                                           "action": "kept clip without tiers"}, e)
+                    clip.tiers = {}
             if fold_phones and "phones" in clip.tiers:
                 clip.tiers["phones"] = fold_segments(clip.tiers["phones"], end_s=clip.duration_s, unknown=unknown)
             if alignment:
                 tg = Path(alignment) if Path(alignment).is_absolute() else root / alignment
                 try:
-                    tg_tiers, _ = read_textgrid(tg, fold_phones=fold_phones, unknown=unknown)
+                    tg_tiers, tg_end = read_textgrid(tg, fold_phones=fold_phones, unknown=unknown)
+                    check_extent(tg_tiers, duration, audio, tg, end_s=tg_end)
                     for name, segs in tg_tiers.items():
                         clip.tiers.setdefault(name, segs)
                     clip.extra.setdefault("alignment_source", "textgrid")
@@ -173,9 +219,13 @@ def build_corpus(src: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     skipped: list[dict] = []
     corpus = _load_sources(src, fold_phones=fold_phones, strict=strict, errors=skipped)
+    if not len(corpus):
+        shown = src if isinstance(src, (str, os.PathLike)) else ", ".join(map(str, src))
+        problems = "; ".join(f"{e['path']}: {e['error']}" for e in skipped[:3])
+        raise ValueError(f"{shown}: no clips to build (an empty manifest or a folder without audio)"
+                         + (f"; problems: {problems}" if problems else "") + f"; nothing written to {out}")
     kept: list[Clip] = []
     for clip in tqdm(list(corpus), desc="check audio", unit="clip", disable=not verbose):
         path = corpus.audio_path(clip)
@@ -197,6 +247,11 @@ def build_corpus(src: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
         clip.duration_s = round(duration, 6)
         clip.extra.setdefault("sample_rate", sr)
         kept.append(clip)
+    if not kept:
+        problems = "; ".join(f"{e['path']}: {e['error']}" for e in skipped if e.get("action") == "skipped")
+        raise ValueError(f"none of the {len(corpus)} clips is usable audio ({problems[:500]}); "
+                         f"nothing written to {out}")
+    out.mkdir(parents=True, exist_ok=True)
     result_root = out.resolve()
     for clip in kept:
         abs_path = corpus.audio_path(clip).resolve()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +28,13 @@ from workbench.corpus.types import Clip, Corpus, Segment
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_textgrid", "write_textgrid", "save_textgrids", "tier_key"]
+__all__ = ["read_textgrid", "write_textgrid", "save_textgrids", "tier_key", "check_extent", "EXTENT_TOLERANCE_S"]
+
+#: How far (s) tiers may reach past the end of their audio: rounding, and MFA's 10 ms frame grid.
+EXTENT_TOLERANCE_S = 0.1
+# praatio's parser drops the sign of a time ("xmin = -0.5" is read as 0.5), so negative times are
+# found in the text first. Long format: "xmin = -0.5"; short format: a line holding just a number.
+_NEGATIVE_TIME = re.compile(r"^\s*(?:(?:xmin|xmax|number|time)\s*=\s*)?(-\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*$")
 
 _WORD_NAMES = {"words", "word", "orthography", "ortho", "text"}
 _PHONE_NAMES = {"phones", "phone", "phonemes", "phoneme", "segments", "phonetic"}
@@ -56,6 +63,7 @@ def read_textgrid(path: str | os.PathLike, fold_phones: bool = False, unknown: C
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{p}: TextGrid not found")
+    _refuse_negative_times(p)
     try:
         tg = textgrid.openTextgrid(str(p), includeEmptyIntervals=False)
     except Exception as e:  # praatio raises several types for malformed files
@@ -76,6 +84,46 @@ def read_textgrid(path: str | os.PathLike, fold_phones: bool = False, unknown: C
             segs = fold_segments(segs, end_s=float(tg.maxTimestamp), unknown=unknown)
         tiers[key] = sorted(segs)
     return tiers, float(tg.maxTimestamp)
+
+
+def _refuse_negative_times(path: Path) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = path.read_text(encoding="utf-16")  # Praat saves non-ASCII TextGrids as UTF-16
+        except (UnicodeDecodeError, UnicodeError):
+            return  # praatio reports what it cannot read
+    for lineno, line in enumerate(text.splitlines(), 1):
+        m = _NEGATIVE_TIME.match(line)
+        if m:
+            raise ValueError(f"{path}:{lineno}: negative time {m.group(1)} ({line.strip()!r}); times must be >= 0")
+
+
+def check_extent(tiers: dict[str, list[Segment]], duration_s: float | None, audio: str | os.PathLike,
+                 source: str | os.PathLike, end_s: float | None = None,
+                 tolerance_s: float = EXTENT_TOLERANCE_S) -> None:
+    """Refuse tiers that do not fit their audio: ``ValueError`` naming both files.
+
+    ``source`` is where the tiers came from (a TextGrid, or ``manifest.jsonl:LINE``), ``end_s``
+    a TextGrid's declared end (xmax). Tiers may not end more than ``tolerance_s`` after the audio
+    does; a TextGrid's xmax is its audio's duration, so one ending long before the audio (more
+    than ``tolerance_s`` and 10 %) belongs to another file too. ``duration_s`` None skips the check.
+    """
+    if not duration_s:
+        return
+    last = max((seg.end_s for segs in tiers.values() for seg in segs), default=0.0)
+    first = min((seg.start_s for segs in tiers.values() for seg in segs), default=0.0)
+    if first < 0:
+        raise ValueError(f"{source}: a segment starts at {first:g} s (negative) in the tiers of {audio}")
+    reach = max(last, end_s or 0.0)
+    if reach > duration_s + tolerance_s:
+        what = f"ends at {reach:.3f} s" if end_s is None or last >= end_s else f"declares xmax {end_s:.3f} s"
+        raise ValueError(f"{source} {what} but its audio {audio} is {duration_s:.3f} s long: "
+                         "the labels belong to another (longer) file")
+    if end_s is not None and end_s < duration_s - max(tolerance_s, 0.1 * duration_s):
+        raise ValueError(f"{source} declares xmax {end_s:.3f} s but its audio {audio} is {duration_s:.3f} s long: "
+                         "the labels belong to another (shorter) file")
 
 
 def write_textgrid(clip: Clip, path: str | os.PathLike, end_s: float | None = None) -> Path:
