@@ -1,13 +1,8 @@
 """Probing SAE codes instead of raw activations, and AudioSAE-style top-k feature probing.
 
-The probes package does not import the ``sae`` package (packages depend on workbench
-only). It reads the SAELens layout directly: ``cfg.json`` (``d_in``, ``d_sae``,
-``hook_name``, optional ``apply_b_dec_to_input``, ``architecture``, ``k``) and
-``sae_weights.safetensors`` (``hook_name`` may sit under ``metadata``) with ``W_enc`` [d_in, d_sae], ``b_enc`` [d_sae], ``b_dec``
-[d_in] and, for the Batch-Top-K/JumpReLU inference form, ``threshold`` (scalar or
-[d_sae]). Codes are ``z = pre * (pre > threshold)`` with
-``pre = (x - b_dec) @ W_enc + b_enc``; without a threshold, per-frame top-k when the
-config has ``k`` and plain ReLU otherwise.
+Saved SAEs are read through :class:`workbench.features.FeatureDictionary`, the one reader of the
+SAELens layout (probes does not import the ``sae`` package): one per hook with
+:func:`workbench.features.load_feature_dictionaries`, codes with ``encode_numpy``.
 
 Top-k feature probing ranks the SAE latents by how well they separate the classes
 (ANOVA F statistic, :func:`sklearn.feature_selection.f_classif`) on the *training*
@@ -15,119 +10,30 @@ fold only, then probes on the k best, for a range of k.
 
 Example
 -------
->>> enc = SAEEncoder.load("work/saes/blocks.3")                        # doctest: +SKIP
->>> codes = enc.encode(cache.load("encoder.blocks.3.hook_resid_post"))  # doctest: +SKIP
+>>> enc = FeatureDictionary.load("work/saes/blocks.3")                       # doctest: +SKIP
+>>> codes = enc.encode_numpy(cache.load("encoder.blocks.3.hook_resid_post"))  # doctest: +SKIP
 >>> curve = topk_sweep(cache, "phones", "work/saes", ks=(1, 8, 64))     # doctest: +SKIP
 """
 from __future__ import annotations
 
-import json
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
-from safetensors.torch import load_file
 from sklearn.base import clone
 from sklearn.feature_selection import f_classif
 from tqdm.auto import tqdm
 
 from probes.controls import majority_baseline
 from probes.estimator import LinearProbe
+from workbench.features import load_feature_dictionaries
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-@dataclass
-class SAEEncoder:
-    """The encoder half of a saved SAE (enough to compute codes)."""
-
-    W_enc: torch.Tensor
-    b_enc: torch.Tensor
-    b_dec: torch.Tensor
-    threshold: torch.Tensor | None
-    cfg: dict[str, Any]
-    path: str = ""
-
-    @property
-    def hook_name(self) -> str | None:
-        """The hook the SAE encodes (SAELens keeps it at the top level or, since v6, under ``metadata``)."""
-        meta = self.cfg.get("metadata") or {}
-        return self.cfg.get("hook_name") or meta.get("hook_name") or self.cfg.get("hook_point")
-
-    @property
-    def d_in(self) -> int:
-        return int(self.W_enc.shape[0])
-
-    @property
-    def d_sae(self) -> int:
-        return int(self.W_enc.shape[1])
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SAEEncoder":
-        """Read ``cfg.json`` + ``sae_weights.safetensors`` from ``path``; errors name the file and key."""
-        path = Path(path)
-        cfg_file, w_file = path / "cfg.json", path / "sae_weights.safetensors"
-        for f in (cfg_file, w_file):
-            if not f.is_file():
-                raise FileNotFoundError(f"not an SAE directory (SAELens layout): {f} is missing")
-        cfg = json.loads(cfg_file.read_text())
-        w = load_file(str(w_file))
-        missing = [k for k in ("W_enc", "b_enc", "b_dec") if k not in w]
-        if missing:
-            raise KeyError(f"{w_file}: missing tensors {missing} (has {sorted(w)})")
-        W_enc = w["W_enc"].float()
-        d_in = cfg.get("d_in", W_enc.shape[0])
-        if W_enc.ndim != 2 or W_enc.shape[0] != d_in:
-            raise ValueError(f"{w_file}: W_enc has shape {tuple(W_enc.shape)}, expected [d_in={d_in}, d_sae]")
-        thr = w.get("threshold")
-        return cls(W_enc, w["b_enc"].float(), w["b_dec"].float(), None if thr is None else thr.float(), cfg, str(path))
-
-    @torch.no_grad()
-    def encode(self, X, batch_size: int = 8192) -> np.ndarray:
-        """SAE codes [N, d_sae] (float32) of activations ``X`` [N, d_in]."""
-        X = torch.as_tensor(np.asarray(X, dtype=np.float32))
-        if X.ndim != 2 or X.shape[1] != self.d_in:
-            raise ValueError(f"SAE {self.path}: input has shape {tuple(X.shape)}, expected [N, {self.d_in}]")
-        sub_b_dec = bool(self.cfg.get("apply_b_dec_to_input", True))
-        k = self.cfg.get("k")
-        out = np.empty((X.shape[0], self.d_sae), dtype=np.float32)
-        for i in range(0, X.shape[0], batch_size):
-            x = X[i : i + batch_size]
-            pre = (x - self.b_dec if sub_b_dec else x) @ self.W_enc + self.b_enc
-            if self.threshold is not None:  # JumpReLU: a frame's code does not depend on its batch
-                z = pre * (pre > self.threshold.clamp_min(0.0))
-            elif k:
-                top = pre.topk(int(k), dim=1)
-                z = torch.zeros_like(pre).scatter_(1, top.indices, top.values.relu())
-            else:
-                z = pre.relu()
-            out[i : i + len(x)] = z.numpy()
-        return out
-
-
-def load_sae_encoders(path: str | Path) -> dict[str, SAEEncoder]:
-    """``{hook_name: SAEEncoder}`` from one SAE directory or a directory of SAE directories."""
-    path = Path(path)
-    dirs = [path] if (path / "cfg.json").is_file() else sorted(p.parent for p in path.glob("*/cfg.json"))
-    if not dirs:
-        raise FileNotFoundError(f"no SAE (cfg.json + sae_weights.safetensors) in {path} or its sub-directories")
-    out: dict[str, SAEEncoder] = {}
-    for d in dirs:
-        enc = SAEEncoder.load(d)
-        if not enc.hook_name:
-            raise KeyError(f"{d / 'cfg.json'} has no hook_name: cannot tell which activations it encodes")
-        if enc.hook_name in out:
-            logger.warning("two SAEs for %s (%s, %s); using the first", enc.hook_name, out[enc.hook_name].path, d)
-            continue
-        out[enc.hook_name] = enc
-    return out
 
 
 def rank_features(X_train: np.ndarray, y_train: np.ndarray) -> np.ndarray:
@@ -189,14 +95,14 @@ def topk_sweep(
     from probes.sweep import resolve_hooks
     from probes.targets import build_target
 
-    encoders = load_sae_encoders(sae)
+    encoders = load_feature_dictionaries(sae)
     hook_list = [h for h in resolve_hooks(cache.hooks, hooks) if h in encoders]
     if not hook_list:
         raise ValueError(f"no SAE in {sae} matches the cache hooks; SAEs are for {sorted(encoders)}")
     out = []
     for hook in tqdm(hook_list, desc=f"top-k SAE probe {target}", unit="layer", disable=not verbose):
         tgt = build_target(cache.frames(hook), target, split=split, pooling=pooling, max_samples=max_frames, seed=seed)
-        X = tgt.features(encoders[hook].encode(cache.load(hook, tgt.rows)))
+        X = tgt.features(encoders[hook].encode_numpy(cache.load(hook, tgt.rows)))
         splits = grouped_kfold(tgt.groups, folds=folds, seed=seed, what=split)
         df = topk_feature_curve(X, tgt.y, splits, ks=ks, groups=tgt.groups, probe=probe)
         df.insert(0, "hook", hook)

@@ -186,12 +186,12 @@ def sweep(
     the number of samples (seeded subset). ``checkpoint_dir`` stores each finished hook
     so an interrupted sweep resumes where it stopped.
     """
-    from probes.sae_features import load_sae_encoders  # late: only needed with SAE features
+    from workbench.features import load_feature_dictionaries  # late: only needed with SAE features
 
     hook_list = resolve_hooks(cache.hooks, hooks)
     encoders = None
     if features != "raw":
-        encoders = load_sae_encoders(features)
+        encoders = load_feature_dictionaries(features)
         hook_list = [h for h in hook_list if h in encoders]
         if not hook_list:
             raise ValueError(f"no SAE in {features} matches the selected hooks; SAEs are for {sorted(encoders)}")
@@ -215,7 +215,7 @@ def sweep(
             tgt = build_target(cache.frames(hook), target, split=split, pooling=pooling,
                                control_types=control_types, max_samples=max_frames, seed=seed)
             if encoders is not None:  # encode frames, then pool codes: the SAE sees what it was trained on
-                X = tgt.features(encoders[hook].encode(cache.load(hook, tgt.rows)))
+                X = tgt.features(encoders[hook].encode_numpy(cache.load(hook, tgt.rows)))
             else:
                 X = tgt.features(cache.load(hook, tgt.rows))
             splits = grouped_kfold(tgt.groups, folds=folds, seed=seed, what=split)

@@ -14,8 +14,9 @@ from safetensors.torch import save_file
 from probes import LinearProbe, sweep
 from probes.cli import register
 from probes.report import write_report
-from probes.sae_features import SAEEncoder, load_sae_encoders, topk_feature_curve, topk_sweep
+from probes.sae_features import topk_feature_curve, topk_sweep
 from probes.splits import grouped_kfold
+from workbench.features import FeatureDictionary, load_feature_dictionaries
 
 PHONES = ["sil", "AH", "T", "IY", "S", "K"]
 FAST = LinearProbe(C=1.0)  # fixed L2 where the C selection is not what a test is about
@@ -144,19 +145,19 @@ def test_sae_encoder_matches_jumprelu_and_sweep_on_codes(cache, tmp_path):
     b_enc, b_dec, thr = torch.randn(m, generator=g), torch.randn(d, generator=g), torch.rand(m, generator=g)
     hook = "encoder.blocks.2.hook_resid_post"
     write_sae(tmp_path / "saes" / "b2", W, b_enc, b_dec, thr, hook)
-    enc = SAEEncoder.load(tmp_path / "saes" / "b2")
+    enc = FeatureDictionary.load(tmp_path / "saes" / "b2")
     x = cache.load(hook, np.arange(50))
     pre = (torch.from_numpy(x) - b_dec) @ W + b_enc
     expected = torch.where(pre > thr, pre, torch.zeros(())).numpy()
     np.testing.assert_allclose(enc.encode(x), expected, rtol=1e-5, atol=1e-5)
-    assert set(load_sae_encoders(tmp_path / "saes")) == {hook}
+    assert set(load_feature_dictionaries(tmp_path / "saes")) == {hook}
     res = sweep(cache, "phones", features=str(tmp_path / "saes"), folds=4, probe=FAST, verbose=False)
     assert list(res.summary["hook"]) == [hook] and (res.folds["d_features"] == m).all()
     assert res.summary["accuracy"].iloc[0] > 0.8
     with pytest.raises(ValueError, match="expected"):
         enc.encode(x[:, :5])
     with pytest.raises(FileNotFoundError, match="cfg.json"):
-        SAEEncoder.load(tmp_path)
+        FeatureDictionary.load(tmp_path)
     curve = topk_sweep(cache, "phones", tmp_path / "saes", ks=(1, 8, 64), folds=4, probe=FAST, verbose=False)
     assert set(curve["k"]) == {1, 8, 64} and (curve["hook"] == hook).all()
 
@@ -202,7 +203,7 @@ def test_sae_encoder_reads_the_sae_package_format(tmp_path, threshold):
         model.b_enc.normal_()
         model.threshold.fill_(threshold)  # learned JumpReLU threshold, or none (top-k per frame)
     sae.save_sae(model, tmp_path / "s")
-    enc = SAEEncoder.load(tmp_path / "s")
+    enc = FeatureDictionary.load(tmp_path / "s")
     x = torch.randn(64, 16)
     assert enc.hook_name == "encoder.blocks.1.hook_resid_post"
     np.testing.assert_allclose(enc.encode(x.numpy()), model.encode(x).detach().numpy(), rtol=1e-5, atol=1e-5)
