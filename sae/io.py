@@ -15,15 +15,15 @@ Example
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sae.config import SAEConfig
-from workbench.atomic import atomic_path, write_json
+from workbench.atomic import atomic_path, read_json, write_json
 
 FORMATS = ("saelens", "dictionary_learning", "audiosae")
 
@@ -112,8 +112,13 @@ def load_sae(path: str | os.PathLike, d_in: int | None = None, hook: str | None 
 def _read_saelens(path: Path):
     folder = path if path.is_dir() else path.parent
     weights_file = path if path.is_file() else folder / "sae_weights.safetensors"
-    doc = json.loads((folder / "cfg.json").read_text()) if (folder / "cfg.json").is_file() else {}
-    w = load_file(str(weights_file))
+    doc = read_json(folder / "cfg.json") if (folder / "cfg.json").is_file() else {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{folder / 'cfg.json'}: expected a JSON object, got {type(doc).__name__}")
+    try:
+        w = load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{weights_file}: not a readable safetensors file (truncated or damaged?): {e}") from None
     missing = [k for k in ("W_enc", "b_enc", "W_dec", "b_dec") if k not in w]
     if missing:
         raise ValueError(f"{weights_file} is missing tensors {missing} (keys: {sorted(w)})")
@@ -154,7 +159,7 @@ def _read_ae_pt(path: Path):
         raise ValueError(f"{pt}: decoder.weight has shape {tuple(dec.shape)}, expected ({d_in}, {d_sae})")
     conf = {}
     if (folder / "config.json").is_file():
-        conf = json.loads((folder / "config.json").read_text()).get("trainer", {})
+        conf = read_json(folder / "config.json").get("trainer", {})
     k = int(sd["k"]) if "k" in sd else int(conf.get("k", 50))
     thr = float(sd["threshold"]) if "threshold" in sd else -1.0
     cfg = SAEConfig(d_in=int(d_in), d_sae=int(d_sae), k=min(k, int(d_sae)), expansion=max(1, int(d_sae) // int(d_in)),
