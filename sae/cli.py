@@ -43,6 +43,11 @@ def register(subparsers) -> None:
                    help="encoder matmul dtype; auto: bfloat16 only where this machine computes it fast (logged)")
     t.add_argument("--no-bf16", action="store_true", help="deprecated: same as --dtype float32")
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--holdout-clips", type=float, default=None, metavar="FRACTION",
+                   help="hold out this fraction of each domain's clips (by --holdout-by) from training; "
+                        "written to OUT/holdout.json, which `sae eval` scores on")
+    t.add_argument("--holdout-by", choices=["speaker", "clip"], default="speaker")
+    t.add_argument("--holdout-file", default=None, help="hold out exactly these clips (holdout.json or id list)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=run_train)
 
@@ -102,7 +107,11 @@ def _run_train(args, dist) -> int:
     hooks = _resolve_hooks(args.hook, cache.hooks)
     cfg = TrainConfig(expansion=args.expansion, k=args.k, tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
                       k_anneal_from=args.k_anneal_from, seed=args.seed, dtype=_dtype_arg(args), threads=args.threads)
-    saes = train(cache, hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
+    from sae.holdout import for_training, source_without_heldout  # held-out clips never reach training
+
+    split = for_training(cache, args.out, args.holdout_clips, args.holdout_by, args.seed, args.holdout_file)
+    data = source_without_heldout(cache, hooks, cfg, split)
+    saes = train(data, hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
     for h in saes if dist.is_main else ():
         print(f"{h}: {Path(args.out) / h}")
     return 0
@@ -232,8 +241,9 @@ def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, ve
     chosen = select_clips(cache.corpus, clip_ids=clip_ids)
     chosen = [c for c in chosen if c.transcript][:n_clips] + [c for c in chosen if not c.transcript][:n_clips]
     audio = [load_audio(cache.corpus.audio_path(c), sr=model.sample_rate) for c in chosen]
+    groups = [str(c.extra.get("source") or "unknown") for c in chosen]  # e.g. espeak-ng vs each real corpus
     res = spliced_effect(model, sae, hook, audio, [c.transcript for c in chosen], verbose=verbose,
-                         ids=[c.id for c in chosen], domains=[c.domain for c in chosen])
+                         ids=[c.id for c in chosen], domains=[c.domain for c in chosen], groups=groups)
     table = res.pop("clips_table")
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest / "splice_clips.csv") as tmp:

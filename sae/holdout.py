@@ -198,3 +198,36 @@ def eval_selection(cache, sae_dir: str | os.PathLike, holdout_file: str | os.Pat
         raise ValueError(f"every clip of cache {cache.root} is a training clip of {sae_dir} ({split_path}): "
                          "nothing held out to evaluate on")
     return {"clips": clips, "in_sample": False, "source": str(split_path)}
+
+
+def for_training(cache, out: str | os.PathLike | None, fraction: float | None = None, by: str = "speaker",
+                 seed: int = 0, holdout_file: str | os.PathLike | None = None) -> dict | None:
+    """The split a training run uses, written to ``out/holdout.json`` before training starts.
+
+    A run folder that already has a ``holdout.json`` (a resumed run) keeps it, whatever is passed
+    now: the held-out clips must not change half-way. Returns None when no split was asked for.
+    """
+    existing = Path(out) / HOLDOUT_FILE if out is not None else None
+    if existing is not None and existing.is_file():
+        split = load(existing)
+        unknown = set(split["train_clips"]) - set(cache.clip_ids)
+        if unknown:
+            raise ValueError(f"{existing} names training clips not in cache {cache.root}, e.g. {sorted(unknown)[:3]}")
+        return split
+    split = decide(cache, fraction, by, seed, holdout_file)
+    if split is not None and out is not None:
+        write(out, split)
+    return split
+
+
+def source_without_heldout(cache, hooks, cfg, split: dict | None):
+    """``cache`` itself (no split), or a :class:`~sae.data.CacheSource` over the training clips' frames."""
+    if split is None:
+        return cache
+    from sae.data import CacheSource
+
+    tables = {cache.meta["hook_info"][h]["frame_table"] for h in hooks}
+    if len(tables) > 1:
+        raise ValueError(f"a holdout split over hooks with different frame tables {sorted(tables)} is not supported: "
+                         "train those hooks in separate runs with the same --holdout-file")
+    return CacheSource(cache, hooks, cfg.batch_size, cfg.seed, rows=training_rows(cache, hooks[0], split))

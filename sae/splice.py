@@ -107,7 +107,7 @@ def _clip_wer(ref: str, hyp: str) -> float:
 
 def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcripts: Sequence[str | None] | None = None,
                    mode: str | None = None, verbose: bool = True, ids: Sequence[str] | None = None,
-                   domains: Sequence[str] | None = None, worst: int = 5) -> dict:
+                   domains: Sequence[str] | None = None, worst: int = 5, groups: Sequence[str] | None = None) -> dict:
     """Effect of splicing ``sae`` into ``model`` at ``hook`` over clips ``audio`` (float32 at the model's rate).
 
     Returns ``rel_error_hook`` (reconstruction error / norm at the hook, real frames),
@@ -115,7 +115,9 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
     hook point), ``per_domain`` (both errors pooled per domain when ``domains`` are given),
     ``clips_table`` (one row per clip, see :func:`clip_table`) and, for models with ``transcribe``
     and clips with transcripts, ``wer_clean``, ``wer_spliced``, ``wer_change`` (pooled over all
-    words), ``wer_distribution`` (per-clip changes, see :func:`wer_distribution`) and the texts.
+    words), ``wer_distribution`` (per-clip changes, see :func:`wer_distribution`), ``wer_by_group``
+    (pooled WERs per value of ``groups``, e.g. each clip's source: synthetic vs natural speech)
+    and the texts.
     """
     import jiwer
 
@@ -130,13 +132,14 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
     transcripts = list(transcripts) if transcripts is not None else [None] * n
     ids = [str(i) for i in ids] if ids is not None else [f"clip{i}" for i in range(n)]
     domains = [str(d) for d in domains] if domains is not None else ["unknown"] * n
-    if not len(transcripts) == len(ids) == len(domains) == n:
+    groups = [str(g) for g in groups] if groups is not None else domains
+    if not len(transcripts) == len(ids) == len(domains) == len(groups) == n:
         raise ValueError(f"spliced_effect: {n} clips but {len(transcripts)} transcripts, {len(ids)} ids, "
                          f"{len(domains)} domains")
     can_transcribe = hasattr(model, "transcribe") and getattr(model, "tokenizer", True) is not None
     rows = []
-    for clip, ref, cid, dom in tqdm(list(zip(audio, transcripts, ids, domains)), desc=f"splice {hook}",
-                                    disable=not verbose):
+    for clip, ref, cid, dom, grp in tqdm(list(zip(audio, transcripts, ids, domains, groups)), desc=f"splice {hook}",
+                                         disable=not verbose):
         clip = np.asarray(clip, dtype=np.float32)
         windows = _real_frames(model, hook, len(clip))
         base = _outputs(model, clip, out_hook)
@@ -144,7 +147,7 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
         fn.start(windows)
         with model.hooks({hook: fn}):
             alt = _outputs(model, clip, out_hook)
-        row = {"clip_id": cid, "domain": dom, "seconds": len(clip) / model.sample_rate,
+        row = {"clip_id": cid, "domain": dom, "group": grp, "seconds": len(clip) / model.sample_rate,
                "hook_sq_err": fn.sq_err - hook_err0, "hook_sq_norm": fn.sq_norm - hook_norm0,
                "out_sq_err": float((alt - base).pow(2).sum()), "out_sq_norm": float(base.pow(2).sum())}
         if ref and can_transcribe:
@@ -167,9 +170,19 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
         wc, ws = jiwer.wer(refs, clean), jiwer.wer(refs, spliced)
         result.update(wer_clean=wc, wer_spliced=ws, wer_change=ws - wc, wer_clips=len(refs),
                       wer_distribution=wer_distribution(table, worst=worst),
+                      wer_by_group={str(g): _pooled_wer(part) for g, part in scored.groupby("group", sort=True)},
                       transcripts=[{"clip_id": r.clip_id, "reference": r.reference, "clean": r.clean,
                                     "spliced": r.spliced} for r in scored.itertuples()])
     return result
+
+
+def _pooled_wer(part) -> dict:
+    import jiwer
+
+    wc, ws = jiwer.wer(part["reference"].tolist(), part["clean"].tolist()), jiwer.wer(part["reference"].tolist(),
+                                                                                     part["spliced"].tolist())
+    return {"clips": int(len(part)), "wer_clean": wc, "wer_spliced": ws, "wer_change": ws - wc,
+            "median_clip_change": float(part["wer_change"].median())}
 
 
 def clip_table(rows: Sequence[dict]):
