@@ -1,0 +1,118 @@
+"""``workbench neuro fit | simulate | naplib``.
+
+Example
+-------
+$ workbench neuro naplib --out work/naplib
+$ workbench neuro fit --recording work/naplib/sub-naplib_ieeg.fif --corpus work/naplib/corpus \\
+      --model whisper-tiny.en --hooks 'encoder.blocks.*.hook_resid_post' --out work/ws/neuro/naplib
+$ workbench neuro simulate --corpus work/synth --out work/sim/sub-sim_eeg.fif --plant envelope
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("neuro", help="relate model features to EEG/MEG/iEEG (TRFs, correlations)",
+                              description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="neuro_command", metavar="NEURO_COMMAND", required=True)
+
+    f = sub.add_parser("fit", help="TRF layer curve, per-feature correlations, nulls and FDR for one recording")
+    f.add_argument("--recording", required=True, help="FIF/EDF/BDF/BrainVision/EEGLAB file, BIDS folder, CND .mat")
+    f.add_argument("--corpus", required=True, help="corpus folder or manifest.jsonl (clip ids = annotations)")
+    f.add_argument("--model", default=None, help="model spec, e.g. whisper-tiny.en (omit: acoustic only)")
+    f.add_argument("--hooks", nargs="*", default=[], help="hook names or globs")
+    f.add_argument("--sae", default=None, help="an SAE directory (or a folder of them)")
+    f.add_argument("--cache", default=None, help="an existing activation cache with the hooks")
+    f.add_argument("--cache-root", default=None, help="where model features are cached (default WORKSPACE/caches)")
+    f.add_argument("--out", required=True, help="run folder, e.g. WORKSPACE/neuro/NAME")
+    f.add_argument("--channels", nargs="*", default=None, help="channel names or globs to keep")
+    f.add_argument("--sfreq", type=float, default=None, help="resample the recording (Hz) before fitting")
+    f.add_argument("--tmin", type=float, default=-0.1)
+    f.add_argument("--tmax", type=float, default=0.5)
+    f.add_argument("--corr-tmax", type=float, default=0.5, help="per-feature correlation lags 0..this (s)")
+    f.add_argument("--folds", type=int, default=5)
+    f.add_argument("--n-components", type=int, default=16, help="PCA components per layer")
+    f.add_argument("--sae-features", type=int, default=64, help="most active SAE features analysed")
+    f.add_argument("--draws", type=int, default=1000, help="circular-shift null draws")
+    f.add_argument("--no-delta-r2", action="store_true", help="skip the acoustic + layer fits")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--quiet", action="store_true")
+    f.set_defaults(func=run_fit)
+
+    s = sub.add_parser("simulate", help="write a simulated 64-channel EEG FIF for a corpus (planted kernel)")
+    s.add_argument("--corpus", required=True)
+    s.add_argument("--out", required=True, help="FIF path ending in _eeg.fif or raw.fif")
+    s.add_argument("--plant", default="envelope", help="'envelope', 'none', or a hook name (needs --model)")
+    s.add_argument("--model", default=None)
+    s.add_argument("--channels", nargs="*", default=None, help="planted channels (default Cz CPz FCz C1 C2)")
+    s.add_argument("--lag", type=float, default=0.15, help="kernel peak lag (s)")
+    s.add_argument("--r", type=float, default=0.1, help="correlation of a planted channel with its driver")
+    s.add_argument("--sfreq", type=float, default=100.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=run_simulate)
+
+    n = sub.add_parser("naplib", help="export the naplib sample (needs `make neuro-data`) as a corpus + FIF")
+    n.add_argument("--out", required=True)
+    n.set_defaults(func=run_naplib)
+
+
+def run_fit(args) -> int:
+    from neuro.api import fit
+    from workbench.corpus import load_corpus
+
+    cache = None
+    if args.cache:
+        from workbench.cache import ActivationCache
+
+        cache = ActivationCache.open(args.cache)
+    res = fit(args.recording, load_corpus(args.corpus), args.out, model=args.model, hooks=args.hooks, sae=args.sae,
+              cache=cache, cache_root=args.cache_root, channels=args.channels, sfreq=args.sfreq, tmin=args.tmin,
+              tmax=args.tmax, corr_tmax=args.corr_tmax, folds=args.folds, n_components=args.n_components,
+              sae_features=args.sae_features, n_draws=args.draws, seed=args.seed, delta_r2=not args.no_delta_r2,
+              progress=not args.quiet, command="workbench " + " ".join(sys.argv[1:]))
+    cols = ["feature", "r_mean", "r_max", "best_channel", "n_significant", "delta_r2_mean"]
+    print(res.layers[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {res.out} ({res.meta['data']}, {res.meta['seconds']} s)")
+    return 0
+
+
+def run_simulate(args) -> int:
+    from neuro.simulate import DEFAULT_PLANTED, simulate_eeg
+    from workbench.corpus import load_corpus
+
+    corpus = load_corpus(args.corpus)
+    source = args.plant
+    if source not in ("envelope", "none"):
+        if not args.model:
+            raise ValueError(f"--plant {source!r} is a hook: it needs --model")
+        source = _hook_features(args.model, corpus, source, args.sfreq)
+    path = simulate_eeg(corpus, args.out, source=source, sfreq=args.sfreq, lag_s=args.lag, r=args.r, seed=args.seed,
+                        planted=tuple(args.channels) if args.channels else DEFAULT_PLANTED)
+    print(json.dumps({"recording": str(path), "sidecar": str(path.with_suffix(".json"))}))
+    return 0
+
+
+def _hook_features(model_spec: str, corpus, hook: str, sfreq: float) -> dict:
+    """``{clip_id: [n, D]}`` of ``hook`` at ``sfreq`` (model run once per clip)."""
+    from neuro.acoustic import to_rate
+    from neuro.recording import clip_duration
+    from neuro.stimulus import AUDIO_SR, clip_audio
+    from workbench.models import load
+
+    model = load(model_spec)
+    out = {}
+    for c in corpus:
+        acts = model.run_with_cache(clip_audio(corpus, c.id, model.sample_rate or AUDIO_SR), [hook])[hook]
+        out[c.id] = to_rate(acts.float().numpy(), model.frame_rate(hook), sfreq,
+                            int(round(clip_duration(corpus, c) * sfreq)))
+    return out
+
+
+def run_naplib(args) -> int:
+    from neuro.naplib_sample import export_naplib_sample
+
+    corpus_dir, fif = export_naplib_sample(args.out)
+    print(json.dumps({"corpus": str(corpus_dir), "recording": str(fif)}))
+    return 0

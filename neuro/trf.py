@@ -1,0 +1,233 @@
+"""Forward TRF (encoding model) by ridge, cross-validated by trial, with the ridge path per fold.
+
+For each outer fold (a group of whole trials held out), the feature transform (z-score, or PCA
+whitening of a layer) is fitted on the training trials only; every trial is reduced to sufficient
+statistics of its lagged design (:mod:`neuro.lagged`: Gram ``G``, column sums, cross-products with
+the response); the training Gram is eigendecomposed once, and every alpha's weights come from that
+one decomposition: ``W(a) = V diag(1 / (lambda + a)) V^T X^T y``. The alpha is chosen by inner
+cross-validation (leave one of the other groups out, again one eigendecomposition per inner
+split), and held-out prediction correlations for every alpha follow from the test trials'
+statistics without forming predictions. Conventions follow MNE's ``ReceptiveField`` with a float
+alpha (``TimeDelayingRidge``): features centred by the training mean before lagging, zero padding
+at trial edges, response centred, penalty ``alpha * I``.
+
+Example
+-------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> xs = [rng.normal(size=(400, 2)) for _ in range(6)]                   # 6 trials, 2 features
+>>> ys = [np.roll(x[:, :1], 5, axis=0) + rng.normal(size=(400, 1)) for x in xs]   # lag 50 ms
+>>> res = fit_trf(xs, ys, sfreq=100, tmin=0.0, tmax=0.1, folds=3)
+>>> float(res.lags_s[res.best_lag_index()[0]]), bool(res.r[0] > 0.5)
+(0.05, True)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from neuro.lagged import lag_samples, lagged_column_sums, lagged_cross, lagged_gram, lagged_predict
+
+__all__ = ["Block", "FeatureTransform", "TRFResult", "fit_trf", "DEFAULT_ALPHAS"]
+
+#: alphas relative to the mean eigenvalue of the training Gram (trace / P)
+DEFAULT_ALPHAS = np.logspace(-3, 3, 7)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A slice of the feature columns and how to normalise it: ``"zscore"`` or ``"pca"``."""
+
+    width: int
+    kind: str = "zscore"
+    n_components: int = 16
+
+
+@dataclass
+class FeatureTransform:
+    """``x -> (x - mean) @ proj`` fitted on training trials (z-score or whitened PCA per block)."""
+
+    mean: np.ndarray
+    proj: np.ndarray
+
+    @classmethod
+    def fit(cls, trials: Sequence[np.ndarray], blocks: Sequence[Block]) -> "FeatureTransform":
+        x = np.concatenate(trials, axis=0).astype(np.float64, copy=False)
+        if sum(b.width for b in blocks) != x.shape[1]:
+            raise ValueError(f"blocks cover {sum(b.width for b in blocks)} columns, features have {x.shape[1]}")
+        mean = x.mean(0)
+        projs, start = [], 0
+        for b in blocks:
+            xb = x[:, start : start + b.width] - mean[start : start + b.width]
+            if b.kind == "zscore":
+                std = xb.std(0)
+                projs.append(np.diag(1.0 / np.where(std > 1e-12, std, 1.0)))
+            elif b.kind == "pca":
+                evals, evecs = np.linalg.eigh(xb.T @ xb / len(xb))
+                keep = np.argsort(evals)[::-1][: min(b.n_components, b.width)]
+                keep = keep[evals[keep] > 1e-12 * max(evals.max(), 1e-300)]
+                vecs = evecs[:, keep]
+                vecs *= np.sign(vecs[np.abs(vecs).argmax(0), np.arange(vecs.shape[1])])  # deterministic sign
+                projs.append(vecs / np.sqrt(evals[keep]))  # whitened: unit variance per component
+            else:
+                raise ValueError(f"unknown feature transform {b.kind!r}; use 'zscore' or 'pca'")
+            start += b.width
+        proj = np.zeros((x.shape[1], sum(p.shape[1] for p in projs)))
+        r = c = 0
+        for p in projs:
+            proj[r : r + p.shape[0], c : c + p.shape[1]] = p
+            r, c = r + p.shape[0], c + p.shape[1]
+        return cls(mean, proj)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mean) @ self.proj
+
+
+@dataclass
+class _Stats:
+    """Sufficient statistics of a set of trials' lagged design and response."""
+
+    G: np.ndarray
+    s: np.ndarray
+    B: np.ndarray
+    ysum: np.ndarray
+    yy: np.ndarray
+    n: int
+
+    def __add__(self, o: "_Stats") -> "_Stats":
+        return _Stats(self.G + o.G, self.s + o.s, self.B + o.B, self.ysum + o.ysum, self.yy + o.yy, self.n + o.n)
+
+
+def _stats(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], lags: np.ndarray) -> _Stats:
+    out = None
+    for x, y in zip(xs, ys):
+        st = _Stats(lagged_gram(x, lags), lagged_column_sums(x, lags), lagged_cross(x, y, lags),
+                    y.sum(0), (y * y).sum(0), len(y))
+        out = st if out is None else out + st
+    return out
+
+
+def _sum(stats: Sequence[_Stats]) -> _Stats:
+    out = stats[0]
+    for s in stats[1:]:
+        out = out + s
+    return out
+
+
+def _path(train: _Stats, alphas: np.ndarray) -> np.ndarray:
+    """Weights ``[A, P, C]`` for every alpha from one eigendecomposition of the training Gram."""
+    evals, evecs = np.linalg.eigh(train.G)
+    B = train.B - np.outer(train.s, train.ysum / train.n)  # X^T (y - mean_train(y))
+    vtb = evecs.T @ B
+    return np.stack([evecs @ (vtb / (evals + a)[:, None]) for a in alphas])
+
+
+def _r_from_stats(W: np.ndarray, test: _Stats) -> np.ndarray:
+    """Pearson r per channel of ``X_test @ W`` with ``y_test``, from statistics: ``[A, C]``."""
+    ps = np.einsum("p,apc->ac", test.s, W)
+    num = np.einsum("apc,pc->ac", W, test.B) - ps * test.ysum / test.n
+    var_p = np.einsum("apc,apc->ac", W, np.einsum("pq,aqc->apc", test.G, W)) - ps**2 / test.n
+    var_y = test.yy - test.ysum**2 / test.n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = num / np.sqrt(np.clip(var_p, 0, None) * np.clip(var_y, 0, None))
+    return np.nan_to_num(r)
+
+
+@dataclass
+class TRFResult:
+    """Cross-validated TRF of one feature set (see module docstring)."""
+
+    lags_s: np.ndarray                 # [L]
+    r: np.ndarray                      # [C] out-of-fold predictions vs response, all trials concatenated
+    r_folds: np.ndarray                # [K, C] per held-out fold, at the chosen alpha
+    r_path: np.ndarray                 # [K, A, C] per held-out fold, every alpha
+    alphas: np.ndarray                 # [K, A] absolute alphas per fold
+    alpha_index: np.ndarray            # [K] chosen by inner CV
+    kernel: np.ndarray                 # [C, F, L] refitted on all trials (transformed features)
+    fold_of_trial: np.ndarray          # [n_trials]
+    predictions: list[np.ndarray] = field(default_factory=list, repr=False)  # out-of-fold, per trial
+
+    def best_lag_index(self) -> np.ndarray:
+        """Per channel, the lag where the kernel's energy over features peaks."""
+        return np.argmax((self.kernel**2).sum(1), axis=1)
+
+
+def assign_folds(n_trials: int, folds: int, seed: int = 0) -> np.ndarray:
+    """Fold id per trial: a seeded permutation cut into ``folds`` near-equal groups."""
+    if n_trials < 3:
+        raise ValueError(f"cross-validation by trial needs at least 3 trials, got {n_trials}")
+    folds = min(int(folds), n_trials)
+    if folds < 3:
+        raise ValueError(f"folds must be >= 3 (outer fold + inner selection), got {folds}")
+    fold_of = np.empty(n_trials, dtype=np.int64)
+    for k, idx in enumerate(np.array_split(np.random.default_rng(seed).permutation(n_trials), folds)):
+        fold_of[idx] = k
+    return fold_of
+
+
+def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfreq: float, *,
+            tmin: float = -0.1, tmax: float = 0.5, folds: int = 5, alphas: Sequence[float] = DEFAULT_ALPHAS,
+            blocks: Sequence[Block] | None = None, seed: int = 0, fold_of_trial: np.ndarray | None = None,
+            refit: bool = True) -> TRFResult:
+    """Cross-validated forward TRF of ``responses [N_i, C]`` on ``features [N_i, D]`` (one per trial).
+
+    ``alphas`` are relative to each training Gram's mean eigenvalue; ``blocks`` says how to normalise
+    the columns (default: z-score all). Folds group whole trials (``fold_of_trial`` overrides).
+    """
+    xs = [np.asarray(x, dtype=np.float64) for x in features]
+    ys = [np.asarray(y, dtype=np.float64) for y in responses]
+    if len(xs) != len(ys):
+        raise ValueError(f"{len(xs)} feature trials but {len(ys)} response trials")
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if len(x) != len(y):
+            raise ValueError(f"trial {i}: features have {len(x)} samples, the response {len(y)}")
+    blocks = list(blocks) if blocks is not None else [Block(xs[0].shape[1])]
+    lags = lag_samples(tmin, tmax, sfreq)
+    fold_of = assign_folds(len(xs), folds, seed) if fold_of_trial is None else np.asarray(fold_of_trial)
+    n_folds = int(fold_of.max()) + 1
+    alphas = np.asarray(alphas, dtype=np.float64)
+    r_path, r_folds, abs_alphas, chosen, predictions = [], [], [], [], [None] * len(xs)
+    for k in range(n_folds):
+        train_idx = np.flatnonzero(fold_of != k)
+        transform = FeatureTransform.fit([xs[i] for i in train_idx], blocks)
+        groups = {g: _stats([transform(xs[i]) for i in np.flatnonzero(fold_of == g)],
+                            [ys[i] for i in np.flatnonzero(fold_of == g)], lags) for g in range(n_folds)}
+        train = _sum([groups[g] for g in range(n_folds) if g != k])
+        a_abs = alphas * np.trace(train.G) / len(train.G)
+        inner = [g for g in range(n_folds) if g != k]
+        score = np.zeros(len(alphas))
+        for g in inner:  # inner CV: leave one training group out
+            W = _path(_sum([groups[h] for h in inner if h != g]), a_abs)
+            score += _r_from_stats(W, groups[g]).mean(1)
+        best = int(np.argmax(score))
+        W = _path(train, a_abs)
+        r_k = _r_from_stats(W, groups[k])
+        r_path.append(r_k)
+        r_folds.append(r_k[best])
+        abs_alphas.append(a_abs)
+        chosen.append(best)
+        y_mean = train.ysum / train.n
+        for i in np.flatnonzero(fold_of == k):
+            predictions[i] = lagged_predict(transform(xs[i]), W[best], lags) + y_mean
+    kernel = np.zeros((ys[0].shape[1], 0, len(lags)))
+    if refit:
+        transform = FeatureTransform.fit(xs, blocks)
+        full = _stats([transform(x) for x in xs], ys, lags)
+        rel = float(np.exp(np.median(np.log(alphas[np.asarray(chosen)]))))
+        W = _path(full, np.array([rel * np.trace(full.G) / len(full.G)]))[0]
+        n_feat = W.shape[0] // len(lags)
+        kernel = W.reshape(len(lags), n_feat, -1).transpose(2, 1, 0)
+    p_all, y_all = np.concatenate(predictions), np.concatenate(ys)
+    return TRFResult(lags_s=lags / float(sfreq), r=_pearson(p_all, y_all), r_folds=np.array(r_folds),
+                     r_path=np.array(r_path), alphas=np.array(abs_alphas), alpha_index=np.array(chosen),
+                     kernel=kernel, fold_of_trial=fold_of, predictions=predictions)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Column-wise Pearson r of two ``[N, C]`` arrays (0 where a column is constant)."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    return np.divide((a * b).sum(0), den, out=np.zeros(a.shape[1]), where=den > 0)
