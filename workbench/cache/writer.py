@@ -39,7 +39,7 @@ from workbench.cache.distributed import Dist
 from workbench.cache.verify import bytes_record, file_record
 from workbench.cache.meta import make_meta, prepare_dir, finalize, DirLock
 from workbench.cache.store import (
-    INT_DTYPE, Store, hook_dtypes, maybe_stall, storage_dtype, write_bytes_atomic, write_json_atomic,
+    INT_DTYPE, Store, hook_dtypes, is_foreign_dir, maybe_stall, storage_dtype, write_bytes_atomic, write_json_atomic,
 )
 from workbench.corpus.types import Clip, Corpus
 from workbench.models.base import AudioModel
@@ -109,6 +109,8 @@ def build_cache(
     problem, run = None, None
     if dist.is_main:
         try:
+            if is_foreign_dir(store.root):  # before the lock file: leave a foreign folder untouched
+                raise ValueError(f"{store.root} is not empty and is not an activation cache; choose another --out")
             lock.acquire()
             before = prepare_dir(store, meta, corpus, verify=verify)
             run = uuid.uuid4().hex[:8]
