@@ -13,8 +13,8 @@ Example
 >>> sae = BatchTopKSAE(SAEConfig(d_in=16, expansion=4, k=3))
 >>> x = torch.randn(10, 16)
 >>> z = sae.encode(x, mode="batch_topk")
->>> int((z > 0).sum()) <= 30, sae.decode(z).shape
-(True, torch.Size([10, 16]))
+>>> int((z > 0).sum()), sae.decode(z).shape   # exactly k * N = 3 * 10 codes over the batch
+(30, torch.Size([10, 16]))
 """
 from __future__ import annotations
 

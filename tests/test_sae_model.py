@@ -119,7 +119,8 @@ def test_threshold_mode_about_k_per_frame_and_batch_independent():
     x = data.X[:2000]
     z = sae.encode(x)  # threshold (JumpReLU) mode by default
     l0 = float((z > 0).sum(1).float().mean())
-    assert 0.6 * 4 <= l0 <= 1.6 * 4, l0
+    # the learned threshold keeps about k = 4 codes per frame (measured 3.93-4.09 on three frame sets)
+    assert 3.5 <= l0 <= 4.5, l0
     # a frame's code is the same alone, in its batch, or in a different batch
     alone = torch.cat([sae.encode(x[i : i + 1]) for i in range(20)])
     other = sae.encode(torch.cat([x[:20], 10 * torch.randn(500, 32)]))[:20]
