@@ -20,9 +20,9 @@ Example
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
+from workbench.atomic import read_json
 from workbench.models.base import AudioModel, HookFn, UnknownHookError
 
 __all__ = ["AudioModel", "HookFn", "UnknownHookError", "load", "family_of", "FAMILIES"]
@@ -62,7 +62,8 @@ def family_of(spec: str) -> str:
     """Model family of ``spec`` (local dir's config.json first, then the name)."""
     cfg = Path(spec) / "config.json"
     if cfg.is_file():
-        model_type = str(json.loads(cfg.read_text()).get("model_type", "")).lower()
+        doc = read_json(cfg)  # a broken file: one error naming it
+        model_type = str(doc.get("model_type", "") if isinstance(doc, dict) else "").lower()
         if model_type in _MODEL_TYPE_FAMILY:
             return _MODEL_TYPE_FAMILY[model_type]
         if "auristream" in model_type or "wavcoch" in model_type or "gpt" in model_type:
