@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.validate import non_negative_int, positive_float, positive_int, probability
+
 log = logging.getLogger(__name__)
 VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
 
@@ -30,20 +32,20 @@ def register(subparsers) -> None:
     t = sub.add_parser("train", help="train one SAE per hook on a cache (one pass, side by side)")
     t.add_argument("--cache", required=True, help="activation cache directory")
     t.add_argument("--hook", action="append", required=True, help="hook name or glob (repeat for several)")
-    t.add_argument("--expansion", type=int, default=8)
-    t.add_argument("--k", type=int, default=50)
-    t.add_argument("--tokens", type=int, default=50_000_000, help="frames each SAE sees")
+    t.add_argument("--expansion", type=positive_int, default=8)
+    t.add_argument("--k", type=positive_int, default=50)
+    t.add_argument("--tokens", type=positive_int, default=50_000_000, help="frames each SAE sees")
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--batch-size", type=int, default=4096)
-    t.add_argument("--lr", type=float, default=None, help="default 2e-4 / sqrt(d_sae / 2^14)")
-    t.add_argument("--k-anneal-from", type=int, default=None)
+    t.add_argument("--batch-size", type=positive_int, default=4096)
+    t.add_argument("--lr", type=positive_float, default=None, help="default 2e-4 / sqrt(d_sae / 2^14)")
+    t.add_argument("--k-anneal-from", type=positive_int, default=None)
     t.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
                    help="encoder matmul dtype; auto: bfloat16 only where this machine computes it fast (logged)")
     t.add_argument("--no-bf16", action="store_true", help="deprecated: same as --dtype float32")
-    t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--holdout-clips", type=float, default=None, metavar="FRACTION",
+    t.add_argument("--threads", type=positive_int, default=2)
+    t.add_argument("--holdout-clips", type=probability, default=None, metavar="FRACTION",
                    help="hold out this fraction of each domain's clips (by --holdout-by) from training; "
                         "written to OUT/holdout.json, which `sae eval` scores on")
     t.add_argument("--holdout-by", choices=["speaker", "clip"], default="speaker")
@@ -57,8 +59,8 @@ def register(subparsers) -> None:
     e.add_argument("--model", default=None, help="model spec for the spliced-in effect (e.g. whisper-tiny.en)")
     e.add_argument("--out", required=True)
     e.add_argument("--hook", default=None, help="hook (default: the one the SAE was trained on)")
-    e.add_argument("--max-frames", type=int, default=100_000, help="frames sampled from the cache")
-    e.add_argument("--splice-clips", type=int, default=20,
+    e.add_argument("--max-frames", type=positive_int, default=100_000, help="frames sampled from the cache")
+    e.add_argument("--splice-clips", type=non_negative_int, default=20,
                    help="held-out clips with transcripts for the spliced-in WER (as many without, for the errors)")
     e.add_argument("--holdout-file", default=None,
                    help="evaluate on exactly these clips (holdout.json or a list of clip ids); default: the clips "
@@ -131,13 +133,18 @@ def run_eval(args) -> int:
 
     cache = ActivationCache.open(args.cache)
     out = Path(args.out)
+    folders = _sae_dirs(Path(args.sae))
+    from sae.io import load_sae
+
+    for folder in folders:  # a damaged SAE fails here, naming its file, before the model load
+        load_sae(folder)
     model = None
     if args.model:
         import workbench.models
 
         model = workbench.models.load(args.model)
     results = []
-    for folder in _sae_dirs(Path(args.sae)):
+    for folder in folders:
         result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
                               splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
                               verbose=not args.quiet, holdout_file=args.holdout_file)
