@@ -2,8 +2,9 @@
 
 ``z = ReLU(W_enc (x - b_dec) + b_enc)``; training keeps the ``k * N`` largest entries of the
 whole batch of N frames; ``x_hat = z W_dec + b_dec`` with unit-norm decoder rows. At inference
-a learned threshold replaces the batch top-k (JumpReLU: ``z = pre * (pre > threshold)``), so a
-frame's code does not depend on what else is in the batch.
+a learned threshold replaces the batch top-k (JumpReLU: ``z = pre * (pre > threshold)``, the rule
+:func:`workbench.features.jumprelu` that every reader of a saved SAE applies), so a frame's code
+does not depend on what else is in the batch.
 
 Shapes: ``W_enc`` and ``W_dec`` are both ``[d_sae, d_in]`` (row j = encoder direction / decoder
 atom of feature j); :mod:`sae.io` converts to the SAELens / dictionary_learning layouts.
@@ -28,6 +29,7 @@ from torch import nn
 from sae.config import SAEConfig
 from sae.ddp import LOCAL, Collective
 from sae.sparse import SelectedPreActs, SparseDecode, SparsePattern, encode_select, select_batch_topk
+from workbench.features import jumprelu
 
 MODES = ("threshold", "batch_topk", "topk")
 
@@ -109,7 +111,7 @@ class BatchTopKSAE(nn.Module):
         if mode == "threshold":
             if float(self.threshold) < 0:
                 raise ValueError("this SAE has no learned threshold yet; use mode='batch_topk' or 'topk'")
-            return pre * (pre > self.threshold.clamp_min(0))
+            return jumprelu(pre, self.threshold)  # the workbench's one inference rule (workbench.features)
         if mode == "batch_topk":
             flat = pre.reshape(-1, self.d_sae)
             with torch.no_grad():

@@ -147,3 +147,31 @@ def test_global_top_k_breaks_ties_like_one_process(tmp_path):
     # one process over the whole batch: rows 0..5 with the same values
     rows, _, _ = _exact_cut(np.arange(6), np.array([3.0, 2.0, 2.0, 2.0, 2.0, 1.0], dtype=np.float32), 4, 1)
     assert results[0] + results[1] == rows.tolist() == [0, 1, 2, 3]
+
+
+def test_rank_blocks_make_up_the_global_batch_and_hooks_share_frames(cache):
+    src = CacheSource(cache, cache.hooks, BATCH, seed=3, max_norm_ratio=None)
+    whole = list(src.epoch(1))
+    halves = [list(src.epoch(1, part=(r, 2))) for r in range(2)]
+    assert len(whole) == len(halves[0]) == 800 // BATCH
+    for i, batch in enumerate(whole):
+        for h in cache.hooks:
+            assert halves[0][i][h].shape == (BATCH // 2, 64)
+            torch.testing.assert_close(torch.cat([halves[0][i][h], halves[1][i][h]]), batch[h], rtol=0, atol=0)
+    # every hook of a step sees the same frames: locate each batch row in the cache, hook by hook
+    rows = {}
+    for h in cache.hooks:
+        full = torch.from_numpy(cache.load(h))
+        dist = torch.cdist(whole[0][h], full, compute_mode="donot_use_mm_for_euclid_dist")
+        rows[h] = dist.argmin(dim=1)
+        assert dist.min(dim=1).values.max() == 0  # exact copies of cached frames
+    a, b = (rows[h] for h in cache.hooks[:2])
+    assert torch.equal(a, b) and len(set(a.tolist())) == BATCH
+    assert not torch.equal(whole[0][cache.hooks[0]], list(src.epoch(2))[0][cache.hooks[0]])  # reshuffled per epoch
+
+
+def test_outlier_frames_are_dropped_for_every_hook_of_the_step(cache):
+    src = CacheSource(cache, cache.hooks, BATCH, seed=0, max_norm_ratio=1.0)  # about half the frames are above the median
+    batch = next(iter(src.epoch(0)))
+    n = {h: len(t) for h, t in batch.items()}
+    assert len(set(n.values())) == 1 and 0 < n[cache.hooks[0]] < BATCH
