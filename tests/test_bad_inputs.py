@@ -134,12 +134,14 @@ def test_malformed_inline_tiers_name_file_and_line_and_are_skipped(capsys, tmp_p
         {"path": audio, "id": "not_a_list", "tiers": {"words": 5}},
         {"path": audio, "id": "backwards", "tiers": {"words": [[0.5, 0.2, "hi"]]}},
         "{not json",
+        {"path": audio, "id": "bad_duration", "duration_s": "abc"},
     ])
     out = tmp_path / "out"
     rc, text, err = cli(capsys, "corpus", "build", src, "--out", out, "-q")
     assert rc == 0, err
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert sorted(e["path"] for e in errors) == [f"{src}:{i}" for i in (2, 3, 4, 5)]
+    assert sorted(e["path"] for e in errors) == [f"{src}:{i}" for i in (2, 3, 4, 5, 6)]
+    assert "'duration_s' must be a number" in errors[-1]["error"]
     assert all(e["action"] == "skipped" for e in errors)
     assert "entry 0" in errors[0]["error"] and "[start_s, end_s, label]" in errors[0]["error"]
     kept = [json.loads(line)["id"] for line in (out / "manifest.jsonl").read_text().splitlines()]

@@ -46,8 +46,15 @@ def _fail(strict: bool, errors: list[dict] | None, entry: dict, exc: Exception) 
         errors.append(entry)
 
 
-def _check_inline_tiers(row: dict) -> None:
-    """``ValueError`` saying which tier entry is malformed (expected ``[start_s, end_s, label]``)."""
+def _check_row(row: dict) -> None:
+    """``ValueError`` saying which field or tier entry of a manifest row is malformed."""
+    duration = row.get("duration_s")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                 or not duration >= 0):
+        raise ValueError(f"'duration_s' must be a number of seconds >= 0, got {duration!r:.80}")
+    for key in ("path", "id", "speaker", "transcript", "domain"):
+        if row.get(key) is not None and not isinstance(row[key], (str, int)):
+            raise ValueError(f"{key!r} must be a string, got {row[key]!r:.80}")
     tiers = row.get("tiers")
     if tiers is None:
         return
@@ -104,7 +111,7 @@ def read_manifest(path: str | os.PathLike, *, fold_phones: bool = True, strict: 
                 row = json.loads(line)
                 if not isinstance(row, dict) or not row.get("path"):
                     raise ValueError("row has no 'path'")
-                _check_inline_tiers(row)
+                _check_row(row)
             except ValueError as e:
                 _fail(strict, errors, {"path": where, "stage": "manifest", "error": str(e), "action": "skipped"},
                       ValueError(f"{where}: bad manifest row ({e})"))
