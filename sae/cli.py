@@ -269,6 +269,8 @@ def _compare_path(compare, hook: str) -> Path | None:
 
 
 def _json_default(o):
+    if isinstance(o, np.bool_):  # a JSON boolean, not the truthy string "False"
+        return bool(o)
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
