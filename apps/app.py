@@ -1,0 +1,58 @@
+"""The Dash app over a workspace: a navigation bar, six pages and the safe file route.
+
+Pages live in :mod:`apps.pages` (one module each: ``PATH``, ``TITLE``, ``layout(ws, query)`` and
+``register(app, ws, jobs)``). A small router renders them by URL path instead of Dash's
+``use_pages`` registry, which is process-global and would mix several apps in one process (the
+browser tests start one app per test).
+
+Example
+-------
+>>> app = create_app("workspace/demo")                     # doctest: +SKIP
+>>> app.run(host="127.0.0.1", port=8050)                   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs
+
+import dash
+from dash import Input, Output, dcc, html
+
+from apps.data import Workspace
+from apps.live import MAX_UPLOAD_BYTES, Jobs
+from apps.pages import eeg, features, home, probes, steering, tokens
+from apps.pages.common import explain
+from apps.server import add_file_route
+
+PAGES = (home, features, tokens, probes, eeg, steering)
+
+
+def create_app(workspace: str | os.PathLike, jobs: Jobs | None = None) -> dash.Dash:
+    """A Dash app serving the pages of ``workspace`` (read-only; live runs use ``jobs``)."""
+    ws = Workspace(workspace)
+    jobs = jobs or Jobs()
+    app = dash.Dash(__name__, title=f"workbench: {ws.root.name}", suppress_callback_exceptions=True,
+                    assets_folder=os.path.join(os.path.dirname(__file__), "assets"))
+    app.server.config["MAX_CONTENT_LENGTH"] = 2 * MAX_UPLOAD_BYTES  # base64 uploads arrive inside callbacks
+    add_file_route(app.server, ws.root)
+    nav = html.Nav([html.Span("workbench", className="wb-brand")] +
+                   [dcc.Link(p.TITLE, href=p.PATH, className="wb-nav-link", id=f"nav-{p.__name__.split('.')[-1]}")
+                    for p in PAGES] + [html.Span(str(ws.root), className="wb-root")], className="wb-nav")
+    app.layout = html.Div([dcc.Location(id="url"), nav, html.Main(id="page", className="wb-page")])
+    by_path = {p.PATH: p for p in PAGES}
+
+    @app.callback(Output("page", "children"), Input("url", "pathname"), Input("url", "search"))
+    def route(pathname, search):
+        page = by_path.get(pathname or "/")
+        if page is None:
+            return html.Div([html.H2("Not found"), html.P(f"no page {pathname}; pages: {', '.join(by_path)}")])
+        query = {k: v[0] for k, v in parse_qs((search or "").lstrip("?")).items()}
+        try:
+            return page.layout(ws, query)
+        except Exception as e:  # a broken part shows its message, never a traceback
+            return html.Div([html.H2(page.TITLE), explain(e)])
+
+    for page in PAGES:
+        page.register(app, ws, jobs)
+    app.workspace, app.jobs = ws, jobs
+    return app

@@ -1,0 +1,113 @@
+"""Live model runs for the app: one worker thread, jobs polled by the page for progress.
+
+A page callback submits a function and gets a job id back at once (so no callback blocks on a
+model); a ``dcc.Interval`` then polls :meth:`Jobs.status` and shows ``stage`` and ``progress``
+until the job is done. Models are loaded once per spec and kept. Uploaded audio is size-limited,
+written only to a temporary directory (never the workspace), decoded with the project's loader
+and deleted.
+
+Example
+-------
+>>> jobs = Jobs()
+>>> jid = jobs.submit(lambda job: job.update("adding", 0.5) or 1 + 1)
+>>> jobs.wait(jid)["result"]
+2
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from workbench.audio import load_audio
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB: about 10 minutes of 16 kHz 16-bit WAV
+
+
+@dataclass
+class Job:
+    stage: str = "queued"
+    progress: float = 0.0
+    result: Any = None
+    error: str | None = None
+    done: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    def update(self, stage: str, progress: float) -> None:
+        self.stage, self.progress = stage, progress
+
+
+class Jobs:
+    """A one-thread executor for model runs (the model is not thread-safe; runs queue up)."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-app-live")
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[Job], Any]) -> str:
+        jid, job = uuid.uuid4().hex, Job()
+        with self._lock:
+            self._jobs[jid] = job
+
+        def run() -> None:
+            try:
+                job.result = fn(job)
+            except Exception as e:  # shown on the page, with its type
+                job.error = f"{type(e).__name__}: {e}"
+            finally:
+                job.progress, job.done = 1.0, True
+
+        self._pool.submit(run)
+        return jid
+
+    def status(self, jid: str | None) -> dict:
+        job = self._jobs.get(jid or "")
+        if job is None:
+            return {"known": False, "done": True, "error": "unknown job (the server restarted?)", "result": None,
+                    "stage": "", "progress": 0.0, "seconds": 0.0}
+        return {"known": True, "done": job.done, "error": job.error, "result": job.result, "stage": job.stage,
+                "progress": job.progress, "seconds": round(time.perf_counter() - job.started, 2)}
+
+    def wait(self, jid: str, timeout: float = 120.0) -> dict:
+        end = time.monotonic() + timeout
+        while not self.status(jid)["done"] and time.monotonic() < end:
+            time.sleep(0.02)
+        return self.status(jid)
+
+
+@functools.lru_cache(maxsize=2)
+def model(spec: str):
+    """``workbench.models.load(spec)``, loaded once per process."""
+    import workbench.models
+
+    return workbench.models.load(spec)
+
+
+def decode_upload(contents: str, filename: str, sr: int = 16000, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
+    """Audio of a ``dcc.Upload`` (``data:...;base64,...``) decoded with :func:`workbench.audio.load_audio`.
+
+    The bytes go to a fresh temporary directory (removed afterwards), never into the workspace.
+    """
+    try:
+        payload = base64.b64decode(contents.split(",", 1)[1], validate=False)
+    except (IndexError, ValueError) as e:
+        raise ValueError(f"upload {filename!r}: not a base64 data URL ({e})") from None
+    if len(payload) > max_bytes:
+        raise ValueError(f"upload {filename!r}: {len(payload) / 2**20:.1f} MiB is over the "
+                         f"{max_bytes / 2**20:.0f} MiB limit")
+    suffix = Path(filename or "upload").suffix.lower()[:8] or ".wav"
+    with tempfile.TemporaryDirectory(prefix="workbench-app-upload-") as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(payload)
+        audio = load_audio(path, sr=sr)
+    return audio

@@ -1,0 +1,52 @@
+"""Audio views for the app: a clip segment's log-mel spectrogram (transformers' audio utilities).
+
+Example
+-------
+>>> import numpy as np
+>>> times, freqs, db = log_mel(np.random.default_rng(0).standard_normal(16000).astype("float32"))
+>>> db.shape == (len(freqs), len(times)), len(freqs)
+(True, 80)
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+
+from workbench.audio import load_audio
+
+SR = 16000
+N_FFT, HOP, N_MELS = 400, 160, 80  # Whisper's front end: 25 ms windows, 10 ms hop, 80 mel bands
+
+
+@functools.lru_cache(maxsize=1)
+def _filters() -> np.ndarray:
+    return mel_filter_bank(num_frequency_bins=N_FFT // 2 + 1, num_mel_filters=N_MELS, min_frequency=0.0,
+                           max_frequency=SR / 2, sampling_rate=SR, norm="slaney", mel_scale="slaney")
+
+
+@functools.lru_cache(maxsize=1)
+def mel_centres() -> np.ndarray:
+    """Centre frequency (Hz) of each mel band: the spectrogram's y axis."""
+    f = _filters()
+    hz = np.linspace(0, SR / 2, f.shape[0])
+    return (f * hz[:, None]).sum(0) / np.maximum(f.sum(0), 1e-9)
+
+
+def log_mel(audio: np.ndarray, offset_s: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(times_s, mel_centres_hz, dB [80, T])`` of 16 kHz ``audio`` (dB relative to its peak, floor -80)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if len(audio) < N_FFT:
+        audio = np.pad(audio, (0, N_FFT - len(audio)))
+    power = spectrogram(audio, window_function(N_FFT, "hann"), frame_length=N_FFT, hop_length=HOP, power=2.0,
+                        mel_filters=_filters(), log_mel=None)
+    db = 10 * np.log10(np.maximum(power, 1e-10))
+    db = np.maximum(db - db.max(), -80.0)
+    times = offset_s + np.arange(db.shape[1]) * HOP / SR
+    return times, mel_centres(), db.astype(np.float32)
+
+
+def segment(path, start_s: float, end_s: float) -> np.ndarray:
+    """16 kHz mono samples of ``path`` between ``start_s`` and ``end_s`` (project loader)."""
+    return load_audio(path, sr=SR, offset_s=max(start_s, 0.0), duration_s=max(end_s - max(start_s, 0.0), 0.01))
