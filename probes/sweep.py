@@ -6,8 +6,9 @@ frame table, loads each hook's activations (or SAE codes), and runs the core per
 with a progress bar.
 
 Per hook and fold it records accuracy, balanced accuracy, macro-F1, the majority-class
-baseline, a shuffled-label control (probe refitted on permuted training labels, scored on
-the true test labels), the Hewitt & Liang control-task accuracy and selectivity
+baseline, a shuffled-label control (all labels permuted once; the probe is refitted on the
+permuted training labels and scored on the permuted test labels, so the null is independent of
+the inputs by construction), the Hewitt & Liang control-task accuracy and selectivity
 (accuracy minus control accuracy).
 
 Example
