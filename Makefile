@@ -10,7 +10,8 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 WB := $(VENV)/bin/workbench
 OUT ?= workspace/demo
-DEMO_CLIPS ?= 32
+# e.g. DEMO_ARGS="--quick --no-app", "--force sae", "--neuro simulated" (workbench demo --help)
+DEMO_ARGS ?=
 
 .PHONY: setup demo test clean-demo
 
@@ -24,13 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(WB) corpus synth --n $(DEMO_CLIPS) --out $(OUT)/corpus
-	$(WB) corpus info $(OUT)/corpus
-	$(WB) models info whisper-tiny.en
-	$(WB) cache --model whisper-tiny.en --corpus $(OUT)/corpus --hooks 'encoder.blocks.*.hook_resid_post' --out $(OUT)/caches/whisper-tiny.en
-	$(WB) probe --cache $(OUT)/caches/whisper-tiny.en --target phones --split speaker --out $(OUT)/probes/phones
-	$(WB) sae train --cache $(OUT)/caches/whisper-tiny.en --hook encoder.blocks.3.hook_resid_post --expansion 8 --k 50 --tokens 2000000 --out $(OUT)/saes/block3
-	$(WB) sae eval --sae $(OUT)/saes/block3 --cache $(OUT)/caches/whisper-tiny.en --model whisper-tiny.en --out $(OUT)/saes/block3/eval
+	$(WB) demo --workspace $(OUT) $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,0 +1,290 @@
+"""The demo's step runner: run steps in order, skip the complete ones, record what made each part.
+
+A :class:`Step` has a name, the steps it builds on, the ``workbench`` command lines it runs (argv
+lists, run in this process through :func:`workbench.cli.main`) or Python actions for the few parts no
+CLI makes, and a completeness check on its outputs. :func:`run_steps` walks the steps:
+
+- a step whose check passes and whose recorded commands equal today's is skipped (so a killed demo
+  resumes at the step it was in; the underlying commands resume inside a step: caches, probes and
+  SAE checkpoints continue, files are written atomically);
+- a step whose recorded commands differ (``--quick`` after a full run, other settings) or that is
+  forced (``--force NAME``) has its outputs removed and is redone, and so is every later step that
+  builds on it;
+- after each step ``WORKSPACE/workspace.json`` gets, atomically, the equivalent shell commands, the
+  seconds it took and the parts it made (``kind``/``name``/``path``), which is what the app reads to
+  list the workspace. What the commands print goes to ``WORKSPACE/logs/STEP.log``; their
+  progress bars (stderr) stay on the terminal.
+
+Example
+-------
+>>> import tempfile
+>>> from pathlib import Path
+>>> ws = Path(tempfile.mkdtemp())
+>>> def make_notes(ctx):
+...     (ctx.root / "notes").mkdir(exist_ok=True)
+...     (ctx.root / "notes" / "a.txt").write_text("hello")
+>>> step = Step("notes", "write a note", actions=[Action("echo hello > notes/a.txt", make_notes)],
+...             outputs=["notes/a.txt"], parts=[Part("notes", "a", "notes/a.txt")])
+>>> [r.status for r in run_steps([step], ws, log=lambda msg: None)]
+['done']
+>>> [r.status for r in run_steps([step], ws, log=lambda msg: None)]     # complete: skipped
+['skipped']
+>>> read_workspace(ws)["steps"]["notes"]["commands"]
+['echo hello > notes/a.txt']
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from workbench.atomic import read_json, write_json
+
+__all__ = ["Action", "Part", "Step", "StepResult", "Context", "run_steps", "read_workspace", "WORKSPACE_JSON",
+           "StepFailed"]
+
+WORKSPACE_JSON = "workspace.json"
+LOGS = "logs"  # what each step's commands printed: logs/STEP.log
+FORMAT = "workbench.workspace/1"
+
+
+class StepFailed(RuntimeError):
+    """A step's command returned non-zero or its outputs were incomplete afterwards."""
+
+
+@dataclass
+class Context:
+    """What a step's actions and checks see: the workspace root and the demo's settings."""
+
+    root: Path
+    settings: dict = field(default_factory=dict)
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+
+@dataclass
+class Action:
+    """One unit of work: ``command`` is the shell line recorded; ``run(ctx)`` does it in this process."""
+
+    command: str
+    run: Callable[[Context], object]
+
+
+def cli(*argv: str) -> Action:
+    """An action that runs ``workbench ARGV...`` in this process.
+
+    Arguments starting with ``@`` are paths inside the workspace (``@corpora/demo``): they are made
+    absolute when run and recorded without the ``@``, so the recorded line is what a user would
+    type in the workspace folder.
+    """
+    def run(ctx: Context) -> None:
+        from workbench.cli import main
+
+        try:
+            rc = main([_resolve(ctx, a) for a in argv])
+        except SystemExit as e:  # argparse rejected the arguments (it already printed why)
+            rc = e.code if isinstance(e.code, int) else 2
+        if rc:
+            raise StepFailed(f"`{command}` exited with status {rc}")
+
+    command = "workbench " + shlex.join([a[1:] if a.startswith("@") else a for a in argv])
+    return Action(command, run)
+
+
+def _resolve(ctx: Context, arg: str) -> str:
+    return str(ctx.root / arg[1:]) if arg.startswith("@") else arg
+
+
+@dataclass
+class Part:
+    """A part of the workspace a step makes, listed in workspace.json under ``parts["KIND/NAME"]``.
+
+    ``kind`` is the layout's folder (corpora, caches, saes, probes, steering, neuro); e.g.
+    ``Part("caches", "whisper-tiny.en", "caches/whisper-tiny.en")``.
+    """
+
+    kind: str
+    name: str
+    path: str
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Step:
+    """A named step: its actions, the outputs that say it is complete, the parts it makes.
+
+    ``outputs`` are workspace-relative paths that must all exist afterwards; ``check(ctx)`` may
+    add a stricter test (e.g. the cache opens). ``removes`` are the paths deleted before a redo
+    (default: ``outputs``' top folders). ``needs`` names earlier steps this one builds on.
+    ``available()`` returns None when the step can run, or the reason it cannot (a missing
+    optional package or sub-command): the step is then reported "not available" and skipped.
+    """
+
+    name: str
+    description: str
+    actions: Sequence[Action] = ()
+    outputs: Sequence[str] = ()
+    parts: Sequence[Part] = ()
+    needs: Sequence[str] = ()
+    check: Callable[[Context], bool] | None = None
+    removes: Sequence[str] | None = None
+    available: Callable[[], str | None] | None = None
+    blocking: bool = False  # the app: runs until stopped, never recorded as complete
+
+    def commands(self) -> list[str]:
+        return [a.command for a in self.actions]
+
+    def complete(self, ctx: Context) -> bool:
+        if not self.outputs or not all(ctx.path(p).exists() for p in self.outputs):
+            return False
+        try:
+            return self.check(ctx) if self.check else True
+        except Exception:  # a half-written output that does not load: not complete
+            return False
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # done | skipped | unavailable | stopped (the app)
+    seconds: float = 0.0
+    message: str = ""
+
+
+@contextlib.contextmanager
+def _stdout_to(path: Path, command: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"$ {command}\n")
+        f.flush()
+        with contextlib.redirect_stdout(f):
+            yield
+
+
+def read_workspace(root: str | Path) -> dict:
+    """``root/workspace.json`` (an empty record when there is none yet)."""
+    path = Path(root) / WORKSPACE_JSON
+    if path.is_file():
+        return read_json(path)
+    return {"format": FORMAT, "steps": {}, "parts": {}}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _record(root: Path, step: Step, status: str, seconds: float, settings: dict, message: str = "") -> None:
+    ws = read_workspace(root)
+    ws["format"] = FORMAT
+    ws["settings"] = settings
+    ws["commands_run_in"] = "this folder: the paths in the commands are relative to the workspace"
+    ws["updated"] = _now()
+    ws["steps"][step.name] = {"status": status, "description": step.description, "commands": step.commands(),
+                              "seconds": round(seconds, 1), "finished": _now(), **({"message": message} if message else {})}
+    parts = {k: v for k, v in (ws.get("parts") or {}).items() if v.get("step") != step.name}
+    if status == "done":
+        for p in step.parts:
+            parts[f"{p.kind}/{p.name}"] = {"path": p.path, "step": step.name, "command": "; ".join(step.commands()),
+                                           **p.info}
+    ws["parts"] = parts
+    write_json(root / WORKSPACE_JSON, ws, indent=2)
+
+
+def _remove_outputs(ctx: Context, step: Step) -> None:
+    targets = step.removes if step.removes is not None else sorted({p.split("/")[0] + "/" + p.split("/")[1]
+                                                                    if "/" in p else p for p in step.outputs})
+    for rel in targets:
+        path = ctx.path(rel).resolve()
+        if not path.is_relative_to(ctx.root.resolve()) or path == ctx.root.resolve():
+            raise ValueError(f"step {step.name}: refusing to remove {path}, outside the workspace")
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def run_steps(steps: Sequence[Step], root: str | Path, settings: dict | None = None, force: Iterable[str] = (),
+              only: Iterable[str] | None = None, log: Callable[[str], None] = print) -> list[StepResult]:
+    """Run ``steps`` in order into workspace ``root``; returns one :class:`StepResult` per step.
+
+    ``force``: step names to redo (with every later step that needs them). ``only``: run just
+    these steps (the others are left as they are). A failing step raises :class:`StepFailed`
+    after recording it as failed; the steps before it stay complete.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    ctx = Context(root, dict(settings or {}))
+    names = [s.name for s in steps]
+    for name in list(force) + list(only or []):
+        if name not in names:
+            raise ValueError(f"unknown step {name!r}; the steps are: {', '.join(names)}")
+    redo = set(force)
+    recorded = read_workspace(root)["steps"]
+    results: list[StepResult] = []
+    wanted = set(only) if only is not None else None
+    for i, step in enumerate(steps, 1):
+        head = f"[{i}/{len(steps)}] {step.name}"
+        if wanted is not None and step.name not in wanted:
+            continue
+        reason = step.available() if step.available else None
+        if reason:
+            log(f"{head}: not available: {reason}")
+            _record(root, step, "unavailable", 0.0, ctx.settings, reason)
+            results.append(StepResult(step.name, "unavailable", message=reason))
+            continue
+        prev = recorded.get(step.name, {})
+        # A record with other commands (a --quick run before a full one, a killed run with other settings)
+        # means the outputs on disk were made differently: start that step, and what builds on it, afresh.
+        changed = prev.get("status") not in (None, "unavailable") and prev.get("commands") != step.commands()
+        if any(n in redo for n in step.needs) or changed:
+            redo.add(step.name)
+        if step.name in redo:
+            why = "forced" if step.name in force else (
+                "its commands changed since the last run" if changed else "a step it builds on was redone")
+            log(f"{head}: redoing ({why}): removing its outputs")
+            _remove_outputs(ctx, step)
+        elif not step.blocking and prev.get("status") == "done" and step.complete(ctx):
+            log(f"{head}: complete, skipped (took {prev.get('seconds', 0):.0f} s when it ran)")
+            _record(root, step, "done", prev.get("seconds", 0.0), ctx.settings)
+            results.append(StepResult(step.name, "skipped"))
+            continue
+        log(f"{head}: {step.description}")
+        _record(root, step, "running", 0.0, ctx.settings)  # a killed run leaves this: same commands -> resume
+        start = time.perf_counter()
+        try:
+            for action in step.actions:
+                log(f"  $ {action.command}")
+                if step.blocking:
+                    action.run(ctx)
+                else:  # the commands' printed summaries go to logs/STEP.log; progress bars (stderr) stay
+                    with _stdout_to(root / LOGS / f"{step.name}.log", action.command):
+                        action.run(ctx)
+            if not step.blocking and not step.complete(ctx):
+                missing = [p for p in step.outputs if not ctx.path(p).exists()]
+                raise StepFailed(f"step {step.name} finished but its outputs are incomplete"
+                                 + (f": missing {', '.join(missing)}" if missing else " (they do not load)"))
+        except KeyboardInterrupt:
+            seconds = time.perf_counter() - start
+            if step.blocking:  # stopping the app is how the demo ends
+                _record(root, step, "stopped", seconds, ctx.settings)
+                results.append(StepResult(step.name, "stopped", seconds))
+                break
+            _record(root, step, "interrupted", seconds, ctx.settings)
+            raise
+        except Exception as e:
+            seconds = time.perf_counter() - start
+            _record(root, step, "failed", seconds, ctx.settings, f"{type(e).__name__}: {e}")
+            if isinstance(e, StepFailed):
+                raise
+            raise StepFailed(f"step {step.name} failed: {type(e).__name__}: {e}") from e
+        seconds = time.perf_counter() - start
+        _record(root, step, "stopped" if step.blocking else "done", seconds, ctx.settings)
+        log(f"{head}: done in {seconds:.1f} s")
+        results.append(StepResult(step.name, "done", seconds))
+    return results

@@ -1,0 +1,312 @@
+"""The demo's steps: corpus -> caches -> SAEs -> probes -> steering -> neuro -> app, on whisper-tiny.en.
+
+Every step is a list of ``workbench`` command lines (the same ones a user would type; run in this
+process) plus a completeness check on what they write. The workspace layout is the one of
+``../shared/DESIGN.md``::
+
+    corpora/{speech,nonspeech,shared,demo,dev*,heldout*,naplib}
+    caches/{whisper-tiny.en,cochleagram,auristream-tiny}
+    saes/whisper-tiny.en/{HOOK}/ and saes/whisper-tiny.en/eval/{HOOK}/
+    probes/phones/
+    steering/nonspeech/ and steering/nonspeech/eval/
+    neuro/{naplib|simulated}/      (the recording it is fitted on: recordings/{naplib|simulated}/)
+
+``corpora/demo`` (espeak speech from several voices, synthetic non-speech, ``../shared/data`` when
+present) is what the caches, SAEs, probes and the steering's feature selection see; ``corpora/dev``
+is where the steering sweep picks N and strength, and ``corpora/heldout`` (other voices, other seeds,
+other clip ids) is only ever used to evaluate the steering.
+
+Example
+-------
+>>> steps = demo_steps(DemoSettings(quick=True, shared_data=None, app=False))
+>>> [s.name for s in steps]
+['corpus', 'caches', 'sae', 'probes', 'steering', 'neuro']
+>>> steps[0].actions[0].command
+'workbench corpus synth --n 16 --speakers 4 --seed 0 --out corpora/speech -q'
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apps.demo.runner import Action, Context, Part, Step, cli
+from workbench.atomic import read_json
+
+__all__ = ["DemoSettings", "demo_steps", "MODEL", "LAST_HOOK", "MIDDLE_HOOK", "default_shared_data"]
+
+MODEL = "whisper-tiny.en"
+LAST_HOOK = "encoder.blocks.3.hook_resid_post"    # tiny.en has 4 encoder blocks: the last one
+MIDDLE_HOOK = "encoder.blocks.1.hook_resid_post"  # and the middle one where the phone probes peak
+ENCODER_HOOKS = ["encoder.hook_conv_out", "encoder.blocks.*.hook_resid_post"]
+SAE_NAME = MODEL
+
+
+def default_shared_data() -> Path | None:
+    """``$WORKBENCH_SHARED_DATA`` or ``../shared/data`` next to the repository, when it has a manifest."""
+    env = os.environ.get("WORKBENCH_SHARED_DATA")
+    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return path if (path / "manifest.jsonl").is_file() else None
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of the demo. ``quick``: fewer clips and tokens, the same steps."""
+
+    quick: bool = False
+    shared_data: Path | None = field(default_factory=default_shared_data)
+    app: bool = True
+    neuro: str = "auto"  # naplib | simulated | auto (naplib when installed, except in --quick)
+    host: str = "127.0.0.1"
+    port: int = 8050
+
+    @property
+    def sizes(self) -> dict:
+        if self.quick:
+            return {"speech": 16, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
+                    "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000,
+                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "steer_n": "4,16", "neuro_draws": 200}
+        return {"speech": 48, "speakers": 8, "nonspeech": 24, "dev_speech": 8, "dev_nonspeech": 8,
+                "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 1_000_000,
+                "splice_clips": 8, "eval_frames": 20_000, "folds": 5, "steer_n": "2,8,32", "neuro_draws": 1000}
+
+    @property
+    def neuro_data(self) -> str:
+        """"naplib" or "simulated": the recording the neuro step fits (see :func:`neuro_step`)."""
+        if self.neuro not in ("auto", "naplib", "simulated"):
+            raise ValueError(f"neuro must be auto, naplib or simulated, got {self.neuro!r}")
+        if self.neuro == "naplib" and _naplib_file() is None:
+            raise FileNotFoundError("--neuro naplib: the naplib sample is not installed (run `make neuro-data`, "
+                                    "i.e. pip install --no-deps naplib==2.6.0)")
+        if self.neuro == "auto":  # naplib's 10 minutes of audio do not fit the quick demo's 2 minutes
+            return "naplib" if not self.quick and _naplib_file() is not None else "simulated"
+        return self.neuro
+
+    def to_json(self) -> dict:
+        return {"quick": self.quick, "shared_data": str(self.shared_data) if self.shared_data else None,
+                "model": MODEL, "neuro": self.neuro_data, **self.sizes}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def _has_command(*path: str) -> str | None:
+    """None when ``workbench PATH...`` exists, else the reason it does not (a step not built yet)."""
+    from workbench.cli import build_parser
+
+    parser = build_parser()
+    for i, name in enumerate(path):
+        subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+        if not subs or name not in subs[0].choices:
+            return f"`workbench {' '.join(path[:i + 1])}` is not installed in this checkout"
+        parser = subs[0].choices[name]
+    return None
+
+
+def _corpus_ok(rel: str, n: int | None = None):
+    def check(ctx: Context) -> bool:
+        from workbench.corpus import load_corpus
+
+        corpus = load_corpus(ctx.path(rel))
+        return len(corpus) > 0 and (n is None or len(corpus) == n)
+    return check
+
+
+def _all(*checks):
+    return lambda ctx: all(c(ctx) for c in checks)
+
+
+def _cache_ok(rel: str):
+    def check(ctx: Context) -> bool:
+        from workbench.cache import ActivationCache
+
+        return bool(ActivationCache.open(ctx.path(rel)).meta.get("complete"))
+    return check
+
+
+# --- steps ---------------------------------------------------------------------------------------
+def corpus_step(s: DemoSettings) -> Step:
+    z = s.sizes
+    actions = [
+        cli("corpus", "synth", "--n", str(z["speech"]), "--speakers", str(z["speakers"]), "--seed", "0",
+            "--out", "@corpora/speech", "-q"),
+        cli("corpus", "nonspeech", "--n", str(z["nonspeech"]), "--seed", "0", "--out", "@corpora/nonspeech", "-q"),
+    ]
+    sources = ["@corpora/speech", "@corpora/nonspeech"]
+    outputs = ["corpora/speech/manifest.jsonl", "corpora/nonspeech/manifest.jsonl"]
+    parts = [Part("corpora", "speech", "corpora/speech", {"what": "espeak-ng speech, exact phone/word timings"}),
+             Part("corpora", "nonspeech", "corpora/nonspeech", {"what": "noise colours, tones, chords, clicks"})]
+    if s.shared_data is not None:
+        actions.append(cli("corpus", "build", str(s.shared_data / "manifest.jsonl"), "--out", "@corpora/shared", "-q"))
+        sources.append("@corpora/shared")
+        outputs.append("corpora/shared/manifest.jsonl")
+        parts.append(Part("corpora", "shared", "corpora/shared", {"what": f"real clips from {s.shared_data}"}))
+    actions.append(cli("corpus", "build", *sources, "--out", "@corpora/demo", "-q"))
+    # dev (seed 2) and held out (seed 1): other voices, other non-speech draws, ids of their own. The steering
+    # sweep picks its settings on dev; only the steering evaluation reads the held-out clips.
+    actions += [
+        cli("corpus", "synth", "--n", str(z["dev_speech"]), "--speakers", str(z["heldout_speakers"]), "--seed", "2",
+            "--id-prefix", "dev_", "--out", "@corpora/dev_speech", "-q"),
+        cli("corpus", "nonspeech", "--n", str(z["dev_nonspeech"]), "--seed", "2", "--id-prefix", "dev_",
+            "--out", "@corpora/dev_nonspeech", "-q"),
+        cli("corpus", "build", "@corpora/dev_speech", "@corpora/dev_nonspeech", "--out", "@corpora/dev", "-q"),
+        cli("corpus", "synth", "--n", str(z["heldout_speech"]), "--speakers", str(z["heldout_speakers"]), "--seed", "1",
+            "--id-prefix", "heldout_", "--out", "@corpora/heldout_speech", "-q"),
+        cli("corpus", "nonspeech", "--n", str(z["heldout_nonspeech"]), "--seed", "1", "--id-prefix", "heldout_",
+            "--out", "@corpora/heldout_nonspeech", "-q"),
+        cli("corpus", "build", "@corpora/heldout_speech", "@corpora/heldout_nonspeech", "--out", "@corpora/heldout", "-q"),
+    ]
+    outputs += ["corpora/demo/manifest.jsonl", "corpora/dev/manifest.jsonl", "corpora/heldout_speech/manifest.jsonl",
+                "corpora/heldout_nonspeech/manifest.jsonl", "corpora/heldout/manifest.jsonl"]
+    parts += [Part("corpora", "demo", "corpora/demo", {"what": "everything the caches, SAEs and probes see"}),
+              Part("corpora", "dev", "corpora/dev", {"what": "clips the steering sweep chooses its settings on"}),
+              Part("corpora", "heldout", "corpora/heldout", {"what": "held-out clips for the steering evaluation"})]
+    checks = [_corpus_ok("corpora/speech", z["speech"]), _corpus_ok("corpora/nonspeech", z["nonspeech"]),
+              _corpus_ok("corpora/demo"), _corpus_ok("corpora/dev", z["dev_speech"] + z["dev_nonspeech"]),
+              _corpus_ok("corpora/heldout",
+                                                     z["heldout_speech"] + z["heldout_nonspeech"])]
+    return Step("corpus", "corpora: espeak speech (several voices), synthetic non-speech, "
+                + ("../shared/data, " if s.shared_data else "") + "dev and held-out clips",
+                actions=actions, outputs=outputs, parts=parts, check=_all(*checks), removes=["corpora"])
+
+
+def caches_step(s: DemoSettings) -> Step:
+    return Step(
+        "caches", f"activation caches: {MODEL} (conv stem + every encoder block), cochleagram, offline cochlear tokens",
+        actions=[
+            cli("cache", "--model", MODEL, "--corpus", "@corpora/demo", "--hooks", *ENCODER_HOOKS,
+                "--out", f"@caches/{MODEL}", "--quiet"),
+            cli("cache", "--model", "cochleagram", "--corpus", "@corpora/demo", "--hooks", "cochleagram.hook_out",
+                "--out", "@caches/cochleagram", "--quiet"),
+            cli("cache", "--model", "auristream-tiny", "--corpus", "@corpora/demo", "--hooks", "tokens.hook_ids",
+                "lm.blocks.*.hook_resid_post", "--out", "@caches/auristream-tiny", "--quiet"),
+        ],
+        outputs=[f"caches/{MODEL}/cache.json", "caches/cochleagram/cache.json", "caches/auristream-tiny/cache.json"],
+        parts=[Part("caches", MODEL, f"caches/{MODEL}"), Part("caches", "cochleagram", "caches/cochleagram"),
+               Part("caches", "auristream-tiny", "caches/auristream-tiny")],
+        needs=["corpus"],
+        check=_all(_cache_ok(f"caches/{MODEL}"), _cache_ok("caches/cochleagram"), _cache_ok("caches/auristream-tiny")),
+    )
+
+
+def _sae_train(argv: list[str], out_rel: str) -> Action:
+    """``workbench sae train``; a rerun after a kill continues the checkpoint (adds ``--resume``)."""
+    base = cli(*argv)
+
+    def run(ctx: Context) -> None:
+        if (ctx.path(out_rel) / "checkpoint.pt").exists():
+            cli(*argv, "--resume").run(ctx)
+        else:
+            base.run(ctx)
+
+    return Action(base.command, run)
+
+
+def sae_step(s: DemoSettings) -> Step:
+    z = s.sizes
+    out = f"saes/{SAE_NAME}"
+    hooks = [LAST_HOOK, MIDDLE_HOOK]
+    train = ["sae", "train", "--cache", f"@caches/{MODEL}", "--hook", LAST_HOOK, "--hook", MIDDLE_HOOK,
+             "--expansion", "8", "--k", "32", "--tokens", str(z["sae_tokens"]), "--holdout-clips", "0.25",
+             "--holdout-by", "speaker", "--out", f"@{out}", "--quiet"]
+
+    def check(ctx: Context) -> bool:
+        from workbench.features import FeatureDictionary
+
+        return all(FeatureDictionary.load(ctx.path(f"{out}/{h}")).hook_name == h for h in hooks)
+
+    return Step(
+        "sae", f"Batch-Top-K SAEs on {LAST_HOOK} and {MIDDLE_HOOK} + evaluation (FVU, L0, spliced WER, "
+               "per-feature summaries for the Features page)",
+        actions=[_sae_train(train, out),
+                 cli("sae", "eval", "--sae", f"@{out}", "--cache", f"@caches/{MODEL}", "--model", MODEL,
+                     "--max-frames", str(z["eval_frames"]), "--splice-clips", str(z["splice_clips"]),
+                     "--out", f"@{out}/eval", "--quiet")],
+        outputs=[p for h in hooks for p in (f"{out}/{h}/cfg.json", f"{out}/{h}/sae_weights.safetensors",
+                                            f"{out}/eval/{h}/eval.json", f"{out}/eval/{h}/features.parquet")],
+        parts=[Part("saes", f"{SAE_NAME}/{h}", f"{out}/{h}", {"eval": f"{out}/eval/{h}"}) for h in hooks],
+        needs=["caches"], check=check,
+    )
+
+
+def probes_step(s: DemoSettings) -> Step:
+    return Step(
+        "probes", "phone probes across layers (speaker-disjoint folds, majority / shuffled / control baselines)",
+        actions=[cli("probe", "--cache", f"@caches/{MODEL}", "--target", "phones", "--split", "speaker",
+                     "--folds", str(s.sizes["folds"]), "--out", "@probes/phones")],
+        outputs=["probes/phones/summary.json", "probes/phones/summary.csv"],
+        parts=[Part("probes", "phones", "probes/phones")],
+        needs=["caches"],
+    )
+
+
+def steering_step(s: DemoSettings) -> Step:
+    out = "steering/nonspeech"
+    return Step(
+        "steering", f"steering {MODEL} away from transcripts of non-speech: features chosen on the cache, N and "
+                    "strength on the dev clips, evaluated on held-out clips against Whisper's no-speech gate and Silero VAD",
+        actions=[cli("steer", "fit", "--cache", f"@caches/{MODEL}", "--sae", f"@saes/{SAE_NAME}/{LAST_HOOK}",
+                     "--concept", "nonspeech", "--corpus", "@corpora/dev", "--model", MODEL,
+                     "--n-features", s.sizes["steer_n"], "--out", f"@{out}", "--quiet"),
+                 cli("steer", "eval", "--steering", f"@{out}", "--corpus", "@corpora/heldout", "--out", f"@{out}/eval",
+                     "--quiet")],
+        outputs=[f"{out}/steering.json", f"{out}/sweep.csv", f"{out}/eval/eval.json"],
+        parts=[Part("steering", "nonspeech", out)],
+        needs=["sae", "corpus"],
+        available=lambda: _has_command("steer", "fit") or _has_command("steer", "eval"),
+    )
+
+
+def _naplib_file() -> Path | None:
+    try:
+        from neuro.naplib_sample import naplib_sample_path
+
+        path = Path(naplib_sample_path())
+    except Exception:  # naplib not installed (its wheel is optional: `make neuro-data`)
+        return None
+    return path if path.is_file() else None
+
+
+def neuro_step(s: DemoSettings) -> Step:
+    """naplib's sample (real audiobook audio, simulated iEEG) when installed, else a simulated 64-channel EEG
+    of the demo's speech clips with block 1 planted at 150 ms: the layer curve should peak there."""
+    common = ["--model", MODEL, "--hooks", "encoder.blocks.*.hook_resid_post", "--sae",
+              f"@saes/{SAE_NAME}/{LAST_HOOK}", "--draws", str(s.sizes["neuro_draws"]), "--quiet"]
+    if s.neuro_data == "naplib":
+        name, what = "naplib", "naplib's speech-task sample (10 audiobook excerpts, 10 simulated iEEG channels)"
+        actions = [cli("neuro", "naplib", "--out", "@recordings/naplib"),
+                   cli("corpus", "build", "@recordings/naplib/corpus", "--out", "@corpora/naplib", "-q"),
+                   cli("neuro", "fit", "--recording", "@recordings/naplib/sub-naplib_ieeg.fif", "--corpus",
+                       "@corpora/naplib", *common, "--out", "@neuro/naplib")]
+        parts = [Part("corpora", "naplib", "corpora/naplib"), Part("neuro", name, "neuro/naplib", {"data": what})]
+        removes = ["recordings/naplib", "corpora/naplib", "neuro/naplib"]
+    else:
+        name = "simulated"
+        what = f"a simulated 64-channel EEG of corpora/speech ({MIDDLE_HOOK} planted at 150 ms)"
+        actions = [cli("neuro", "simulate", "--corpus", "@corpora/speech", "--out", "@recordings/simulated/sub-sim_eeg.fif",
+                       "--plant", MIDDLE_HOOK, "--model", MODEL),
+                   cli("neuro", "fit", "--recording", "@recordings/simulated/sub-sim_eeg.fif", "--corpus",
+                       "@corpora/speech", "--cache", f"@caches/{MODEL}", *common, "--out", "@neuro/simulated")]
+        parts = [Part("neuro", name, "neuro/simulated", {"data": what})]
+        removes = ["recordings/simulated", "neuro/simulated"]
+    return Step(
+        "neuro", f"encoding-model layer curve (TRF, circular-shift nulls, FDR) on {what}",
+        actions=actions, outputs=[f"neuro/{name}/{f}" for f in ("summary.csv", "layers.csv", "neuro.json")],
+        parts=parts, removes=removes, needs=["sae", "corpus"], available=lambda: _has_command("neuro", "fit"),
+        # neuro.json is written again, with the run's seconds, once everything else is on disk
+        check=lambda ctx: read_json(ctx.path(f"neuro/{name}/neuro.json")).get("seconds") is not None,
+    )
+
+
+def app_step(s: DemoSettings) -> Step:
+    return Step(
+        "app", f"the workbench app on this workspace at http://{s.host}:{s.port}/ (Ctrl-C stops it)",
+        actions=[cli("app", "@.", "--host", s.host, "--port", str(s.port))],
+        blocking=True,
+        available=lambda: _has_command("app"),
+    )
+
+
+def demo_steps(settings: DemoSettings) -> list[Step]:
+    """The demo's steps in order (the app last, unless ``settings.app`` is False)."""
+    steps = [corpus_step(settings), caches_step(settings), sae_step(settings), probes_step(settings),
+             steering_step(settings), neuro_step(settings)]
+    return steps + [app_step(settings)] if settings.app else steps
