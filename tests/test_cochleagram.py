@@ -91,13 +91,38 @@ def test_frame_count(coch, n):
     assert coch(torch.randn(n)).shape[-1] == math.ceil(n / 80) == coch.n_frames(n)
 
 
-def _reference(coch: Cochleagram, x: np.ndarray) -> np.ndarray:
-    """Dense textbook pipeline: filters on the rfft grid, scipy.signal.hilbert, a full linear
-    convolution with the firwin kernel, every 80th sample."""
+def _textbook_filters(freqs: np.ndarray, n: int = 50, low: float = 50.0, high: float = 8000.0, sf: int = 4):
+    """pycochleagram's ERB half-cosine filterbank written out from its definition (numpy only, none of
+    the module's helpers): ``sf * (n + 1) - 1`` band-pass filters centred on the interior points of an
+    ERB-number grid, half-width ``sf`` grid steps; ``sf`` low-pass and ``sf`` high-pass edges
+    ``sqrt(1 - bp^2)`` below / above the outermost centres; everything / sqrt(sf)."""
+    erb = lambda f: 9.265 * np.log(1 + f / (24.7 * 9.265))  # noqa: E731  Glasberg & Moore
+    hz = lambda e: 24.7 * 9.265 * (np.exp(e / 9.265) - 1)  # noqa: E731
+    n_bp = sf * (n + 1) - 1
+    grid = np.linspace(erb(low), erb(high), n_bp + 2)
+    centres, half = grid[1:-1], sf * (grid[1] - grid[0])
+    dist = erb(freqs)[None, :] - centres[:, None]
+    bp = np.where(np.abs(dist) < half, np.cos(np.pi * dist / (2 * half)), 0.0)
+    edge = np.sqrt(np.clip(1 - bp**2, 0, None))
+    low_edges = np.where(freqs[None, :] < hz(centres[:sf])[:, None], edge[:sf], 0.0)
+    high_edges = np.where(freqs[None, :] > hz(centres[-sf:])[:, None], edge[-sf:], 0.0)
+    return np.concatenate([low_edges, bp, high_edges]) / np.sqrt(sf)
+
+
+def test_filterbank_matches_its_textbook_definition():
+    freqs = np.linspace(0, SR / 2, 3001)
+    ours, _ = erb_cos_filters(freqs)
+    np.testing.assert_allclose(ours.numpy(), _textbook_filters(freqs), atol=1e-9)
+
+
+def _reference(x: np.ndarray, n_fft: int) -> np.ndarray:
+    """Dense textbook pipeline, none of the module's code: the filters above on the rfft grid of
+    ``n_fft`` points, scipy.signal.hilbert envelopes, a full linear convolution with the firwin
+    kernel, every 80th sample, compression. (The grid length is shared with the module: filters
+    sampled on another grid have other impulse responses, up to 4e-3 apart in the low channels.)"""
     n = len(x)
-    n_fft = coch._fft_length(n)
-    filters, _ = erb_cos_filters(np.fft.rfftfreq(n_fft, 1 / SR))
-    subbands = np.fft.irfft(np.fft.rfft(x, n_fft)[None] * filters.numpy(), n_fft)
+    filters = _textbook_filters(np.fft.rfftfreq(n_fft, 1 / SR))
+    subbands = np.fft.irfft(np.fft.rfft(x, n_fft)[None] * filters, n_fft)
     env = np.abs(scipy.signal.hilbert(subbands, axis=-1))[:, :n]
     k = scipy.signal.firwin(1001, 100, window=("kaiser", 5.0), fs=SR)
     down = scipy.signal.fftconvolve(env, k[None], axes=-1)[:, 500 : 500 + n : 80]
@@ -109,7 +134,7 @@ def test_matches_dense_reference():
     t = np.arange(int(0.5 * SR)) / SR
     x = 0.1 * rng.standard_normal(len(t)) + 0.3 * np.sin(2 * np.pi * 700 * t) * (t > 0.2)
     exact = Cochleagram(decimate=False)
-    ref = _reference(exact, x)
+    ref = _reference(x, exact._fft_length(len(x)))
     got = exact(torch.tensor(x, dtype=torch.float32))[0].numpy()
     assert got.shape == ref.shape
     assert np.abs(got - ref).max() < 2e-3
