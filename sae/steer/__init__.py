@@ -1,0 +1,24 @@
+"""Feature steering of Whisper: cut hallucinated transcripts on non-speech while keeping the WER.
+
+``fit`` selects SAE features (or the class-mean direction) that mark a concept on a cache, sweeps
+N and strength on dev clips and writes a steering artifact (format: :mod:`workbench.steering`);
+``evaluate`` compares it on held-out clips with plain decoding, Whisper's no-speech gate and
+Silero VAD gating. CLI: ``workbench steer prepare|fit|eval``.
+
+Example
+-------
+>>> import sae.steer
+>>> from workbench.models import load
+>>> steering = sae.steer.fit("work/steer/caches/tiny_fit",
+...     sae="work/steer/saes/tiny_fit/encoder.blocks.3.hook_resid_post", concept="nonspeech",
+...     corpus="work/steer/corpora/dev", model="whisper-tiny.en", out="work/steer/steering/tiny_sae")  # doctest: +SKIP
+>>> result = sae.steer.evaluate(steering, "work/steer/corpora/eval", out="work/steer/eval/tiny")   # doctest: +SKIP
+>>> model = load("whisper-tiny.en")                                                               # doctest: +SKIP
+>>> with steering.applied(model):                                                                 # doctest: +SKIP
+...     print(model.transcribe(audio))
+"""
+from sae.steer.evaluate import evaluate
+from sae.steer.fit import fit
+from sae.steer.selection import class_mean_direction, select_features
+
+__all__ = ["fit", "evaluate", "select_features", "class_mean_direction"]

@@ -1,0 +1,142 @@
+"""``fit``: select what to steer on a cache (fit split), sweep N and strength on dev clips, save the artifact.
+
+The fit split is the set of clips in the cache; the dev split is every clip of ``corpus`` whose
+group (source recording / speaker, :func:`sae.steer.data.clip_group`) is not in the cache. The
+artifact (see :mod:`workbench.steering`) records both lists so ``evaluate`` can refuse them.
+
+Example
+-------
+>>> steering = fit("work/steer/caches/tiny_fit", sae="work/steer/saes/tiny_fit/encoder.blocks.3.hook_resid_post",
+...                concept="nonspeech", corpus="work/steer/corpora/dev", model="whisper-tiny.en",
+...                out="work/steer/steering/tiny_sae")                       # doctest: +SKIP
+>>> steering.describe()                                                      # doctest: +SKIP
+'scale 8 SAE features at encoder.blocks.3.hook_resid_post (strength 4, gate none)'
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from sae.steer.data import clip_group, is_speech
+from sae.steer.selection import class_mean_direction, concept_labels, select_features
+from sae.steer.sweep import run_sweep, settings, write_sweep
+from workbench.atomic import write_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_N = (1, 2, 4, 8, 16, 32)
+# Amplifying the concept (scale > 1, project < 0) is what empties tiny.en's transcripts of non-speech
+# (adding the raw direction, subtract < 0, turns speech into " you"); ablation (scale 0) is swept too.
+DEFAULT_STRENGTHS = {"scale": (0.0, 4.0, 8.0, 16.0, 32.0), "ablate": (1.0,), "negate": (1.0, 2.0), "clamp": (1.0, 4.0),
+                     "subtract": (-2.0, -1.0, 1.0, 2.0), "project": (-1.0, -2.0, -3.0, -4.0)}
+
+
+def fit_frames(cache, hook: str, concept: str, max_frames: int | None, seed: int):
+    """``(acts, y, groups, level, fit clip ids)`` of (a seeded subset of) the cache's frames."""
+    frames = cache.frames(hook)
+    rows = np.arange(len(frames))
+    if max_frames and len(rows) > max_frames:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_frames, replace=False))
+    sub = frames.iloc[rows].reset_index(drop=True)
+    y, valid, level = concept_labels(sub, concept, lambda tier: cache.labels(tier, hook)[rows])
+    group_of = {c.id: clip_group(c) for c in cache.corpus}
+    groups = sub["clip_id"].map(lambda i: group_of.get(i, i)).to_numpy()
+    acts = cache.load(hook, rows[valid])
+    return acts, y[valid], groups[valid], level, sorted(set(frames["clip_id"]))
+
+
+def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus=None, model=None,
+        out: str | Path | None = None, method: str = "sae", edit: str | None = None, gate: str = "none",
+        hook: str | None = None, n_features: Sequence[int] = DEFAULT_N, strengths: Sequence[float] | None = None,
+        max_wer_increase: float = 0.005, max_frames: int | None = 60_000, n_permutations: int = 200,
+        min_auroc: float = 0.55, max_dev_clips: int | None = None, seed: int = 0, verbose: bool = True,
+        command: str | None = None):
+    """Fit a :class:`~workbench.steering.Steering` (``method`` "sae" or "direction") and save it to ``out``."""
+    from sae.steer.evaluate import load_clips
+    from workbench.cache import ActivationCache
+    from workbench.corpus import Corpus, load_corpus
+    from workbench.features import FeatureDictionary
+    from workbench.models import load
+    from workbench.steering import Steering
+
+    cache = ActivationCache.open(cache) if isinstance(cache, (str, Path)) else cache
+    fd = None
+    if method == "sae":
+        if sae is None:
+            raise ValueError("method 'sae' needs --sae (an SAE directory)")
+        fd = FeatureDictionary.load(sae)
+        hook = hook or fd.hook_name
+        if fd.hook_name and hook != fd.hook_name:
+            raise ValueError(f"SAE {sae} encodes {fd.hook_name}, not {hook}")
+    hook = hook or (cache.hooks[0] if len(cache.hooks) == 1 else None)
+    if hook is None or hook not in cache.hooks:
+        raise ValueError(f"choose a hook of the cache with --hook; cached: {cache.hooks}")
+    edit = edit or ("scale" if method == "sae" else "project")
+    acts, y, groups, level, fit_ids = fit_frames(cache, hook, concept, max_frames, seed)
+    direction = class_mean_direction(acts, y)
+    selection = {"concept": concept, "level": level, "frames": int(len(y)), "concept_frames": int(y.sum()),
+                 "clips": fit_ids, "groups": sorted(set(groups.tolist())), "cache": str(cache.root),
+                 "direction_auroc": direction["auroc"], "direction_effect_size": direction["effect_size"]}
+    features = []
+    if fd is not None:
+        sel = select_features(fd.encode_numpy(acts), y, groups, level, n_permutations=n_permutations,
+                              min_auroc=min_auroc, seed=seed)
+        features = sel.records()
+        selection.update(criterion="effect size (Cohen's d) above the clip-permutation max-statistic bar, "
+                         f"AUROC >= {min_auroc}", significance_bar=sel.bar, n_permutations=n_permutations,
+                         n_selected=len(sel.selected))
+        if out is not None:
+            scores = sel.scores.sort_values("effect_size", ascending=False)
+            write_text(Path(out) / "features.csv", scores.to_csv())
+        log.info("%d features above the bar %.3f (of %d)", len(sel.selected), sel.bar, fd.d_sae)
+    spec = cache.info()["model"]["spec"]
+    model = load(model or spec) if model is None or isinstance(model, str) else model
+    base = Steering(model=model.spec or spec, hook=hook, d_model=int(acts.shape[1]), method=method, edit=edit,
+                    strength=1.0, features=features, n_features=len(features),
+                    sae=str(Path(sae).resolve()) if sae else None,
+                    direction=direction["direction"] if method == "direction" else None,
+                    midpoint=direction["midpoint"], gate=gate, concept=concept, selection=selection,
+                    command=command)
+    base.check_model(model)
+
+    # dev split: corpus clips whose group the fit never saw
+    corpus = load_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
+    fit_groups = set(selection["groups"]) | set(fit_ids)
+    dev = [c for c in corpus if c.id not in fit_groups and clip_group(c) not in fit_groups]
+    if max_dev_clips and len(dev) > max_dev_clips:  # a seeded subset, speech and non-speech in proportion
+        keep = np.random.default_rng(seed).permutation(len(dev))[:max_dev_clips]
+        dev = [dev[i] for i in sorted(keep)]
+    if not dev:
+        raise ValueError("no dev clips: every clip of --corpus shares a group with the fit split (the cache)")
+    dev_clips, audio, _ = load_clips(Corpus(dev, root=corpus.root), model.sample_rate, verbose)
+    refs = [c.transcript if is_speech(c) else None for c in dev_clips]
+    nonspeech = [not is_speech(c) for c in dev_clips]
+    grid = settings(method, n_features, strengths or DEFAULT_STRENGTHS[edit], len(features))
+    table, best = run_sweep(model, base, audio, refs, nonspeech, grid, max_wer_increase, verbose)
+    chosen_n = 0 if best["baseline"] and method == "sae" else best["n_features"]
+    chosen = base.with_(strength=best["strength"] if not best["baseline"] else _identity_strength(edit),
+                        **({"n_features": int(chosen_n)} if method == "sae" else {}))
+    chosen.sweep = {"clips": [c.id for c in dev_clips], "groups": sorted({clip_group(c) for c in dev_clips}),
+                    "corpus": str(getattr(corpus, "root", corpus)), "max_wer_increase": max_wer_increase,
+                    "grid": grid, "table": "sweep.csv",
+                    "chosen": json.loads(pd.Series(best).to_json()),
+                    "baseline": {"hallucination_rate": float(table.iloc[0]["hallucination_rate"]),
+                                 "wer": _num(table.iloc[0]["wer"])}}
+    if out is not None:
+        write_sweep(table, out, f"{method} steering of {concept} at {hook}: dev sweep")
+        chosen.save(out)
+        chosen.path = str(Path(out))
+    return chosen
+
+
+def _identity_strength(edit: str) -> float:
+    return 1.0 if edit == "scale" else 0.0
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)

@@ -1,0 +1,292 @@
+"""Steering a model through its activations: the one reader and applier of a steering artifact.
+
+A steering artifact is a directory (written by ``workbench steer fit``, read here so that the core
+CLI and the app can steer without importing ``sae``)::
+
+    STEER_DIR/
+      steering.json   what to edit and how (below)
+      sweep.csv       the dev-split sweep over N and strength (one row per setting)
+      pareto.html     hallucination rate vs WER of the sweep (plotly)
+      eval/eval.json  held-out evaluation, written by ``workbench steer eval``
+
+``steering.json`` (format ``workbench.steering/1``):
+
+- ``model`` (spec, e.g. ``whisper-tiny.en``), ``hook`` (e.g. ``encoder.blocks.3.hook_resid_post``),
+  ``d_model`` (width of the hook);
+- ``method``: ``"sae"`` (edit SAE codes; ``sae`` is the SAE directory, read with
+  :class:`workbench.features.FeatureDictionary`) or ``"direction"`` (``direction``: the raw difference
+  of class means, concept minus rest, as a list of ``d_model`` floats; ``midpoint``: the projection
+  of the midpoint between the class means on the unit direction, used by the frame gate);
+- ``features``: ranked list of ``{"index", "effect_size", "auroc", ...}`` (``method`` sae); the first
+  ``n_features`` are edited;
+- ``edit`` and ``strength`` ``s``. SAE edits change only the chosen codes and keep the SAE's
+  reconstruction error: ``x' = x + sum_f (z'_f - z_f) d_f`` with ``z'_f`` = ``s z_f`` (``scale``:
+  1 = unchanged, 0 = ablated, -1 = negated), ``(1 - s) z_f`` (``ablate``: 1 = ablated), ``-s z_f``
+  (``negate``) or ``s`` (``clamp``). Direction edits with ``u`` the direction: ``x - s (x.û) û``
+  (``project``, û = u / |u|) or ``x - s u`` (``subtract``; negative ``s`` adds the concept);
+- ``gate``: ``"none"`` or ``"frame"`` (edit only frames where a chosen feature fires, or, for a
+  direction, whose projection on û is above ``midpoint``);
+- ``concept`` and ``selection`` (how features were chosen: scores, significance bar, fit clips),
+  ``sweep`` (dev clips, WER budget, chosen point), ``command`` (the command that wrote it).
+
+Edits act through ``model.hooks``: for Whisper encoder hooks they run once per 30 s window, so the
+decoder reads the edited encoder states at every step; all 1500 positions of a window are edited
+(the gate decides per frame).
+
+Example
+-------
+>>> steering = Steering.load("work/steer/steering/tiny_sae")              # doctest: +SKIP
+>>> with steering.applied(model):                                         # doctest: +SKIP
+...     text = model.transcribe(audio)
+>>> louder = steering.with_(features=[12, 40], strength=8.0)              # doctest: +SKIP
+
+A direction edit on a toy stream (no artifact on disk needed):
+
+>>> import torch
+>>> s = Steering(model="toy", hook="h", d_model=2, method="direction", edit="project", strength=1.0,
+...              direction=[1.0, 0.0])
+>>> s.edit_fn()(torch.tensor([[3.0, 4.0]]))
+tensor([[0., 4.]])
+>>> s.with_(strength=0.0).edit_fn()(torch.tensor([[3.0, 4.0]]))
+tensor([[3., 4.]])
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from workbench.atomic import write_json
+
+log = logging.getLogger(__name__)
+
+FORMAT = "workbench.steering/1"
+STEERING_FILE = "steering.json"
+SAE_EDITS = ("scale", "ablate", "negate", "clamp")
+DIRECTION_EDITS = ("project", "subtract")
+GATES = ("none", "frame")
+
+
+def canonical_model(spec: str | None) -> str:
+    """Model spec with hub ids mapped to their offline alias, so both name the same weights."""
+    from workbench.models.whisper import HUB_TO_OFFLINE
+
+    spec = str(spec or "")
+    return HUB_TO_OFFLINE.get(spec, spec)
+
+
+@dataclass
+class Steering:
+    """A steering edit at one hook (see the module docstring for the file format)."""
+
+    model: str
+    hook: str
+    d_model: int
+    method: str  # "sae" | "direction"
+    edit: str
+    strength: float
+    features: list[dict] = field(default_factory=list)
+    n_features: int | None = None
+    sae: str | None = None
+    direction: list[float] | None = None
+    midpoint: float = 0.0
+    gate: str = "none"
+    concept: str | None = None
+    selection: dict = field(default_factory=dict)
+    sweep: dict = field(default_factory=dict)
+    command: str | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        self.strength = float(self.strength)
+        if self.method == "sae":
+            if self.edit not in SAE_EDITS:
+                raise ValueError(f"edit {self.edit!r} is not an SAE edit; use one of {SAE_EDITS}")
+            if not self.sae:
+                raise ValueError("an SAE steering needs 'sae' (the SAE directory)")
+            if self.n_features is None:
+                self.n_features = len(self.features)
+            if not 0 <= self.n_features <= len(self.features):
+                raise ValueError(f"n_features={self.n_features} but {len(self.features)} features are listed")
+        elif self.method == "direction":
+            if self.edit not in DIRECTION_EDITS:
+                raise ValueError(f"edit {self.edit!r} is not a direction edit; use one of {DIRECTION_EDITS}")
+            if self.direction is None or len(self.direction) != self.d_model:
+                n = None if self.direction is None else len(self.direction)
+                raise ValueError(f"a direction steering needs 'direction' with d_model={self.d_model} values, got {n}")
+        else:
+            raise ValueError(f"method must be 'sae' or 'direction', got {self.method!r}")
+        if self.gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
+        self._fd = None
+        self._device_cache: dict = {}
+
+    # --- files --------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> "Steering":
+        """Read ``path/steering.json`` (or the file itself); errors name the file."""
+        path = Path(path)
+        file = path if path.is_file() else path / STEERING_FILE
+        if not file.is_file():
+            raise FileNotFoundError(f"not a steering artifact: {file} is missing (write one with `workbench steer fit`)")
+        try:
+            d = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{file}: not valid JSON ({e})") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"{file}: expected format {FORMAT!r}, got {got!r}")
+        names = {f.name for f in dataclasses.fields(cls)} - {"path"}
+        missing = [k for k in ("model", "hook", "d_model", "method", "edit", "strength") if k not in d]
+        if missing:
+            raise ValueError(f"{file}: missing keys {missing}")
+        try:
+            s = cls(**{k: v for k, v in d.items() if k in names}, path=str(file.parent))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{file}: {e}") from None
+        if s.sae and not Path(s.sae).is_absolute():  # relative SAE paths are relative to the artifact
+            s.sae = str((file.parent / s.sae).resolve())
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "path"}
+        return {"format": FORMAT, **d}
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/steering.json`` atomically; returns the file."""
+        return write_json(Path(path) / STEERING_FILE, self.to_dict())
+
+    # --- variants -----------------------------------------------------------------------------
+    def with_(self, *, features: Sequence[int] | None = None, n_features: int | None = None,
+              strength: float | None = None, edit: str | None = None, gate: str | None = None) -> "Steering":
+        """A copy with other settings, e.g. for live steering in the app.
+
+        ``features``: explicit SAE feature indices (ranked entries are kept for listed indices that
+        have scores); ``n_features``: use the first N ranked features; ``strength``/``edit``/``gate``.
+        """
+        new = dataclasses.replace(self, features=list(self.features), selection=dict(self.selection),
+                                  sweep=dict(self.sweep))
+        if features is not None:
+            if self.method != "sae":
+                raise ValueError("features= applies to an SAE steering, not a direction")
+            scored = {int(f["index"]): f for f in self.features}
+            new.features = [scored.get(int(i), {"index": int(i)}) for i in features]
+            new.n_features = len(new.features)
+        if n_features is not None:
+            if not 0 <= n_features <= len(new.features):
+                raise ValueError(f"n_features={n_features}: only {len(new.features)} ranked features")
+            new.n_features = int(n_features)
+        if strength is not None:
+            new.strength = float(strength)
+        if edit is not None:
+            new.edit = edit
+        if gate is not None:
+            new.gate = gate
+        new.__post_init__()
+        new._fd = self._fd  # share the loaded SAE
+        return new
+
+    @property
+    def chosen(self) -> list[int]:
+        """SAE feature indices that are edited (empty for a direction)."""
+        return [int(f["index"]) for f in self.features[: self.n_features or 0]] if self.method == "sae" else []
+
+    @property
+    def is_identity(self) -> bool:
+        """True for N = 0 or a zero-strength direction: nothing is attached. (A zero change in SAE
+        space, e.g. ``scale`` 1, is still computed: ``x + 0`` is ``x`` exactly, SAE error kept.)"""
+        return not self.chosen if self.method == "sae" else self.strength == 0.0
+
+    def describe(self) -> str:
+        what = f"{len(self.chosen)} SAE features" if self.method == "sae" else "the class-mean direction"
+        return f"{self.edit} {what} at {self.hook} (strength {self.strength:g}, gate {self.gate})"
+
+    # --- applying -----------------------------------------------------------------------------
+    @property
+    def dictionary(self):
+        """The SAE as a :class:`~workbench.features.FeatureDictionary` (method ``sae``), loaded once."""
+        if self._fd is None and self.method == "sae":
+            from workbench.features import FeatureDictionary
+
+            self._fd = FeatureDictionary.load(self.sae)
+            if self._fd.d_in != self.d_model:
+                raise ValueError(f"SAE {self.sae} has d_in={self._fd.d_in}, the steering expects d_model={self.d_model}")
+        return self._fd
+
+    def _tensors(self, device: torch.device) -> dict[str, torch.Tensor]:
+        key = (str(device), self.n_features, tuple(self.chosen))
+        if key not in self._device_cache:
+            if self.method == "sae":
+                fd = self.dictionary
+                t = {"W_dec": fd.W_dec[self.chosen].to(device), "idx": torch.tensor(self.chosen, device=device)}
+            else:
+                u = torch.tensor(self.direction, dtype=torch.float32, device=device)
+                t = {"u": u, "unit": u / u.norm().clamp_min(1e-12)}
+            self._device_cache = {key: t}
+        return self._device_cache[key]
+
+    def edit_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``act [..., d_model] -> edited act`` (same dtype); returns ``act`` itself when :attr:`is_identity`."""
+
+        @torch.no_grad()
+        def fn(act: torch.Tensor) -> torch.Tensor:
+            if self.is_identity:
+                return act
+            if act.shape[-1] != self.d_model:
+                raise ValueError(f"steering for {self.hook} expects width {self.d_model}, got {tuple(act.shape)}")
+            x = act.float()
+            t = self._tensors(x.device)
+            if self.method == "sae":
+                delta, fires = self._sae_delta(x, t)
+            else:
+                proj = x @ t["unit"]
+                delta = -self.strength * (proj[..., None] * t["unit"] if self.edit == "project" else t["u"])
+                fires = proj > self.midpoint
+            if self.gate == "frame":
+                delta = delta * fires[..., None]
+            return (x + delta).to(act.dtype)
+
+        return fn
+
+    def _sae_delta(self, x: torch.Tensor, t: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        fd = self.dictionary
+        if fd.W_enc.device != x.device:
+            fd.W_enc, fd.b_enc, fd.b_dec = fd.W_enc.to(x.device), fd.b_enc.to(x.device), fd.b_dec.to(x.device)
+            fd.threshold = None if fd.threshold is None else fd.threshold.to(x.device)
+        z = fd.encode(x)[..., t["idx"]]
+        s = self.strength
+        new = {"scale": s * z, "ablate": (1.0 - s) * z, "negate": -s * z,
+               "clamp": torch.full_like(z, s)}[self.edit]
+        return (new - z) @ t["W_dec"], (z > 0).any(-1)
+
+    def hooks(self) -> dict[str, Callable]:
+        """``{hook: edit}`` for ``model.hooks(...)`` (empty when the edit is the identity)."""
+        return {} if self.is_identity else {self.hook: self.edit_fn()}
+
+    def check_model(self, model) -> None:
+        """Refuse a model this artifact was not made for (other hook set, other width, other weights)."""
+        where = f"steering {self.path or ''}".strip()
+        if self.hook not in model.hook_points:
+            raise ValueError(f"{where} edits {self.hook}, which {model.name} does not have "
+                             f"(made for {self.model})")
+        info = model.info()
+        width = info.get("d_model")
+        if width is not None and int(width) != self.d_model:
+            raise ValueError(f"{where} was made for {self.model} (width {self.d_model} at {self.hook}); "
+                             f"{model.spec or model.name} has width {width}")
+        if self.model and canonical_model(model.spec) != canonical_model(self.model):
+            raise ValueError(f"{where} was made for model {self.model!r}, not {model.spec or model.name!r}")
+
+    @contextlib.contextmanager
+    def applied(self, model, check: bool = True) -> Iterator["Steering"]:
+        """``with steering.applied(model): model.transcribe(x)`` runs with the edit in place."""
+        if check:
+            self.check_model(model)
+        with model.hooks(self.hooks()):
+            yield self
