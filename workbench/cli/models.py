@@ -5,6 +5,7 @@ Example
 $ workbench models info whisper-tiny.en
 $ workbench models info whisper-tiny.en --json
 $ workbench models transcribe whisper-tiny.en ../shared/data/speech/jfk.flac
+$ workbench models transcribe whisper-tiny.en noise.flac --steering work/steer/steering/tiny_sae
 """
 from __future__ import annotations
 
@@ -87,15 +88,29 @@ def _transcribe(args: argparse.Namespace) -> int:
     missing = [p for p in args.audio if not Path(p).is_file()]
     if missing:  # fail before the model load, not after
         raise FileNotFoundError(f"audio file(s) not found: {', '.join(missing)}")
+    steering = None
+    if getattr(args, "steering", None):  # read (and fail on) the artifact before the model load
+        from workbench.steering import Steering
+
+        steering = Steering.load(args.steering)
     model = load(args.spec, device=args.device, dtype=optional_dtype(args.dtype, args.device))
     if not hasattr(model, "transcribe"):
         raise ValueError(f"{args.spec}: the {type(model).__name__} adapter cannot transcribe (use a Whisper model)")
+    if steering is not None:
+        steering.check_model(model)
     results = []
     for path in args.audio:
-        text = model.transcribe(load_audio(path, sr=model.sample_rate), max_new_tokens=args.max_new_tokens,
-                                language=args.language)
+        audio = load_audio(path, sr=model.sample_rate)
+        text = model.transcribe(audio, max_new_tokens=args.max_new_tokens, language=args.language)
         results.append({"path": str(path), "text": text})
-        if not args.json:
+        if steering is not None:
+            with steering.applied(model):
+                results[-1]["steered"] = model.transcribe(audio, max_new_tokens=args.max_new_tokens,
+                                                          language=args.language)
+            if not args.json:
+                head = f"{path}\t" if len(args.audio) > 1 else ""
+                print(f"{head}plain:   {text}\n{head}steered: {results[-1]['steered']}", flush=True)
+        elif not args.json:
             print(f"{path}\t{text}" if len(args.audio) > 1 else text, flush=True)
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
@@ -123,4 +138,6 @@ def register(subparsers) -> None:
     p.add_argument("audio", nargs="+", help="audio files (any rate; resampled to the model's)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="decoding budget per 30 s window")
     p.add_argument("--language", default="en", help="language for multilingual models (default: en)")
+    p.add_argument("--steering", default=None, metavar="STEER_DIR",
+                   help="also transcribe with this steering artifact (workbench steer fit) and print both")
     p.set_defaults(func=_transcribe)

@@ -302,6 +302,52 @@ class WhisperModel(AudioModel):
         texts = [self.tokenizer.decode(s, skip_special_tokens=True).strip() for s in seqs]
         return texts[0] if single else texts
 
+    @property
+    def no_speech_token_id(self) -> int | None:
+        """Id of ``<|nospeech|>`` (``<|nocaptions|>`` in the older English-only vocabularies)."""
+        tok = self.tokenizer
+        if tok is None:
+            return None
+        for name in ("<|nospeech|>", "<|nocaptions|>"):
+            i = tok.convert_tokens_to_ids(name)
+            if i is not None and i != tok.unk_token_id and i != self._eot:
+                return int(i)
+        return None
+
+    @torch.no_grad()
+    def transcribe_scored(self, audio: AudioLike | Sequence[AudioLike], language: str = "en",
+                          no_speech_id: int | None = None) -> list[list[dict]]:
+        """Greedy decoding with openai-whisper's no-speech statistics, per clip a list of 30 s windows:
+        ``{"text", "no_speech_prob", "avg_logprob"}``. ``no_speech_prob`` is p(``<|nospeech|>``) at the
+        start-of-transcript position; ``avg_logprob`` sums the (suppression-masked) log-probabilities of
+        the generated tokens incl. end-of-text over their count, as openai-whisper's decoder does.
+        Active :meth:`hooks` apply to both the decoding and the scoring forward."""
+        nsid = self.no_speech_token_id if no_speech_id is None else no_speech_id
+        if nsid is None:
+            raise RuntimeError(f"{self.name}: no <|nospeech|> token known; pass no_speech_id")
+        _, clips = _clips(audio)
+        pieces, owner = self._windows(clips)
+        prompt, gen = self.prompt_ids(language), self.hf.generation_config
+        windows = []
+        for b in range(0, len(pieces), self.batch_size):
+            enc = self.hf.model.encoder(self._features(pieces[b : b + self.batch_size])).last_hidden_state
+            seqs = self._generate(encoder_hidden=enc, language=language)
+            ids = pad_sequence(seqs, batch_first=True, padding_value=self._eot).to(enc.device)
+            logits = self.hf(encoder_outputs=(enc,), decoder_input_ids=ids, use_cache=False).logits.float()
+            no_speech = logits[:, 0].softmax(-1)[:, nsid]  # raw logits at <|startoftranscript|>, as openai-whisper
+            if gen.suppress_tokens:
+                logits[:, :, list(gen.suppress_tokens)] = -float("inf")
+            for i, seq in enumerate(seqs):
+                new = seq[len(prompt):].to(logits.device)
+                lp = logits[i, len(prompt) - 1 : len(seq) - 1]
+                if gen.begin_suppress_tokens and len(new):
+                    lp[0, list(gen.begin_suppress_tokens)] = -float("inf")
+                lp = lp.log_softmax(-1).gather(-1, new[:, None]).sum()
+                text = self.tokenizer.decode(seq, skip_special_tokens=True).strip() if self.tokenizer else ""
+                windows.append({"text": text, "no_speech_prob": float(no_speech[i]),
+                                "avg_logprob": float(lp) / max(len(new), 1), "tokens": seq.tolist()})
+        return [[w for w, o in zip(windows, owner) if o == ci] for ci in range(len(clips))]
+
     def encoder_output(self, audio: AudioLike) -> torch.Tensor:
         """Final encoder states ``[T, D]`` of one clip, padding removed."""
         return self.run_with_cache(audio, ["encoder.ln_post.hook_normalized"])["encoder.ln_post.hook_normalized"]
