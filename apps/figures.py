@@ -45,22 +45,21 @@ def histogram_figure(hist: Mapping, title: str = "") -> go.Figure:
     return fig
 
 
-def _tier_rows(fig: go.Figure, tiers: Mapping[str, Sequence], t0: float, t1: float, first_row: int) -> None:
-    """One row per tier: a rectangle and label for each segment overlapping ``[t0, t1]``."""
+def _tier_traces(tiers: Mapping[str, Sequence], t0: float, t1: float) -> list[dict]:
+    """One horizontal bar trace per tier (segments overlapping ``[t0, t1]``, labelled inside):
+    one trace instead of a shape per segment keeps the figure cheap to build and to send."""
+    traces = []
     for i, (name, segs) in enumerate(tiers.items()):
-        row = first_row + i
-        xs, texts = [], []
-        for a, b, label in segs:
-            if b < t0 or a > t1:
-                continue
-            a, b = max(a, t0), min(b, t1)
-            fig.add_shape(type="rect", x0=a, x1=b, y0=0, y1=1, line={"width": 1, "color": "#888"},
-                          fillcolor="#f0f0f0" if len(xs) % 2 else "#e0e8f5", row=row, col=1)
-            xs.append((a + b) / 2)
-            texts.append(str(label))
-        fig.add_trace(go.Scatter(x=xs, y=[0.5] * len(xs), text=texts, mode="text", showlegend=False,
-                                 hoverinfo="text", textfont={"size": 11}), row=row, col=1)
-        fig.update_yaxes(range=[0, 1], showticklabels=False, title_text=name, row=row, col=1)
+        kept = [(max(a, t0), min(b, t1), str(label)) for a, b, label in segs if b >= t0 and a <= t1]
+        traces.append({"type": "bar", "orientation": "h", "y": [name] * len(kept), "base": [a for a, _, _ in kept],
+                       "x": [b - a for a, b, _ in kept], "text": [lab for _, _, lab in kept], "name": name,
+                       "textposition": "inside", "insidetextanchor": "middle", "textfont": {"size": 11},
+                       "marker": {"color": ["#e0e8f5", "#f0f0f0"] * (len(kept) // 2 + 1), "line": {"color": "#888",
+                                                                                               "width": 1}},
+                       "hovertemplate": "%{text}: %{base:.2f}-%{x:.2f} s<extra></extra>", "xaxis": "x",
+                       "yaxis": f"y{3 + i}", "showlegend": False})
+        traces[-1]["marker"]["color"] = traces[-1]["marker"]["color"][: len(kept)]
+    return traces
 
 
 def activation_figure(times: np.ndarray, freqs: np.ndarray, db: np.ndarray, act_times: np.ndarray,
@@ -70,30 +69,34 @@ def activation_figure(times: np.ndarray, freqs: np.ndarray, db: np.ndarray, act_
 
     ``db [n_mels, T]`` at ``times``; ``acts`` at ``act_times`` (frame centres), drawn on a second
     axis; ``tiers`` ``{name: [(start_s, end_s, label), ...]}``; ``marker`` shades the example frame.
+    Built as one figure spec without per-property validation: the features page draws eight of
+    these per click, and plotly's validation alone took ~100 ms each.
     """
     tiers = dict(tiers or {})
-    n = 1 + len(tiers)
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.02,
-                        row_heights=[0.7] + [0.3 / max(len(tiers), 1)] * len(tiers),
-                        specs=[[{"secondary_y": True}]] + [[{}]] * len(tiers))
-    fig.add_trace(go.Heatmap(x=times, y=np.arange(len(freqs)), z=db, colorscale="Magma", showscale=False,
-                             customdata=np.repeat(np.round(freqs)[:, None], len(times), 1),
-                             hovertemplate="%{x:.2f} s, %{customdata} Hz: %{z:.0f} dB<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=act_times, y=acts, mode="lines", name="activation",
-                             line={"color": "#00e5ff", "width": 2.5}), row=1, col=1, secondary_y=True)
-    if marker is not None:
-        fig.add_vrect(x0=marker[0], x1=marker[1], fillcolor="rgba(255,255,255,0.25)", line_width=0, row=1, col=1)
+    times, acts = np.asarray(times, dtype=float), np.asarray(acts, dtype=float)
+    n_tiers, gap, tier_h = len(tiers), 0.02, 0.12
+    spec_bottom = n_tiers * (tier_h + gap)
     ticks = np.linspace(0, len(freqs) - 1, 5).astype(int)
-    fig.update_yaxes(tickvals=ticks, ticktext=[f"{freqs[i] / 1000:.1f}k" for i in ticks], title_text="Hz",
-                     row=1, col=1, secondary_y=False)
-    top = float(np.nanmax(acts)) if len(acts) and np.isfinite(acts).any() else 1.0
-    fig.update_yaxes(range=[0, max(top, 1e-6) * 1.1], title_text="activation", row=1, col=1, secondary_y=True)
-    if len(times):
-        _tier_rows(fig, tiers, float(times[0]), float(times[-1]), 2)
-    fig.update_xaxes(title_text="time (s)", row=n, col=1)
-    fig.update_layout(title=title, template=TEMPLATE, height=260 + 45 * len(tiers), showlegend=False,
-                      margin={"t": 40 if title else 10, "b": 40, "l": 60, "r": 60})
-    return fig
+    top = float(np.nanmax(acts)) if acts.size and np.isfinite(acts).any() else 1.0
+    t0, t1 = (float(times[0]), float(times[-1])) if len(times) else (0.0, 1.0)
+    data = [{"type": "heatmap", "x": times, "y": np.arange(len(freqs)), "z": np.round(db, 1), "colorscale": "Magma",
+             "showscale": False, "hovertemplate": "%{x:.2f} s, band %{y}: %{z:.0f} dB<extra></extra>"},
+            {"type": "scatter", "x": np.asarray(act_times, dtype=float), "y": acts, "mode": "lines", "name": "activation",
+             "line": {"color": "#00e5ff", "width": 2.5}, "yaxis": "y2"}] + _tier_traces(tiers, t0, t1)
+    layout = {"title": {"text": title}, "template": TEMPLATE, "height": 260 + 45 * n_tiers, "showlegend": False,
+              "bargap": 0.05, "margin": {"t": 40 if title else 10, "b": 40, "l": 70, "r": 60},
+              "xaxis": {"title": {"text": "time (s)"}, "range": [t0, t1], "anchor": f"y{2 + n_tiers}" if n_tiers else "y"},
+              "yaxis": {"domain": [spec_bottom, 1], "tickvals": ticks, "title": {"text": "Hz"},
+                        "ticktext": [f"{freqs[i] / 1000:.1f}k" for i in ticks]},
+              "yaxis2": {"overlaying": "y", "side": "right", "range": [0, max(top, 1e-6) * 1.1], "showgrid": False,
+                         "title": {"text": "activation"}}}
+    for i in range(n_tiers):
+        hi = spec_bottom - gap - i * (tier_h + gap)
+        layout[f"yaxis{3 + i}"] = {"domain": [max(hi - tier_h, 0), hi], "showgrid": False, "fixedrange": True}
+    if marker is not None:
+        layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "y domain", "x0": marker[0], "x1": marker[1],
+                             "y0": 0, "y1": 1, "fillcolor": "rgba(255,255,255,0.25)", "line": {"width": 0}}]
+    return go.Figure({"data": data, "layout": layout}, _validate=False)
 
 
 def features_over_time_figure(times: np.ndarray, codes: np.ndarray, top: int = 12, title: str = "") -> go.Figure:

@@ -27,9 +27,10 @@ def test_activation_figure_overlays_trace_and_keeps_tiers_in_window():
     tiers = {"phones": [(1.0, 1.5, "AA"), (2.1, 2.4, "B"), (2.4, 2.9, "IY")], "words": [(2.0, 2.9, "bee")]}
     fig = figures.activation_figure(times, freqs, db, at, np.sin(at), tiers, marker=(2.3, 2.32))
     kinds = [t.type for t in fig.data]
-    assert kinds[:2] == ["heatmap", "scatter"] and fig.data[1].yaxis == "y2"  # activation on the second axis
-    labels = [list(t.text) for t in fig.data[2:]]
-    assert labels == [["B", "IY"], ["bee"]]  # "AA" lies before the window
+    assert kinds == ["heatmap", "scatter", "bar", "bar"] and fig.data[1].yaxis == "y2"  # activation on a 2nd axis
+    assert [list(t.text) for t in fig.data[2:]] == [["B", "IY"], ["bee"]]  # "AA" lies before the window
+    assert list(fig.data[3].base) == [2.0] and np.isclose(fig.data[3].x[0], 0.9)  # word bar from 2.0 s to 2.9 s
+    fig.to_json()  # a valid figure spec
 
 
 def test_features_over_time_ranks_by_peak_and_drops_silent_features():

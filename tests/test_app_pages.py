@@ -34,6 +34,7 @@ def served(dash_duo, app_ws):
     from apps import create_app
 
     dash_duo.start_server(create_app(app_ws), host="127.0.0.1")
+    dash_duo.driver.set_window_size(1400, 1000)
     return dash_duo
 
 

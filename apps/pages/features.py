@@ -34,8 +34,8 @@ def feature_rows(table) -> list[dict]:
     df = table.copy()
     for col in [c for c in df.columns if c.startswith("top_")]:
         df[col] = df[col].map(_labels)
-    for col in df.select_dtypes("float").columns:
-        df[col] = df[col].round(4)
+    for col in df.select_dtypes("float").columns:  # float32 would print as 1.4998999834060669
+        df[col] = df[col].astype(float).round(4)
     return df.to_dict("records")
 
 
@@ -59,7 +59,9 @@ def layout(ws: Workspace, query: dict) -> html.Div:
                  className="wb-row"),
         html.Div(id="feat-status"),
         dash_table.DataTable(id="feat-table", sort_action="native", filter_action="native", page_size=12,
-                             style_table={"overflowX": "auto"}, style_cell={"fontSize": 12, "padding": "2px 6px"},
+                             style_table={"overflowX": "auto"}, style_cell={"fontSize": 12, "padding": "2px 6px", "maxWidth": 240,
+                                                                    "overflow": "hidden", "textOverflow": "ellipsis"},
+                             tooltip_duration=None,
                              sort_by=[{"column_id": "fires", "direction": "desc"}]),
         html.Div([picker("feat-feature", [], None, "feature (type to search)", searchable=True)], className="wb-row"),
         html.H3(id="feat-title"), dcc.Graph(id="feat-hist", config={"displayModeBar": False}),

@@ -126,7 +126,7 @@ def register(app, ws: Workspace, jobs) -> None:
         cards = []
         for cid, r in occ.sort_values("n", ascending=False).head(N_CLIPS).iterrows():
             url = ws.clip_url(corpus, by_id[cid], max(r["start_s"] - 0.3, 0), r["end_s"] + 0.3) if cid in by_id else None
-            cards.append(html.Div([html.Div(f"{cid}: {r['n']} frames, first at {r['start_s']:.2f} s",
+            cards.append(html.Div([html.Div(f"{cid}: {int(r['n'])} frames, first at {r['start_s']:.2f} s",
                                             className="wb-caption"),
                                    html.Audio(src=url, controls=True, preload="none", className="wb-audio") if url
                                    else message("audio outside the workspace: not served", "warn")],

@@ -1,0 +1,119 @@
+"""Server time per app callback on a workspace (target: < 300 ms each, live model runs excluded).
+
+Each callback is called the way the browser calls it (``POST /_dash-update-component`` through
+Flask's test client: Dash dispatch, the callback, JSON serialisation of the figures), first once
+("first": cold caches, e.g. the quantile sample encoded once per SAE) and then ``--repeats``
+times over different choices (features, clips, tokens, layers). Prints JSON.
+
+Example
+-------
+$ python benchmarks/app_latency.py --workspace workspace/demo --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+TARGET_MS = 300.0
+
+
+def callback_key(app, first_input: str) -> str:
+    """The callback_map key of the callback whose first input is ``first_input`` (``id.prop``)."""
+    for key, cb in app.callback_map.items():
+        if f"{cb['inputs'][0]['id']}.{cb['inputs'][0]['property']}" == first_input:
+            return key
+    raise KeyError(f"no callback with first input {first_input}")
+
+
+def call(app, client, first_input: str, inputs: list, state: list = ()) -> float:
+    """One callback round trip; returns milliseconds. ``inputs``/``state``: values in declared order."""
+    key = callback_key(app, first_input)
+    cb = app.callback_map[key]
+    outs = cb["output"] if isinstance(cb["output"], list) else [cb["output"]]
+    spec = [{"id": o.component_id, "property": o.component_property} for o in outs]
+    body = {"output": key, "outputs": spec if isinstance(cb["output"], list) else spec[0],
+            "inputs": [{**i, "value": v} for i, v in zip(cb["inputs"], inputs)],
+            "state": [{**s, "value": v} for s, v in zip(cb["state"], state)],
+            "changedPropIds": [f"{cb['inputs'][0]['id']}.{cb['inputs'][0]['property']}"]}
+    t = time.perf_counter()
+    r = client.post("/_dash-update-component", json=body)
+    ms = (time.perf_counter() - t) * 1000
+    if r.status_code not in (200, 204):
+        raise RuntimeError(f"{first_input}: HTTP {r.status_code}: {r.data[:300]!r}")
+    if b"wb-msg wb-" in r.data:  # a callback that failed or found a part missing shows a message
+        raise RuntimeError(f"{first_input}: the callback showed a message: {r.data[:400]!r}")
+    return ms
+
+
+def scenarios(ws) -> dict[str, list[tuple[str, list, list]]]:
+    """``{name: [(first input, inputs, state), ...]}``: several different choices per callback."""
+    out: dict[str, list] = {f"route {p}": [("url.pathname", [p, ""], [])] for p in
+                            ("/", "/features", "/tokens", "/probes", "/eeg", "/steering")}
+    refs = ws.saes()
+    if refs:
+        ref = refs[0]
+        table = ws.feature_table(ref).sort_values("fires", ascending=False)
+        feats = [int(f) for f in table["feature"].head(6)]
+        clips = ws.sae_cache(ref).clip_ids[:6]
+        out["features: choose SAE"] = [("feat-sae.value", [ref.key], [])]
+        out["features: choose feature"] = [("feat-feature.value", [f], [ref.key]) for f in feats]
+        out["features: choose clip"] = [("feat-clip.value", [c], [ref.key]) for c in clips]
+    sources = ws.token_sources()
+    if sources:
+        src = sources[0]
+        ids = ws.token_ids(src)
+        import numpy as np
+
+        tokens = [int(t) for t in np.unique(ids)[:6]]
+        clips = src["tokens"].clip_ids[:6]
+        out["tokens: choose cache"] = [("tok-source.value", [src["name"]], [])]
+        out["tokens: show clip"] = [("tok-clip.value", [c, tokens[0]], [src["name"]]) for c in clips]
+        out["tokens: choose token"] = [("tok-token.value", [t], [src["name"]]) for t in tokens]
+    for run in ws.folders("probes")[:1]:
+        hooks = list(ws.probe(run.name)["summary"]["hook"])
+        out["probes: choose run"] = [("probe-run.value", [run.name], [])]
+        out["probes: choose layer"] = [("probe-layer.value", [h], [run.name]) for h in hooks]
+    for run in ws.folders("neuro")[:1]:
+        n = ws.neuro(run.name)
+        out["eeg: choose run"] = [("eeg-run.value", [run.name], [])]
+        if n["layers"] is not None:
+            from apps.pages.eeg import layer_table
+
+            out["eeg: choose layer"] = [("eeg-layer.value", [str(v)], [run.name])
+                                        for v in layer_table(n["layers"])[0]["layer"]]
+        out["eeg: choose feature"] = [("eeg-feature.value", [str(f)], [run.name])
+                                      for f in n["summary"]["feature"].astype(str).unique()[:6]]
+    for run in ws.folders("steering")[:1]:
+        out["steering: choose artifact"] = [("steer-run.value", [run.name], [])]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workspace", default="workspace/demo", help="a workspace built with the CLI (make demo)")
+    ap.add_argument("--repeats", type=int, default=3, help="passes over the choices after the first call")
+    args = ap.parse_args()
+    if not Path(args.workspace).is_dir():
+        raise SystemExit(f"app_latency: error: no workspace at {args.workspace} (build one with `make demo`)")
+    from apps import create_app
+
+    app = create_app(args.workspace)
+    client = app.server.test_client()
+    client.get("/")  # Dash sets itself up on the first request
+    results = {}
+    for name, calls in scenarios(app.workspace).items():
+        first = call(app, client, *calls[0])
+        times = [call(app, client, *c) for _ in range(args.repeats) for c in calls]
+        results[name] = {"first_ms": round(first, 1), "median_ms": round(statistics.median(times), 1),
+                         "max_ms": round(max(times), 1), "calls": len(times) + 1}
+    worst = max(r["max_ms"] for r in results.values())
+    print(json.dumps({"workspace": str(app.workspace.root), "target_ms": TARGET_MS, "callbacks": results,
+                      "worst_repeat_ms": worst, "worst_first_ms": max(r["first_ms"] for r in results.values()),
+                      "all_repeats_under_target": worst < TARGET_MS}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
