@@ -24,19 +24,30 @@ def codes(sae, X: torch.Tensor | np.ndarray, mode: str | None = None, chunk: int
 
 @torch.no_grad()
 def seed_consistency(sae_a, sae_b, X, iou_threshold: float = 0.5, mode: str | None = None,
-                     min_fires: int = 20) -> dict:
+                     min_fires: int = 20, cosine_threshold: float = 0.7) -> dict:
     """Match each feature of A to its most cosine-similar decoder row in B, then compare their firing
     sets on held-out frames ``X`` by intersection over union.
 
     Returns ``fraction_consistent`` (share of A's features firing on at least ``min_fires`` frames
     whose IoU exceeds ``iou_threshold``; the IoU of a feature seen a handful of times is noise;
-    AudioSAE reports over 50%), ``mean_iou``, ``mean_best_cosine`` and per-feature arrays.
+    AudioSAE reports over 50%), ``mean_iou``, ``mean_best_cosine`` and per-feature arrays. Beside
+    it, the geometric one-to-one view (Paulo & Belrose 2025): decoder rows of A and B paired by the
+    Hungarian algorithm (scipy ``linear_sum_assignment`` on cosine), ``fraction_hungarian_above``
+    = share of A's alive features whose partner has cosine > ``cosine_threshold``, and
+    ``mean_hungarian_cosine``. Best-match IoU lets several A features share one B feature (split
+    features count as consistent when they fire alike); the Hungarian pairing does not.
     """
+    from scipy.optimize import linear_sum_assignment
+
     if sae_a.d_in != sae_b.d_in:
         raise ValueError(f"SAEs have different d_in ({sae_a.d_in} vs {sae_b.d_in})")
     da = torch.nn.functional.normalize(sae_a.W_dec.float(), dim=1)
     db = torch.nn.functional.normalize(sae_b.W_dec.float(), dim=1)
-    best_cos, match = (da @ db.T).max(dim=1)
+    cos = da @ db.T
+    best_cos, match = cos.max(dim=1)
+    rows, cols = linear_sum_assignment(cos.numpy(), maximize=True)
+    hung = np.full(len(da), np.nan)
+    hung[rows] = cos.numpy()[rows, cols]
     fa = codes(sae_a, X, mode) > 0
     fb = codes(sae_b, X, mode) > 0
     fb = fb[:, match]
@@ -50,7 +61,10 @@ def seed_consistency(sae_a, sae_b, X, iou_threshold: float = 0.5, mode: str | No
         "iou_threshold": iou_threshold, "mean_iou": float(iou[alive].mean()) if n_alive else float("nan"),
         "mean_best_cosine": float(best_cos[alive].mean()) if n_alive else float("nan"),
         "n_alive": n_alive, "min_fires": min_fires, "frames": int(fa.shape[0]),
-        "iou": iou.numpy(), "best_cosine": best_cos.numpy(), "match": match.numpy(),
+        "cosine_threshold": cosine_threshold,
+        "fraction_hungarian_above": float((hung[alive.numpy()] > cosine_threshold).mean()) if n_alive else float("nan"),
+        "mean_hungarian_cosine": float(np.nanmean(hung[alive.numpy()])) if n_alive else float("nan"),
+        "iou": iou.numpy(), "best_cosine": best_cos.numpy(), "match": match.numpy(), "hungarian_cosine": hung,
     }
 
 
@@ -92,33 +106,50 @@ def domain_specialization(sae, X, domains: Sequence[str], share_threshold: float
             "n_alive": int((fires > 0).sum())}
 
 
-def _probe_accuracy(R_train, y_train, R_test, y_test, seed: int) -> float:
+def _fit_probe(R_train, y_train, seed: int):
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     if np.allclose(R_train.std(0), 0):  # nothing left to read the concept from
-        return 0.5
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    probe.fit(R_train, y_train)
-    return float(balanced_accuracy_score(y_test, probe.predict(R_test)))
+        return None
+    # balanced classes: with a rare class an unweighted probe predicts the majority for a weak
+    # signal and scores "chance" although the concept is still there to read
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed,
+                                                               class_weight="balanced"))
+    return probe.fit(R_train, y_train)
+
+
+def _score(probe, R_test, y_test) -> float:
+    from sklearn.metrics import balanced_accuracy_score
+
+    return 0.5 if probe is None else float(balanced_accuracy_score(y_test, probe.predict(R_test)))
+
+
+def _probe_accuracy(R_train, y_train, R_test, y_test, seed: int) -> float:
+    return _score(_fit_probe(R_train, y_train, seed), R_test, y_test)
 
 
 @torch.no_grad()
 def concept_erasure(sae, X, y, test_size: float = 0.3, margin: float | None = None, seed: int = 0,
-                    mode: str | None = None, max_frames: int | None = 20_000) -> dict:
+                    mode: str | None = None, max_frames: int | None = 20_000, probe: str = "retrained") -> dict:
     """Fraction of features to zero (best-ranked for the concept first) before a linear probe on
     the reconstruction falls to chance.
 
     Features are ranked by the absolute standardised mean difference of their activation between
-    the two classes of ``y``. A logistic-regression probe (scikit-learn) is fit on reconstructions
-    of a training split and scored (balanced accuracy) on a test split; "chance" means at most
-    ``0.5 + margin`` (default: 3 binomial standard errors of the test set, at least 0.03). The count
-    is searched by doubling then bisection. A concept the probe cannot read even from the full
-    reconstruction needs 0 features (``baseline_at_chance``). At most ``max_frames`` random frames
-    are used. AudioSAE reports 19-27%.
+    the two classes of ``y``. A class-balanced logistic-regression probe (scikit-learn) is fit on
+    reconstructions of a training split and scored (balanced accuracy) on a test split; "chance"
+    means at most ``0.5 + margin`` (default: 3 binomial standard errors of the test set, at least
+    0.03). ``probe="retrained"`` refits the probe after each ablation: the concept counts as erased
+    only when no linear read-out of the remaining reconstruction finds it (strict: a concept whose
+    traces are spread over many correlated features needs them all). ``probe="fixed"`` fits it once
+    on the full reconstruction and scores the ablated ones: the features a given read-out relies
+    on. The count is searched by doubling then bisection. A concept the probe cannot read even from
+    the full reconstruction needs 0 features (``baseline_at_chance``). At most ``max_frames``
+    random frames are used. AudioSAE reports 19-27%.
     """
+    if probe not in ("retrained", "fixed"):
+        raise ValueError(f"probe must be 'retrained' or 'fixed', got {probe!r}")
     from sklearn.model_selection import train_test_split
 
     y = np.asarray(y).astype(int)
@@ -139,13 +170,20 @@ def concept_erasure(sae, X, y, test_size: float = 0.3, margin: float | None = No
     alive = np.flatnonzero((z > 0).any(0).numpy())
     ranked = alive[np.argsort(-effect[alive], kind="stable")]
     cache: dict[int, float] = {}
+    fixed = None
+    if probe == "fixed":
+        R0 = sae.decode(z).numpy()
+        fixed = _fit_probe(R0[idx_train], y[idx_train], seed)
 
     def accuracy(n: int) -> float:
         if n not in cache:
             zz = z.clone()
             zz[:, torch.from_numpy(ranked[:n])] = 0
             R = sae.decode(zz).numpy()
-            cache[n] = _probe_accuracy(R[idx_train], y[idx_train], R[idx_test], y[idx_test], seed)
+            if fixed is not None:
+                cache[n] = _score(fixed, R[idx_test], y[idx_test])
+            else:
+                cache[n] = _probe_accuracy(R[idx_train], y[idx_train], R[idx_test], y[idx_test], seed)
         return cache[n]
 
     chance = 0.5 + margin
@@ -165,7 +203,7 @@ def concept_erasure(sae, X, y, test_size: float = 0.3, margin: float | None = No
     curve = [{"removed": n, "fraction_of_alive": n / max(1, len(ranked)), "balanced_accuracy": a}
              for n, a in sorted(cache.items())]
     return {
-        "baseline_accuracy": baseline, "chance_level": chance, "baseline_at_chance": baseline <= chance,
+        "probe": probe, "baseline_accuracy": baseline, "chance_level": chance, "baseline_at_chance": baseline <= chance,
         "features_needed": int(needed), "fraction_needed": needed / max(1, len(ranked)),
         "fraction_needed_of_all": needed / sae.d_sae, "n_alive": int(len(ranked)),
         "top_features": ranked[: max(needed, 10)].tolist(), "curve": curve,

@@ -212,13 +212,16 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
         result["domain_specialization"] = {k: v for k, v in spec.items() if k != "table"}
         erasure = concept_erasure(sae, X, domains == "speech", seed=seed)
         result["concept_erasure"] = {"concept": "speech vs non-speech", **erasure}
+        fixed = concept_erasure(sae, X, domains == "speech", seed=seed, probe="fixed")
+        result["concept_erasure_fixed_probe"] = {"concept": "speech vs non-speech", **fixed}
     if "phones" in frames:
         phones = frames["phones"].to_numpy(dtype=object)
         speech = np.array([p is not None and p != "sil" for p in phones])
         is_vowel = np.array([p in VOWELS for p in phones[speech]])
         if speech.sum() >= 50 and 0 < is_vowel.sum() < len(is_vowel):
-            erasure = concept_erasure(sae, X[torch.from_numpy(speech)], is_vowel, seed=seed)
-            result["concept_erasure_vowel"] = {"concept": "vowel vs consonant (speech frames)", **erasure}
+            for key, probe in (("concept_erasure_vowel", "retrained"), ("concept_erasure_vowel_fixed_probe", "fixed")):
+                erasure = concept_erasure(sae, X[torch.from_numpy(speech)], is_vowel, seed=seed, probe=probe)
+                result[key] = {"concept": "vowel vs consonant (speech frames)", **erasure}
     cmp_path = _compare_path(compare, hook) if compare else None
     if compare and cmp_path is None:
         log.warning("--compare %s has no SAE for %s: no consistency analysis", compare, hook)
@@ -238,6 +241,9 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     return result
 
 
+_CLEAN_MEMO: dict = {}  # clean transcripts / outputs per (model, clip), shared by the SAEs of one eval run
+
+
 def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, verbose: bool) -> dict:
     """Spliced-in effect on up to ``n_clips`` held-out clips with transcripts and as many without;
     the per-clip table goes to ``dest/splice_clips.csv``."""
@@ -250,7 +256,8 @@ def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, ve
     audio = [load_audio(cache.corpus.audio_path(c), sr=model.sample_rate) for c in chosen]
     groups = [str(c.extra.get("source") or "unknown") for c in chosen]  # e.g. espeak-ng vs each real corpus
     res = spliced_effect(model, sae, hook, audio, [c.transcript for c in chosen], verbose=verbose,
-                         ids=[c.id for c in chosen], domains=[c.domain for c in chosen], groups=groups)
+                         ids=[c.id for c in chosen], domains=[c.domain for c in chosen], groups=groups,
+                         clean_memo=_CLEAN_MEMO)
     table = res.pop("clips_table")
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest / "splice_clips.csv") as tmp:

@@ -107,7 +107,8 @@ def _clip_wer(ref: str, hyp: str) -> float:
 
 def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcripts: Sequence[str | None] | None = None,
                    mode: str | None = None, verbose: bool = True, ids: Sequence[str] | None = None,
-                   domains: Sequence[str] | None = None, worst: int = 5, groups: Sequence[str] | None = None) -> dict:
+                   domains: Sequence[str] | None = None, worst: int = 5, groups: Sequence[str] | None = None,
+                   clean_memo: dict | None = None) -> dict:
     """Effect of splicing ``sae`` into ``model`` at ``hook`` over clips ``audio`` (float32 at the model's rate).
 
     Returns ``rel_error_hook`` (reconstruction error / norm at the hook, real frames),
@@ -117,7 +118,8 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
     and clips with transcripts, ``wer_clean``, ``wer_spliced``, ``wer_change`` (pooled over all
     words), ``wer_distribution`` (per-clip changes, see :func:`wer_distribution`), ``wer_by_group``
     (pooled WERs per value of ``groups``, e.g. each clip's source: synthetic vs natural speech)
-    and the texts.
+    and the texts. ``clean_memo`` (a dict kept across calls) reuses the clean transcript and output
+    of a clip id already seen with the same model, e.g. when several layers' SAEs are evaluated.
     """
     import jiwer
 
@@ -130,6 +132,7 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
     out_hook = _output_hook(model)
     n = len(audio)
     transcripts = list(transcripts) if transcripts is not None else [None] * n
+    ids_given = ids is not None  # the memo is keyed by clip id: only real ids may use it
     ids = [str(i) for i in ids] if ids is not None else [f"clip{i}" for i in range(n)]
     domains = [str(d) for d in domains] if domains is not None else ["unknown"] * n
     groups = [str(g) for g in groups] if groups is not None else domains
@@ -142,7 +145,9 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
                                          disable=not verbose):
         clip = np.asarray(clip, dtype=np.float32)
         windows = _real_frames(model, hook, len(clip))
-        base = _outputs(model, clip, out_hook)
+        key = (id(model), cid, len(clip))
+        memo = clean_memo.get(key) if clean_memo is not None and ids_given else None
+        base = memo["base"] if memo else _outputs(model, clip, out_hook)
         hook_err0, hook_norm0 = fn.sq_err, fn.sq_norm
         fn.start(windows)
         with model.hooks({hook: fn}):
@@ -152,11 +157,13 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
                "out_sq_err": float((alt - base).pow(2).sum()), "out_sq_norm": float(base.pow(2).sum())}
         if ref and can_transcribe:
             row["reference"] = normalize_text(ref)
-            row["clean"] = normalize_text(model.transcribe(clip))
+            row["clean"] = memo["clean"] if memo and "clean" in memo else normalize_text(model.transcribe(clip))
             hook_err0, hook_norm0 = fn.sq_err, fn.sq_norm
             fn.start(windows)
             row["spliced"] = normalize_text(model.transcribe(clip, interventions={hook: fn}))
             fn.sq_err, fn.sq_norm = hook_err0, hook_norm0  # the decoding pass repeats the frames: count once
+        if clean_memo is not None and ids_given:
+            clean_memo[key] = {"base": base, **({"clean": row["clean"]} if "clean" in row else {})}
         rows.append(row)
     table = clip_table(rows)
     err, norm = table["out_sq_err"].sum(), table["out_sq_norm"].sum()

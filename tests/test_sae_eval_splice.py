@@ -130,3 +130,20 @@ def test_splice_on_a_model_without_decoder():
     zero = spliced_effect(model, Zero(), hook, clips, verbose=False)
     assert zero["rel_error_hook"] == pytest.approx(1.0) and zero["rel_error_output"] > 0.05
     assert ident["output"] == zero["output"] == model.hook_points[-1]
+
+
+def test_clean_memo_reuses_clean_transcripts_across_saes(tiny):
+    refs = ["one two three", "four five six"]
+    calls = []
+
+    class Counting(Scripted):
+        def transcribe(self, clip, interventions=None):
+            calls.append(interventions is None)
+            return super().transcribe(clip, interventions)
+
+    model, memo = Counting(tiny, clean=refs, spliced=["one two", "four five six"]), {}
+    first = spliced_effect(model, Identity(), HOOK, _clips(2), refs, verbose=False, ids=["a", "b"], clean_memo=memo)
+    again = spliced_effect(model, Zero(), HOOK, _clips(2), refs, verbose=False, ids=["a", "b"], clean_memo=memo)
+    assert calls.count(True) == 2 and calls.count(False) == 4  # clean decoded once per clip, spliced every time
+    assert first["wer_change"] == again["wer_change"] == pytest.approx(1 / 6)
+    assert again["rel_error_output"] > first["rel_error_output"]  # the memo holds the clean output, not the spliced one
