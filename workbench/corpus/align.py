@@ -44,11 +44,18 @@ _TO_CMU = {"DX": "T", "sil": None}
 # Pruning beams for the retry: with the defaults the grammar search sometimes loses the
 # path on hard audio ("Final result does not match the grammar"); wider beams cost ~2x time.
 _WIDE_BEAMS = {"beam": 1e-100, "wbeam": 1e-80, "pbeam": 1e-100}
-#: Lowest mean acoustic log-score per 10 ms frame of an alignment that is believed. Forced
-#: alignment always "succeeds" (the wide-beam retry finds some path); a transcript that is not
-#: what was said scores far lower. Measured here: the right transcripts of the real clips in
-#: ../shared/data -17 to -26, another clip's transcript or made-up words -35 to -49.
-MIN_FRAME_SCORE = -31.0
+#: How far (log-score per 10 ms frame) an alignment may score below an unconstrained phone
+#: decode of the same audio. Forced alignment always "succeeds" (the wide-beam retry finds some
+#: path), so a transcript that is not what was said has to be caught by its score; comparing
+#: with the phone loop cancels what the audio alone does to scores (noise, level). Measured on
+#: ../shared/data: right transcripts -3 to -19, a transcript missing a word (oov="skip") -26.5,
+#: made-up or another clip's words -32 to -61.
+MIN_SCORE_VS_PHONE_LOOP = -28.0
+#: Least fraction of the speech the phone decode finds (non-silence, non-filler) that the
+#: aligned words must span: a transcript much shorter than what was said parks the rest in
+#: silence models, which score well. Measured: right transcripts 0.98-1.29, "hello" on the
+#: real clips 0.03-0.13, a 16-word sentence of another text 0.35-0.72.
+MIN_SPEECH_COVERAGE = 0.6
 
 
 class AlignmentError(RuntimeError):
@@ -108,16 +115,19 @@ class ForcedAligner:
     Parameters
     ----------
     oov : "g2p" gives out-of-dictionary words an espeak-ng pronunciation, "skip" leaves them out.
-    min_frame_score : alignments scoring below this mean acoustic log-score per frame are refused
-        (:data:`MIN_FRAME_SCORE`): the transcript is not what the audio says.
+    min_score_vs_phone_loop : alignments whose mean log-score per frame falls more than this below
+        an unconstrained phone decode are refused (:data:`MIN_SCORE_VS_PHONE_LOOP`): the transcript
+        is not what the audio says. ``None`` turns the check off.
     **decoder_kwargs : extra pocketsphinx config (``hmm=``, ``dict=`` for another model).
     """
 
-    def __init__(self, oov: str = "g2p", min_frame_score: float = MIN_FRAME_SCORE, **decoder_kwargs) -> None:
+    def __init__(self, oov: str = "g2p", min_score_vs_phone_loop: float | None = MIN_SCORE_VS_PHONE_LOOP,
+                 **decoder_kwargs) -> None:
         if oov not in ("g2p", "skip"):
             raise ValueError(f"oov must be 'g2p' or 'skip', got {oov!r}")
         self.oov = oov
-        self.min_frame_score = float(min_frame_score)
+        self.min_score_vs_phone_loop = min_score_vs_phone_loop
+        self._loop = None
         self._lock = threading.Lock()
         self._kwargs = decoder_kwargs
         self._decoders: dict[int, object] = {}
@@ -189,11 +199,55 @@ class ForcedAligner:
                            "espeak pronunciation" if self.oov == "g2p" else "left out", oov)
         if not word_segs:
             raise AlignmentError(f"{name}: pocketsphinx aligned no words")
-        if frame_score < self.min_frame_score:
-            raise AlignmentError(
-                f"{name}: the transcript does not fit the audio (mean acoustic score {frame_score:.1f} per frame, "
-                f"below {self.min_frame_score:g}); check that it is this clip's transcript: {transcript[:80]!r}")
+        if self.min_score_vs_phone_loop is not None:
+            with self._lock:
+                loop = self._phone_loop(pcm)
+            if loop is not None:
+                self._check_fit(name, transcript, frame_score, word_segs, *loop)
         return AlignResult(word_segs, fold_segments(phone_segs, end_s=end_s), oov)
+
+    def _check_fit(self, name: str, transcript: str, frame_score: float, words: list[Segment], loop_score: float,
+                   speech_s: float) -> None:
+        """:class:`AlignmentError` unless the alignment scores near a free phone decode and spans its speech."""
+        problem = None
+        if frame_score - loop_score < self.min_score_vs_phone_loop:
+            problem = (f"the alignment scores {frame_score:.1f} per frame, {loop_score - frame_score:.1f} below a "
+                       f"free phone decode (limit {-self.min_score_vs_phone_loop:g})")
+        covered = sum(w.end_s - w.start_s for w in words)
+        if speech_s > 0.5 and covered < MIN_SPEECH_COVERAGE * speech_s:
+            problem = f"its words span {covered:.2f} s of the {speech_s:.2f} s of speech in the audio"
+        if problem:
+            raise AlignmentError(f"{name}: the transcript does not fit the audio ({problem}); check that it is "
+                                 f"this clip's transcript: {transcript[:80]!r}")
+
+    def _phone_loop(self, pcm: bytes) -> tuple[float, float] | None:
+        """``(mean log-score per frame, seconds of speech)`` of the best unconstrained phone sequence
+        (None without a phone LM for the acoustic model)."""
+        import math
+        import os
+
+        if self._loop is None:
+            from pocketsphinx import Decoder, get_model_path
+
+            lm = os.path.join(get_model_path(), "en-us", "en-us-phone.lm.bin")
+            if "hmm" in self._kwargs or not os.path.isfile(lm):
+                return None  # another acoustic model: no phone LM known to match it
+            self._loop = Decoder(allphone=lm, bestpath=False, loglevel="ERROR")
+        d = self._loop
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        # Segment scores come back as probabilities; turn them into the decoder's log units
+        # (base ``logbase``), the units of the alignment's scores.
+        log_base = math.log(float(d.config["logbase"]))
+        total, frames, speech = 0.0, 0, 0
+        for seg in d.seg():
+            n = seg.end_frame - seg.start_frame + 1
+            total += math.log(max(seg.ascore, 1e-300)) / log_base
+            frames += n
+            if seg.word != "SIL" and not seg.word.startswith("+"):  # +SPN+, +NSN+: fillers and noise
+                speech += n
+        return (total / frames, speech / self._frate) if frames else None
 
     def _run(self, d, words: list[str], pcm: bytes, end_s: float) -> tuple[list[Segment], list[Segment], float]:
         d.set_align_text(" ".join(words))
