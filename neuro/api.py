@@ -161,7 +161,7 @@ def fit(recording: str | os.PathLike | Recording, corpus: Corpus, out: str | os.
     rec = recording if isinstance(recording, Recording) else read_recording(recording, corpus, sfreq=sfreq)
     rec = rec.pick(channels)
     trials = [(t.clip_id, len(t.data)) for t in rec.trials]
-    responses = [t.data for t in rec.trials]
+    responses = _centre([t.data for t in rec.trials])
     sets = acoustic_sets(corpus, trials, rec.sfreq, progress=progress)
     resolved: list[str] = []
     sae_dicts = {}
@@ -181,10 +181,12 @@ def fit(recording: str | os.PathLike | Recording, corpus: Corpus, out: str | os.
         sets += model_sets(model, corpus, trials, rec.sfreq, resolved, cache=cache,
                            cache_root=cache_root or default_cache_root(out), sae=sae_dicts,
                            n_components=n_components, sae_features=sae_features, progress=progress)
+    for fs in sets:  # trial-level offsets of a feature are not tracking (and bias CV r negative)
+        fs.trials = _centre(fs.trials, scale=False)
     summary, layers, kernels = fit_feature_sets(sets, responses, rec.sfreq, rec.ch_names, tmin=tmin, tmax=tmax,
                                                 folds=folds, alphas=alphas, n_draws=n_draws, seed=seed,
                                                 delta_r2=delta_r2, progress=progress)
-    per_feature = [s for s in sets if s.kind in ("acoustic", "sae")]
+    per_feature = [s for s in sets if s.name == "envelope" or s.kind == "sae"]
     features = feature_correlations(per_feature, responses, rec.sfreq, rec.ch_names, tmin=0.0, tmax=corr_tmax,
                                     n_draws=n_draws, seed=seed)
     meta = _write(out, rec, summary, layers, features, kernels, sets, dict(
@@ -197,6 +199,15 @@ def fit(recording: str | os.PathLike | Recording, corpus: Corpus, out: str | os.
     meta["seconds"] = round(time.time() - t0, 1)
     outputs.write_meta(meta, out / "neuro.json")
     return NeuroResult(out, summary, layers, features, meta)
+
+
+def _centre(trials: Sequence[np.ndarray], scale: bool = True) -> list[np.ndarray]:
+    """Each trial minus its own mean; with ``scale``, divided by the std over all trials (per column)."""
+    out = [np.asarray(t, dtype=np.float64) - np.asarray(t, dtype=np.float64).mean(0) for t in trials]
+    if scale:
+        std = np.sqrt(sum((t * t).sum(0) for t in out) / sum(len(t) for t in out))
+        out = [t / np.where(std > 0, std, 1.0) for t in out]
+    return out
 
 
 def _model_hooks(model: str) -> list[str]:

@@ -82,12 +82,14 @@ def lagged_gram(x: np.ndarray, lags: np.ndarray) -> np.ndarray:
     head = zeros
     if h_max:
         shifted = np.stack([x[d : d + h_max] for d in range(n_lags)])  # [L, h, F]
-        head = np.concatenate([zeros, np.cumsum(np.einsum("sf,dsg->dsfg", x[:h_max], shifted), axis=1)], axis=1)
+        prods = x[:h_max][None, :, :, None] * shifted[:, :, None, :]  # [L, h, F, F] outer products
+        head = np.concatenate([zeros, np.cumsum(prods, axis=1)], axis=1)
     tail = zeros
     if k_max:
         ends = x[n - k_max :][::-1]  # ends[j - 1] = x(n - j)
         starts = np.stack([x[n - d - k_max : n - d][::-1] for d in range(n_lags)])  # [d, j - 1] = x(n - d - j)
-        tail = np.concatenate([zeros, np.cumsum(np.einsum("djf,jg->djfg", starts, ends), axis=1)], axis=1)
+        prods = starts[:, :, :, None] * ends[None, :, None, :]
+        tail = np.concatenate([zeros, np.cumsum(prods, axis=1)], axis=1)
     # block (a, b) with l = lags[a] >= m = lags[b]: full[l - m] minus the head terms before
     # s = max(0, -l) and the last max(0, m) terms (where x(t - l) or x(t - m) leaves the trial)
     a_idx, b_idx = np.tril_indices(n_lags)

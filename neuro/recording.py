@@ -4,8 +4,9 @@ Readers (all return a :class:`Recording`: one :class:`Trial` per presented clip,
 sampling rate, channel names and, when the file has one, an ``mne.Info`` with the montage):
 
 - continuous files through MNE (``.fif``, ``.edf``, ``.bdf``, ``.vhdr``, ``.set``): annotations
-  whose description is a corpus clip id mark that clip's onset (``BAD_*``, ``EDGE*`` and
-  ``boundary`` annotations are ignored); a BIDS-style ``*_events.tsv`` beside the file (columns
+  whose description is a corpus clip id mark that clip's onset (``BAD_*``, ``EDGE*``,
+  ``boundary`` and BrainVision ``New Segment`` annotations are ignored; a BrainVision
+  ``Comment/<clip id>`` marker counts as ``<clip id>``); a BIDS-style ``*_events.tsv`` beside the file (columns
   ``onset`` and ``clip_id`` or ``stim_file``; ``duration`` optional) takes precedence;
 - a folder: the one recording inside it (BIDS layout: ``*_eeg.*``, ``*_meg.fif``, ``*_ieeg.*``);
 - CND ``.mat`` (``dataSub``/``eeg`` struct with ``data`` cell of ``[T, C]`` trials and ``fs``;
@@ -42,7 +43,7 @@ __all__ = ["Trial", "Recording", "read_recording", "from_arrays", "from_raw", "f
            "clip_duration", "MNE_EXTENSIONS"]
 
 MNE_EXTENSIONS = (".fif", ".fif.gz", ".edf", ".bdf", ".vhdr", ".set")
-_IGNORED_ANNOTATIONS = ("bad", "edge", "boundary")
+_IGNORED_ANNOTATIONS = ("bad", "edge", "boundary", "new segment")
 #: a per-trial array may differ from its clip's duration by this fraction (and at least 2 samples)
 LENGTH_TOLERANCE = 0.02
 
@@ -190,6 +191,8 @@ def from_raw(raw, corpus: Corpus, *, source: str | None = None, events_tsv: str 
         for desc, t in zip(ann.description, rel):
             if desc.lower().startswith(_IGNORED_ANNOTATIONS):
                 continue
+            if desc not in clips and "/" in desc and desc.split("/", 1)[1] in clips:
+                desc = desc.split("/", 1)[1]  # BrainVision markers read back as "Comment/<text>"
             if desc not in clips:
                 raise _unknown_clip(source, f"annotation at {t:.3f} s", desc, corpus)
             onsets.append((desc, float(t)))

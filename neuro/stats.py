@@ -1,16 +1,17 @@
 """Statistics: circular-shift nulls within trials (vectorised over draws) and FDR.
 
-A null draw shifts the stimulus side circularly *within each trial* by an independent random
-amount (at least ``min_shift`` samples from zero), which keeps every signal's autocorrelation
-and breaks only the stimulus-response alignment. Every statistic here is a sum over trials of
-circular cross-covariances, so one FFT per trial gives the statistic for all shifts at once and a
-draw is a gather: 1000 draws cost about as much as a few correlations.
+A null draw shifts the stimulus side circularly by a random amount (at least ``min_shift``
+samples from zero), which keeps every signal's autocorrelation and breaks only the
+stimulus-response alignment. Each statistic is a circular cross-covariance, so one FFT gives it
+for every shift at once and a draw is a gather: 1000 draws cost about as much as a few
+correlations. Trials are centred one by one first (trial-level offsets are not tracking).
 
 - :func:`prediction_null`: held-out TRF predictions against the response (the predictions of a
   trial come from a model not trained on it, so shifting them is a valid test of the encoding r);
 - :func:`lagged_correlation`: AudioSAE-style per-feature correlation at lags 0..500 ms, the best
   lag by ``|r|``, and a p-value whose null takes the same maximum over lags (the lag search is
-  corrected for);
+  corrected for); here the shift runs over the trials laid end to end, so one FFT per pair serves
+  every draw;
 - :func:`fdr`: Benjamini-Hochberg via ``mne.stats.fdr_correction``.
 
 Example
@@ -57,11 +58,12 @@ def _circular_xcov(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _standardise(trials: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Centre and scale by the mean and std over all trials together (the concatenated signal)."""
-    allx = np.concatenate(trials, axis=0)
-    mean, std = allx.mean(0), allx.std(0)
+    """Centre each trial (trial-level offsets are not stimulus tracking) and scale by the std over
+    all trials, so sums over the concatenation are correlations."""
+    centred = [np.asarray(t, dtype=np.float64) - np.asarray(t, dtype=np.float64).mean(0) for t in trials]
+    std = np.sqrt(sum((c * c).sum(0) for c in centred) / sum(len(c) for c in centred))
     std = np.where(std > 0, std, 1.0)
-    return [(np.asarray(t, dtype=np.float64) - mean) / std for t in trials]
+    return [c / std for c in centred]
 
 
 def prediction_null(predictions: Sequence[np.ndarray], responses: Sequence[np.ndarray], n_draws: int = 1000,
@@ -83,35 +85,46 @@ def prediction_null(predictions: Sequence[np.ndarray], responses: Sequence[np.nd
 
 def lagged_correlation(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], lags: np.ndarray,
                        n_draws: int = 1000, min_shift: int = 100, seed: int = 0,
-                       chunk_channels: int = 8) -> dict[str, np.ndarray]:
+                       chunk_channels: int = 4) -> dict[str, np.ndarray]:
     """Per (feature, channel): r at every lag, the best lag by ``|r|``, and the p-value of that
     ``|r|`` against circular shifts of the features (max ``|r|`` over lags in each draw).
 
-    Lags are samples (feature leads response by ``lag``); the correlation wraps circularly inside
-    each trial (the same statistic as the null; at 0.5 s lags on trials of tens of seconds the
-    wrapped part is negligible). Returns ``r [K, C, L]``, ``best_r [K, C]``, ``lag_index [K, C]``,
+    Lags are samples (the feature leads the response by ``lag``). Trials are centred and laid end
+    to end; a null draw shifts the whole feature track circularly by at least ``min_shift``
+    samples, which moves each trial's stimulus within its own trial and onto its neighbours (the
+    issue's within-trial shift and trial permutation at once) while keeping every
+    autocorrelation. One FFT per (feature, channel) gives the statistic at every shift, and a
+    running maximum over the lag window gives every draw's max ``|r|``; the observed r uses the
+    same circular alignment. Returns ``r [K, C, L]``, ``best_r [K, C]``, ``lag_index [K, C]``,
     ``p [K, C]``.
     """
-    xs, ys = _standardise(features), _standardise(responses)
+    from scipy.ndimage import maximum_filter1d
+
+    x = np.concatenate(_standardise(features), axis=0)
+    y = np.concatenate(_standardise(responses), axis=0)
+    if len(x) != len(y):
+        raise ValueError(f"features have {len(x)} samples in all, responses {len(y)}")
     lags = np.asarray(lags, dtype=np.int64)
-    n_total = sum(len(y) for y in ys)
-    n_feat, n_chan = xs[0].shape[1], ys[0].shape[1]
-    shifts = draw_shifts([len(y) for y in ys], n_draws, min_shift, seed)
+    if np.any(np.diff(lags) != 1):
+        raise ValueError("lags must be consecutive integers")
+    n = len(y)
+    n_feat, n_chan = x.shape[1], y.shape[1]
+    rng = np.random.default_rng(seed)
+    lo = min(int(min_shift), n // 4)
+    shifts = rng.integers(lo, n - lo + 1, size=n_draws)
+    fx = sp_fft.rfft(x, axis=0).T  # [K, nf]
     r = np.zeros((n_feat, n_chan, len(lags)))
     exceed = np.zeros((n_feat, n_chan))
     for c0 in range(0, n_chan, chunk_channels):
         cs = slice(c0, min(n_chan, c0 + chunk_channels))
-        obs = np.zeros((n_feat, cs.stop - cs.start, len(lags)))
-        null = np.zeros((n_feat, cs.stop - cs.start, n_draws, len(lags)), dtype=np.float32)
-        for i, (x, y) in enumerate(zip(xs, ys)):
-            xc = _circular_xcov(x, y[:, cs])  # [K, Cc, N]
-            n = len(y)
-            obs += xc[..., lags % n]
-            null += xc[..., (shifts[:, i, None] + lags[None, :]) % n]
-        obs /= n_total
-        r[:, cs] = obs
-        null_max = np.abs(null).max(-1) / n_total  # [K, Cc, draws]
-        exceed[:, cs] = (null_max >= np.abs(obs).max(-1)[..., None]).sum(-1)
+        fy = sp_fft.rfft(y[:, cs], axis=0).T  # [Cc, nf]
+        xc = sp_fft.irfft(np.conj(fx)[:, None, :] * fy[None], n=n, axis=-1) / n  # [K, Cc, n]: r at lag tau
+        r[:, cs] = xc[..., lags % n]
+        # max |r| over the window [s + lags[0], s + lags[-1]] for every shift s, then the draws
+        window_max = maximum_filter1d(np.abs(xc), size=len(lags), axis=-1, mode="wrap", origin=-(len(lags) // 2))
+        start = (shifts + lags[0]) % n
+        null_max = window_max[..., start]  # [K, Cc, draws]
+        exceed[:, cs] = (null_max >= np.abs(r[:, cs]).max(-1)[..., None]).sum(-1)
     lag_index = np.abs(r).argmax(-1)
     best_r = np.take_along_axis(r, lag_index[..., None], -1)[..., 0]
     return {"r": r, "best_r": best_r, "lag_index": lag_index, "p": (1.0 + exceed) / (1.0 + n_draws)}

@@ -170,11 +170,13 @@ def assign_folds(n_trials: int, folds: int, seed: int = 0) -> np.ndarray:
 def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfreq: float, *,
             tmin: float = -0.1, tmax: float = 0.5, folds: int = 5, alphas: Sequence[float] = DEFAULT_ALPHAS,
             blocks: Sequence[Block] | None = None, seed: int = 0, fold_of_trial: np.ndarray | None = None,
-            refit: bool = True) -> TRFResult:
+            refit: bool = True, inner_cv: bool = True) -> TRFResult:
     """Cross-validated forward TRF of ``responses [N_i, C]`` on ``features [N_i, D]`` (one per trial).
 
     ``alphas`` are relative to each training Gram's mean eigenvalue; ``blocks`` says how to normalise
     the columns (default: z-score all). Folds group whole trials (``fold_of_trial`` overrides).
+    ``inner_cv=False`` skips the alpha selection (the chosen alpha is then the best on the held-out
+    fold itself: optimistic, for timing the ridge path alone, as ``benchmarks/neuro_trf.py`` does).
     """
     xs = [np.asarray(x, dtype=np.float64) for x in features]
     ys = [np.asarray(y, dtype=np.float64) for y in responses]
@@ -198,12 +200,12 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
         a_abs = alphas * np.trace(train.G) / len(train.G)
         inner = [g for g in range(n_folds) if g != k]
         score = np.zeros(len(alphas))
-        for g in inner:  # inner CV: leave one training group out
+        for g in inner if inner_cv else []:  # inner CV: leave one training group out
             W = _path(_sum([groups[h] for h in inner if h != g]), a_abs)
             score += _r_from_stats(W, groups[g]).mean(1)
-        best = int(np.argmax(score))
         W = _path(train, a_abs)
         r_k = _r_from_stats(W, groups[k])
+        best = int(np.argmax(score if inner_cv else r_k.mean(1)))
         r_path.append(r_k)
         r_folds.append(r_k[best])
         abs_alphas.append(a_abs)
