@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "probability",
-           "int_list", "torch_device", "check_device", "check_out_dir", "check_input_path"]
+           "int_list", "torch_device", "check_device", "check_out_dir"]
 
 
 def _int(text: str, what: str) -> int:
@@ -186,16 +186,4 @@ def check_out_dir(path: str | os.PathLike, *, resume: bool = False, flag: str = 
             shown = ", ".join(sorted(present)[:5]) + (" ..." if len(present) > 5 else "")
             raise FileExistsError(f"{flag} {p} is not empty ({shown}); pass {resume_flag} to continue it, "
                                   f"or choose a new {flag}")
-    return p
-
-
-def check_input_path(path: str | os.PathLike, flag: str, *, kind: str = "any") -> Path:
-    """``FileNotFoundError`` naming ``flag`` unless ``path`` exists (``kind``: "file", "dir" or "any")."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{flag} {p}: no such file or folder")
-    if kind == "file" and not p.is_file():
-        raise FileNotFoundError(f"{flag} {p}: expected a file, found a folder")
-    if kind == "dir" and not p.is_dir():
-        raise NotADirectoryError(f"{flag} {p}: expected a folder, found a file")
     return p
