@@ -171,6 +171,20 @@ def check_out_dir(path: str | os.PathLike, *, resume: bool = False, flag: str = 
     ``resume_flag=None`` allows a non-empty folder (commands that continue or overwrite their
     own outputs); ``allow`` lists names that may be present in a "fresh" folder (e.g. a
     lock file). Creates nothing. Returns ``Path(path)``.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "log.txt").write_text("an earlier run")
+    >>> check_out_dir(d, resume=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileExistsError: --out ... is not empty (log.txt); pass --resume to continue it, or choose a new --out
+    >>> check_out_dir(d / "log.txt", resume_flag=None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileExistsError: --out .../log.txt is an existing file, not a folder; choose another --out
+    >>> check_out_dir(d, resume=True) == d
+    True
     """
     p = Path(path)
     if p.exists() and not p.is_dir():
