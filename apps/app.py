@@ -12,7 +12,9 @@ Example
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from urllib.parse import parse_qs
 
 import dash
@@ -25,6 +27,7 @@ from apps.pages.common import explain
 from apps.server import add_file_route
 
 PAGES = (home, features, tokens, probes, eeg, steering)
+log = logging.getLogger(__name__)
 
 
 def create_app(workspace: str | os.PathLike, jobs: Jobs | None = None) -> dash.Dash:
@@ -55,4 +58,37 @@ def create_app(workspace: str | os.PathLike, jobs: Jobs | None = None) -> dash.D
     for page in PAGES:
         page.register(app, ws, jobs)
     app.workspace, app.jobs = ws, jobs
+    threading.Thread(target=_warm, args=(ws,), daemon=True, name="workbench-app-warm").start()
     return app
+
+
+def _warm(ws: Workspace) -> None:
+    """Compute once, in the background, what first clicks would otherwise wait for (the SAE
+    quantile samples, the cochleagram's centre frequencies)."""
+    from apps.pages.tokens import centre_hz
+
+    try:
+        centre_hz()
+        for ref in ws.saes():
+            if ref.eval_dir is not None:
+                ws.quantile_examples(ref, 0)
+    except Exception:  # warming is an optimisation: the page reports real problems itself
+        log.debug("warming the app's caches failed", exc_info=True)
+
+
+def post_callback(app: dash.Dash, client, first_input: str, inputs: list, state: list = ()):
+    """Call the callback whose first input is ``first_input`` (``"id.prop"``) as the browser does
+    (``POST /_dash-update-component`` through a Flask test ``client``); returns the response.
+    Used by the latency benchmark and the tests."""
+    key = next((k for k, cb in app.callback_map.items()
+                if f"{cb['inputs'][0]['id']}.{cb['inputs'][0]['property']}" == first_input), None)
+    if key is None:
+        raise KeyError(f"no callback with first input {first_input}")
+    cb = app.callback_map[key]
+    outs = cb["output"] if isinstance(cb["output"], list) else [cb["output"]]
+    spec = [{"id": o.component_id, "property": o.component_property} for o in outs]
+    body = {"output": key, "outputs": spec if isinstance(cb["output"], list) else spec[0],
+            "inputs": [{**i, "value": v} for i, v in zip(cb["inputs"], inputs)],
+            "state": [{**s, "value": v} for s, v in zip(cb["state"], state)],
+            "changedPropIds": [first_input]}
+    return client.post("/_dash-update-component", json=body)

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import sequential
 from plotly.subplots import make_subplots
 
 from probes.report import confusion_figure, layer_figure, short_hook
@@ -25,7 +26,8 @@ __all__ = ["histogram_figure", "activation_figure", "features_over_time_figure",
            "eeg_layers_figure", "eeg_channels_figure", "trf_figure", "pareto_figure", "empty_figure"]
 
 TEMPLATE = "plotly_white"
-HIGHLIGHT = "rgba(255, 165, 0, 0.25)"
+# explicit stops: without plotly's validation a named scale goes to plotly.js as is, which lacks "Magma"
+MAGMA = [[i / (len(sequential.Magma) - 1), c] for i, c in enumerate(sequential.Magma)]
 
 
 def empty_figure(message: str) -> go.Figure:
@@ -79,7 +81,7 @@ def activation_figure(times: np.ndarray, freqs: np.ndarray, db: np.ndarray, act_
     ticks = np.linspace(0, len(freqs) - 1, 5).astype(int)
     top = float(np.nanmax(acts)) if acts.size and np.isfinite(acts).any() else 1.0
     t0, t1 = (float(times[0]), float(times[-1])) if len(times) else (0.0, 1.0)
-    data = [{"type": "heatmap", "x": times, "y": np.arange(len(freqs)), "z": np.round(db, 1), "colorscale": "Magma",
+    data = [{"type": "heatmap", "x": times, "y": np.arange(len(freqs)), "z": np.round(db, 1), "colorscale": MAGMA,
              "showscale": False, "hovertemplate": "%{x:.2f} s, band %{y}: %{z:.0f} dB<extra></extra>"},
             {"type": "scatter", "x": np.asarray(act_times, dtype=float), "y": acts, "mode": "lines", "name": "activation",
              "line": {"color": "#00e5ff", "width": 2.5}, "yaxis": "y2"}] + _tier_traces(tiers, t0, t1)

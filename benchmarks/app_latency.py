@@ -20,26 +20,12 @@ from pathlib import Path
 TARGET_MS = 300.0
 
 
-def callback_key(app, first_input: str) -> str:
-    """The callback_map key of the callback whose first input is ``first_input`` (``id.prop``)."""
-    for key, cb in app.callback_map.items():
-        if f"{cb['inputs'][0]['id']}.{cb['inputs'][0]['property']}" == first_input:
-            return key
-    raise KeyError(f"no callback with first input {first_input}")
-
-
 def call(app, client, first_input: str, inputs: list, state: list = ()) -> float:
     """One callback round trip; returns milliseconds. ``inputs``/``state``: values in declared order."""
-    key = callback_key(app, first_input)
-    cb = app.callback_map[key]
-    outs = cb["output"] if isinstance(cb["output"], list) else [cb["output"]]
-    spec = [{"id": o.component_id, "property": o.component_property} for o in outs]
-    body = {"output": key, "outputs": spec if isinstance(cb["output"], list) else spec[0],
-            "inputs": [{**i, "value": v} for i, v in zip(cb["inputs"], inputs)],
-            "state": [{**s, "value": v} for s, v in zip(cb["state"], state)],
-            "changedPropIds": [f"{cb['inputs'][0]['id']}.{cb['inputs'][0]['property']}"]}
+    from apps.app import post_callback
+
     t = time.perf_counter()
-    r = client.post("/_dash-update-component", json=body)
+    r = post_callback(app, client, first_input, inputs, state)
     ms = (time.perf_counter() - t) * 1000
     if r.status_code not in (200, 204):
         raise RuntimeError(f"{first_input}: HTTP {r.status_code}: {r.data[:300]!r}")
@@ -95,6 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workspace", default="workspace/demo", help="a workspace built with the CLI (make demo)")
     ap.add_argument("--repeats", type=int, default=3, help="passes over the choices after the first call")
+    ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait after start-up (warm-up thread)")
     args = ap.parse_args()
     if not Path(args.workspace).is_dir():
         raise SystemExit(f"app_latency: error: no workspace at {args.workspace} (build one with `make demo`)")
@@ -103,6 +90,7 @@ def main() -> None:
     app = create_app(args.workspace)
     client = app.server.test_client()
     client.get("/")  # Dash sets itself up on the first request
+    time.sleep(args.settle)  # let the app's background warm-up finish, as it would before a person clicks
     results = {}
     for name, calls in scenarios(app.workspace).items():
         first = call(app, client, *calls[0])

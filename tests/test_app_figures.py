@@ -31,6 +31,7 @@ def test_activation_figure_overlays_trace_and_keeps_tiers_in_window():
     assert [list(t.text) for t in fig.data[2:]] == [["B", "IY"], ["bee"]]  # "AA" lies before the window
     assert list(fig.data[3].base) == [2.0] and np.isclose(fig.data[3].x[0], 0.9)  # word bar from 2.0 s to 2.9 s
     fig.to_json()  # a valid figure spec
+    assert fig.data[0].colorscale[0][1] == "#000004"  # Magma's stops, not a name plotly.js does not know
 
 
 def test_features_over_time_ranks_by_peak_and_drops_silent_features():
