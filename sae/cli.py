@@ -136,8 +136,12 @@ def run_eval(args) -> int:
     folders = _sae_dirs(Path(args.sae))
     from sae.io import load_sae
 
-    for folder in folders:  # a damaged SAE fails here, naming its file, before the model load
-        load_sae(folder)
+    for folder in folders:  # a damaged or mismatched SAE fails here, naming its file, before the model load
+        hook = args.hook or load_sae(folder).cfg.hook_name
+        if hook and hook not in cache.hooks:
+            raise ValueError(f"{folder}: hook {hook!r} is not in cache {cache.root}; cached hooks: {cache.hooks}")
+        if hook:
+            load_sae(folder, d_in=cache.d_model(hook), hook=hook)
     model = None
     if args.model:
         import workbench.models

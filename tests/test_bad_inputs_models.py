@@ -62,10 +62,17 @@ def test_damaged_sae_is_named_by_sae_eval_and_probe(capsys, tmp_path, fresh, mon
     assert tree_hash(tmp_path) == before  # no eval/ or probe/ folder started
 
 
-def test_sae_for_another_width_is_refused_naming_both_sizes(capsys, tmp_path, fresh):
-    sae = _write_sae(tmp_path / "wide", d_in=384)
-    rc, _, err = cli(capsys, "sae", "eval", "--sae", sae, "--cache", fresh, "--out", tmp_path / "eval", "--quiet")
-    assert_error(rc, err, "384", "211")
+def test_sae_for_another_width_or_hook_is_refused_before_the_model_load(capsys, tmp_path, fresh, monkeypatch):
+    _no_model_load(monkeypatch)
+    wide = _write_sae(tmp_path / "wide", d_in=384)
+    rc, _, err = cli(capsys, "sae", "eval", "--sae", wide, "--cache", fresh, "--model", "whisper-tiny.en",
+                     "--out", tmp_path / "eval", "--quiet")
+    assert_error(rc, err, str(wide), "384", "211")
+    other = _write_sae(tmp_path / "other", hook="encoder.blocks.3.hook_resid_post")
+    rc, _, err = cli(capsys, "sae", "eval", "--sae", other, "--cache", fresh, "--model", "whisper-tiny.en",
+                     "--out", tmp_path / "eval", "--quiet")
+    assert_error(rc, err, str(other), "encoder.blocks.3.hook_resid_post", HOOKS[1])
+    assert not (tmp_path / "eval").exists()
 
 
 def test_sae_train_into_an_existing_run_without_resume(capsys, tmp_path, fresh):
