@@ -383,15 +383,18 @@ class Workspace:
         return out
 
     def neuro(self, name: str) -> dict:
-        """Tables, TRF kernels and figures of ``neuro/NAME`` (only ``summary.csv`` is required)."""
+        """Tables, TRF kernels and topomaps of ``neuro/NAME`` (the layout :mod:`neuro` documents;
+        only ``summary.csv`` is required)."""
         path = self.root / "neuro" / name
         out: dict[str, Any] = {"summary": self.table(path / "summary.csv", f"neuro {name}"), "path": path}
         for key in ("layers", "features"):
             f = path / f"{key}.csv"
             out[key] = self.table(f, f"neuro {name}") if f.is_file() else None
         out["meta"] = self.json(path / "neuro.json", f"neuro {name}") if (path / "neuro.json").is_file() else {}
-        out["trf"] = {p.stem: _guard(p, f"neuro {name}", np.load) for p in sorted(path.glob("*.npy"))}
-        out["images"] = [self.url(p) for p in sorted(path.glob("*.png")) if self.url(p)]
+        # kernels/SET.npy and topomaps/SET.png (neuro's layout), or files at the top of the run
+        out["trf"] = {p.stem: _guard(p, f"neuro {name}", np.load) for pat in ("kernels/*.npy", "*.npy")
+                      for p in sorted(path.glob(pat))}
+        out["images"] = [u for pat in ("topomaps/*.png", "*.png") for p in sorted(path.glob(pat)) if (u := self.url(p))]
         return out
 
     def steering(self, name: str) -> dict:

@@ -93,20 +93,29 @@ def write_steering(ws: Path, name: str = "fixture") -> Path:
 
 
 def write_neuro(ws: Path, name: str = "fixture") -> Path:
-    """``neuro/NAME`` with the documented tables, a TRF kernel file and a topomap PNG (fixture numbers)."""
+    """``neuro/NAME`` in the layout :mod:`neuro` documents (tables, ``kernels/SET.npy`` in MNE order,
+    a topomap PNG, ``neuro.json``), with fixture numbers."""
     out = ws / "neuro" / name
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "kernels").mkdir(parents=True, exist_ok=True)
+    (out / "topomaps").mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     channels = ["Fz", "Cz", "Pz", "T7", "T8", "Oz"]
-    feats = ["envelope", "encoder.blocks.0.hook_resid_post", HOOK]
-    rows = [{"feature": f, "channel": c, "r": round(float(0.05 + 0.1 * i + 0.02 * rng.standard_normal()), 4),
-             "best_lag_s": 0.1, "p": 0.01 * (3 - i), "p_fdr": 0.02 * (3 - i)} for i, f in enumerate(feats) for c in channels]
+    sets = [("acoustic", "acoustic"), ("encoder.blocks.0.hook_resid_post", "layer"), (HOOK, "layer")]
+    rows = [{"feature": f, "kind": k, "channel": c, "r": round(float(0.05 + 0.1 * i + 0.02 * rng.standard_normal()), 4),
+             "r_cv_mean": 0.1, "best_lag_s": 0.1, "p": 0.01 * (3 - i), "p_fdr": 0.02 * (3 - i), "significant": i > 0}
+            for i, (f, k) in enumerate(sets) for c in channels]
     pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
-    pd.DataFrame({"layer": ["envelope", "encoder.blocks.0.hook_resid_post", HOOK], "kind": ["baseline", "model", "model"],
-                  "r": [0.05, 0.15, 0.25], "r_std": [0.01, 0.02, 0.02]}).to_csv(out / "layers.csv", index=False)
-    lags = np.arange(-0.1, 0.4, 0.01)
-    np.save(out / "trf_envelope.npy", np.stack([np.sin(lags * 10 + i) for i in range(len(channels))]))
-    (out / "neuro.json").write_text(json.dumps({"sfreq": 100.0, "tmin": -0.1, "channels": channels}))
+    pd.DataFrame({"feature": [f for f, _ in sets], "kind": [k for _, k in sets], "hook": [None, sets[1][0], HOOK],
+                  "r_mean": [0.05, 0.15, 0.25], "r_sem": [0.01, 0.02, 0.02], "order": [0, 1, 2]}
+                 ).to_csv(out / "layers.csv", index=False)
+    pd.DataFrame([{"feature_set": "envelope", "feature": "envelope", "channel": c, "r": 0.1, "best_lag_s": 0.12,
+                   "p": 0.01, "p_fdr": 0.03, "significant": True} for c in channels]).to_csv(out / "features.csv",
+                                                                                            index=False)
+    lags = np.arange(-0.1, 0.41, 0.01)
+    np.save(out / "kernels" / "acoustic.npy",
+            np.stack([[np.sin(lags * 10 + i), np.cos(lags * 10 + i)] for i in range(len(channels))]).astype(np.float32))
+    (out / "neuro.json").write_text(json.dumps({"data": "fixture", "sfreq": 100.0, "tmin": -0.1, "tmax": 0.4,
+                                                "channels": channels, "kernel_lags_s": lags.tolist()}))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,6 +124,6 @@ def write_neuro(ws: Path, name: str = "fixture") -> Path:
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.scatter([0, 0, 0, -1, 1, 0], [1, 0, -1, 0, 0, -1.5], c=[r["r"] for r in rows[-6:]], s=200)
     ax.set_axis_off()
-    fig.savefig(out / "topomap_block1.png", dpi=60)
+    fig.savefig(out / "topomaps" / "acoustic.png", dpi=60)
     plt.close(fig)
     return out

@@ -86,6 +86,11 @@ def test_eeg_layer_table_separates_baselines():
     fig = figures.eeg_layers_figure(rows, base, "blocks.1")
     assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].y0 == 0.05  # the baseline line
     assert [list(d.x) for d in fig.data if d.name == "selected layer"] == [["blocks.1"]]
+    neuro_layout = pd.DataFrame({"feature": ["h1", "acoustic", "h0"], "kind": ["layer", "acoustic", "layer"],
+                                 "hook": ["h1", None, "h0"], "r_mean": [0.3, 0.1, 0.2], "r_sem": [0.01, 0.01, 0.02],
+                                 "order": [2, 0, 1]})
+    rows, base = layer_table(neuro_layout)
+    assert list(rows["layer"]) == ["h0", "h1"] and list(rows["r_std"]) == [0.02, 0.01] and base == {"acoustic": 0.1}
     named = pd.DataFrame({"hook": ["spectrogram", "h0"], "r": [0.1, 0.3], "baseline_envelope": [0.02, 0.02]})
     rows, base = layer_table(named)
     assert list(rows["layer"]) == ["h0"] and base == {"spectrogram": 0.1, "envelope": 0.02}
@@ -95,10 +100,15 @@ def test_eeg_layer_table_separates_baselines():
 
 def test_trf_axes_finds_the_lag_axis():
     k = np.arange(6 * 50, dtype=float).reshape(6, 50)  # [channels, lags]
-    lags, kern = trf_axes(k, {"sfreq": 100.0, "tmin": -0.1})
+    lags, kern, what = trf_axes(k, {"sfreq": 100.0, "tmin": -0.1})
     assert kern.shape == (50, 6) and math.isclose(lags[0], -0.1) and math.isclose(lags[1] - lags[0], 0.01)
-    lags, kern = trf_axes(k.T, {"lags_s": list(np.arange(50) / 100)})
-    assert kern.shape == (50, 6) and np.allclose(kern, k.T)
+    assert np.array_equal(kern[:, 2], k[2]) and what == "weight"
+    mne_order = np.random.default_rng(0).standard_normal((6, 3, 50))  # [channels, inputs, lags]
+    lags, kern, what = trf_axes(mne_order, {"kernel_lags_s": list(np.arange(50) / 100)})
+    assert kern.shape == (50, 6) and "RMS" in what
+    assert np.allclose(kern[:, 1], np.sqrt((mne_order[1] ** 2).mean(0)))
+    lags, kern, _ = trf_axes(mne_order[:, :1], {"kernel_lags_s": list(np.arange(50) / 100)})
+    assert np.array_equal(kern[:, 4], mne_order[4, 0])  # one input: the signed kernel itself
     assert len(figures.trf_figure(lags, kern).data) == 6
 
 

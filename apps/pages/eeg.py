@@ -1,7 +1,8 @@
 """EEG page (``/eeg``): layer curves of encoding r with the acoustic baselines, per-channel r
-(and the run's topomap images), TRF kernels, and the per-feature correlation table with
-corrected p-values, from ``neuro/NAME/`` (``summary.csv`` with feature, channel, r, best_lag_s,
-p, p_fdr; optional ``layers.csv``, ``*.npy`` TRF kernels, topomap PNGs and ``neuro.json``).
+(and the run's topomaps), TRF kernels, and the per-feature correlation table with corrected
+p-values, from ``neuro/NAME/`` as :mod:`neuro` writes it (``summary.csv``, ``layers.csv``,
+``features.csv``, ``kernels/SET.npy``, ``topomaps/SET.png``, ``neuro.json``; only ``summary.csv``
+is required).
 """
 from __future__ import annotations
 
@@ -22,36 +23,52 @@ def _first(df: pd.DataFrame, names) -> str | None:
 
 
 def layer_table(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """``layers.csv`` as ``(rows with layer, r[, r_std], {baseline name: r})``: baseline rows are
-    marked by a ``kind`` column or named after an acoustic feature; ``baseline_*`` columns count too."""
-    name, r = _first(df, ("layer", "hook", "feature", "name")), _first(df, ("r", "r_mean", "mean_r", "score"))
+    """``layers.csv`` as ``(model rows: layer, r[, r_std], {acoustic baseline: r})``.
+
+    neuro's layout: ``feature``, ``kind`` (``acoustic`` | ``layer`` | ``sae``), ``r_mean``, ``r_sem``,
+    ``order``; older or hand-made tables with ``layer``/``hook`` and ``r``/``r_std`` work too, with
+    baselines marked by ``kind`` or named after an acoustic feature, and ``baseline_*`` columns."""
+    name = _first(df, ("feature", "layer", "hook", "name"))
+    r = _first(df, ("r_mean", "r", "mean_r", "score"))
     if name is None or r is None:
-        raise PartError(f"layers.csv has columns {list(df.columns)}: expected a layer/hook column and r")
+        raise PartError(f"layers.csv has columns {list(df.columns)}: expected a layer/feature column and r_mean or r")
+    if "order" in df:
+        df = df.sort_values("order")
     kind = _first(df, ("kind", "type", "source"))
-    is_base = df[kind].astype(str).str.contains("baseline|acoustic", case=False) if kind else \
+    is_base = df[kind].astype(str).str.contains("acoustic|baseline", case=False) if kind else \
         df[name].astype(str).str.lower().str.startswith(ACOUSTIC)
     base = {str(n): float(v) for n, v in zip(df.loc[is_base, name], df.loc[is_base, r])}
     base.update({c.removeprefix("baseline_"): float(df[c].mean()) for c in df.columns if c.startswith("baseline_")})
-    std = _first(df, ("r_std", "std", "r_sd"))
+    std = _first(df, ("r_sem", "r_std", "std", "r_sd"))
     rows = df.loc[~is_base, [name, r] + ([std] if std else [])]
     rows.columns = ["layer", "r"] + (["r_std"] if std else [])
     return rows.reset_index(drop=True), base
 
 
-def trf_axes(arr: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    """``(lags_s, kernels [lags, -1])``: the lag axis is the one of ``len(meta["lags_s"])`` when given,
-    else the last (MNE's ``ReceptiveField.coef_`` is ``[outputs, features, delays]``)."""
-    arr = np.squeeze(np.asarray(arr, dtype=float))
-    if arr.ndim == 0:
-        raise PartError("a TRF file holds a single number, not a kernel")
-    lags = meta.get("lags_s")
+def trf_axes(arr: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(lags_s, kernels [lags, channels], what)`` of a TRF file.
+
+    The lag axis is the one of ``len(meta["kernel_lags_s"])`` (or ``lags_s``) when given, else the
+    last (MNE's ``ReceptiveField.coef_`` is ``[channels, inputs, lags]``). Several inputs per
+    channel (a layer's PCA components) are shown as their root-mean-square per channel."""
+    arr = np.asarray(arr, dtype=float)
+    if arr.ndim == 0 or arr.size == 0:
+        raise PartError("a TRF file holds no kernel")
+    lags = meta.get("kernel_lags_s", meta.get("lags_s"))
     if lags is not None and len(lags) in arr.shape:
-        axis = arr.shape.index(len(lags))
+        axis = arr.ndim - 1 - arr.shape[::-1].index(len(lags))
     else:
         axis = arr.ndim - 1
         sf, tmin = meta.get("sfreq"), meta.get("tmin", 0.0)
         lags = tmin + np.arange(arr.shape[axis]) / sf if sf else np.arange(arr.shape[axis], dtype=float)
-    return np.asarray(lags, dtype=float), np.moveaxis(arr, axis, 0).reshape(arr.shape[axis], -1)
+    k = np.moveaxis(arr, axis, -1)  # [..., lags]
+    what = "weight"
+    if k.ndim == 3 and k.shape[1] == 1:
+        k = k[:, 0]
+    elif k.ndim == 3:
+        k, what = np.sqrt((k ** 2).mean(axis=1)), f"RMS weight over {k.shape[1]} inputs"
+    k = k.reshape(-1, k.shape[-1]) if k.ndim > 1 else k[None]
+    return np.asarray(lags, dtype=float), k.T, what
 
 
 def layout(ws: Workspace, query: dict) -> html.Div:
@@ -70,7 +87,7 @@ def layout(ws: Workspace, query: dict) -> html.Div:
         html.Div(id="eeg-images", className="wb-images"),
         html.H3("TRF kernels"), picker("eeg-trf", [], None, "kernel file"),
         dcc.Graph(id="eeg-trf-graph", config={"displayModeBar": False}),
-        html.H3("Correlations (p corrected for multiple comparisons: p_fdr)"), html.Div(id="eeg-table"),
+        html.H3("Per-feature correlations (features.csv, else summary.csv; p_fdr: Benjamini-Hochberg)"), html.Div(id="eeg-table"),
     ])
 
 
@@ -92,10 +109,11 @@ def register(app, ws: Workspace, jobs) -> None:
         feats = s.groupby("feature")["r"].max().sort_values(ascending=False)
         fopts = [{"label": f"{f} (max r {r:.3f})", "value": str(f)} for f, r in feats.items()]
         imgs = [html.Img(src=u, className="wb-img", alt=u.rsplit("/", 1)[-1]) for u in run["images"]]
-        table = dash_table.DataTable(data=s.round(4).to_dict("records"), columns=[{"name": c, "id": c} for c in s],
+        corr = run["features"] if run["features"] is not None else s  # features.csv: per-feature correlations
+        table = dash_table.DataTable(data=corr.round(4).to_dict("records"), columns=[{"name": c, "id": c} for c in corr],
                                      sort_action="native", filter_action="native", page_size=15,
-                                     sort_by=[{"column_id": "p_fdr" if "p_fdr" in s else "r",
-                                               "direction": "asc" if "p_fdr" in s else "desc"}],
+                                     sort_by=[{"column_id": "p_fdr" if "p_fdr" in corr else "r",
+                                               "direction": "asc" if "p_fdr" in corr else "desc"}],
                                      style_cell={"fontSize": 12}, id="eeg-corr-table")
         trf = sorted(run["trf"])
         note = "" if layers is not None else message("no layers.csv in this run: no layer curve", "info")
@@ -127,7 +145,7 @@ def register(app, ws: Workspace, jobs) -> None:
         run = ws.neuro(name)
         if key not in run["trf"]:
             return "", figures.empty_figure("no TRF kernels (.npy) in this run")
-        lags, k = trf_axes(run["trf"][key], run["meta"])
+        lags, k, what = trf_axes(run["trf"][key], run["meta"])
         chans = run["meta"].get("channels")
         chans = chans if chans is not None and len(chans) == k.shape[1] else None
-        return "", figures.trf_figure(lags, k, chans, f"{key}: TRF kernels")
+        return "", figures.trf_figure(lags, k, chans, f"{key}: TRF kernels ({what})")

@@ -74,7 +74,8 @@ def register(app, ws: Workspace, jobs) -> None:
         spec, ev = art["spec"], art["eval"] or {}
         info = (f"{spec.get('model')} · {spec.get('hook')} · {spec.get('method')} {spec.get('edit')} · strength "
                 f"{spec.get('strength')} · gate {spec.get('gate', 'none')} · concept {spec.get('concept')}")
-        refs = {k: ev[k] for k in REFS if isinstance(ev.get(k), dict)}
+        # reference points: the baseline and the gates first, then any other evaluated condition
+        refs = {k: ev[k] for k in (*REFS, *ev) if k != "steered" and isinstance(ev.get(k), dict) and "wer" in ev[k]}
         sweep = art["sweep"]
         pareto = figures.pareto_figure(sweep, refs, ev.get("steered"), f"{name}: dev sweep") if sweep is not None \
             and {"wer", "hallucination_rate"} <= set(sweep.columns) else figures.empty_figure("no sweep.csv")
