@@ -36,7 +36,8 @@ from workbench.cache.store import INDEX_JSON, Store, hook_storage_dtype, write_j
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CacheDamagedError", "Damage", "file_record", "bytes_record", "find_damage", "repair_index"]
+__all__ = ["CacheDamagedError", "Damage", "file_record", "bytes_record", "find_damage", "repair_index",
+           "raise_if_damaged", "checksum_coverage"]
 
 _RERUN = "rerun `workbench cache` with the same arguments: it redoes the damaged clips"
 
@@ -124,6 +125,13 @@ def find_damage(store: Store, meta: dict[str, Any], index: dict[str, Any], check
     for p in index.get("pieces", []):
         out += _source_damage(store, meta, p, piece_id(p), checksums)
     return out
+
+
+def checksum_coverage(index: dict[str, Any]) -> tuple[int, int]:
+    """``(files, files without a recorded sha256)`` of the merged data (old caches recorded none)."""
+    final = index.get("final") or {"hooks": {}, "frames": {}}
+    entries = [e for e in [*final["hooks"].values(), *final["frames"].values()] if e.get("file")]
+    return len(entries), sum(1 for e in entries if not e.get("sha256"))
 
 
 def raise_if_damaged(root, problems: list[Damage]) -> None:
