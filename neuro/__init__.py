@@ -3,8 +3,8 @@
 Forward TRFs (encoding models) by ridge per stimulus feature set, cross-validated by trial with
 the ridge path from one eigendecomposition per fold (:mod:`neuro.trf`, the same numbers as MNE's
 ``ReceptiveField``, computed from sufficient statistics: :mod:`neuro.lagged`); AudioSAE-style
-lagged correlation of single features; circular-shift nulls (1000 draws, vectorised) and FDR
-(:mod:`neuro.stats`). Recordings: MNE formats with clip-id annotations or BIDS ``events.tsv``, CND
+lagged correlation of single features; circular-shift nulls (1000 draws, vectorised; for the TRF
+the model is refitted per draw: :mod:`neuro.trf_null`) and FDR (:mod:`neuro.stats`). Recordings: MNE formats with clip-id annotations or BIDS ``events.tsv``, CND
 ``.mat`` and naplib data (:mod:`neuro.recording`); features: acoustic baselines, cached model
 hooks (PCA on training trials), SAE codes via ``workbench.features`` (:mod:`neuro.stimulus`).
 Depends on ``workbench`` only.
@@ -37,7 +37,8 @@ Output layout (what the app reads) -- ``WORKSPACE/neuro/NAME/``
     spectrogram together, ``envelope``, ``spectrogram``, a hook name, ``sae:HOOK``), ``kind``
     (``acoustic`` | ``layer`` | ``sae``), ``channel``, ``r`` (held-out prediction vs response, all
     trials' out-of-fold predictions concatenated), ``r_cv_mean`` (mean of per-fold r),
-    ``best_lag_s`` (peak of the kernel's energy), ``p`` (circular-shift null, one-sided),
+    ``best_lag_s`` (peak of the kernel's energy), ``p`` (circular shifts of the stimulus within
+    trials, the cross-validated model refitted per draw; one-sided),
     ``p_fdr`` (Benjamini-Hochberg over all rows), ``significant`` (p_fdr < 0.05).
 ``layers.csv`` / ``layers.html``
     The layer curve, one row per feature set in plot order: ``feature``, ``kind``, ``hook``,
@@ -62,9 +63,9 @@ from neuro.api import NeuroResult, fit
 from neuro.naplib_sample import export_naplib_sample, naplib_sample
 from neuro.recording import Recording, Trial, from_arrays, from_naplib_data, read_recording
 from neuro.simulate import simulate_eeg
-from neuro.stats import fdr, lagged_correlation, prediction_null
+from neuro.stats import fdr, lagged_correlation
 from neuro.trf import TRFResult, fit_trf
 
-__all__ = ["fit", "NeuroResult", "fit_trf", "TRFResult", "lagged_correlation", "prediction_null", "fdr",
+__all__ = ["fit", "NeuroResult", "fit_trf", "TRFResult", "lagged_correlation", "fdr",
            "read_recording", "from_arrays", "from_naplib_data", "Recording", "Trial", "simulate_eeg",
            "naplib_sample", "export_naplib_sample", "envelope", "spectrogram"]

@@ -27,7 +27,7 @@ from neuro import outputs
 from neuro.lagged import lag_samples
 from neuro.naplib_sample import NAPLIB_DESCRIPTION
 from neuro.recording import Recording, read_recording
-from neuro.stats import fdr, lagged_correlation, prediction_null
+from neuro.stats import fdr, lagged_correlation
 from neuro.stimulus import FeatureSet, acoustic_sets, model_sets
 from neuro.trf import DEFAULT_ALPHAS, Block, assign_folds, fit_trf
 from workbench.corpus.types import Corpus
@@ -83,7 +83,6 @@ def fit_feature_sets(sets: Sequence[FeatureSet], responses: Sequence[np.ndarray]
     ``{set name: kernel [C, F, L]}``. Every set shares one assignment of trials to folds.
     """
     fold_of = assign_folds(len(responses), folds, seed)
-    min_shift = max(int(round(sfreq)), int(np.abs(lag_samples(tmin, tmax, sfreq)).max()) + 1)
     acoustic = [s for s in sets if s.kind == "acoustic"]
     jobs: list[tuple[FeatureSet, list[Block]]] = []
     base: tuple[FeatureSet, list[Block]] | None = (acoustic[0], [acoustic[0].block]) if acoustic else None
@@ -96,14 +95,14 @@ def fit_feature_sets(sets: Sequence[FeatureSet], responses: Sequence[np.ndarray]
         jobs.append(base)
     jobs += [(s, [s.block]) for s in sets]
 
-    def trf(fs: FeatureSet, blocks: list[Block], refit: bool = True):
+    def trf(fs: FeatureSet, blocks: list[Block], refit: bool = True, draws: int = 0):
         return fit_trf(fs.trials, responses, sfreq, tmin=tmin, tmax=tmax, alphas=alphas, blocks=blocks,
-                       fold_of_trial=fold_of, refit=refit)
+                       fold_of_trial=fold_of, refit=refit, n_draws=draws, seed=seed)
 
     rows, layer_rows, kernels, r_of = [], [], {}, {}
     for fs, blocks in tqdm(jobs, desc="TRF per feature set", disable=not progress):
-        res = trf(fs, blocks)
-        r, p = prediction_null(res.predictions, responses, n_draws=n_draws, min_shift=min_shift, seed=seed)
+        res = trf(fs, blocks, draws=n_draws)
+        r, p = res.r, res.p
         kernels[fs.name], r_of[fs.name] = res.kernel, r
         best = res.lags_s[res.best_lag_index()]
         for c, ch in enumerate(ch_names):

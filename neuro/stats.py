@@ -6,8 +6,7 @@ stimulus-response alignment. Each statistic is a circular cross-covariance, so o
 for every shift at once and a draw is a gather: 1000 draws cost about as much as a few
 correlations. Trials are centred one by one first (trial-level offsets are not tracking).
 
-- :func:`prediction_null`: held-out TRF predictions against the response (the predictions of a
-  trial come from a model not trained on it, so shifting them is a valid test of the encoding r);
+- the TRF's null (shifted stimulus, model refitted per draw) is in :mod:`neuro.trf_null`;
 - :func:`lagged_correlation`: AudioSAE-style per-feature correlation at lags 0..500 ms, the best
   lag by ``|r|``, and a p-value whose null takes the same maximum over lags (the lag search is
   corrected for); here the shift runs over the trials laid end to end, so one FFT per pair serves
@@ -31,7 +30,7 @@ from typing import Sequence
 import numpy as np
 from scipy import fft as sp_fft
 
-__all__ = ["draw_shifts", "prediction_null", "lagged_correlation", "fdr", "p_value"]
+__all__ = ["draw_shifts", "lagged_correlation", "fdr", "p_value"]
 
 
 def draw_shifts(lengths: Sequence[int], n_draws: int, min_shift: int, seed: int = 0) -> np.ndarray:
@@ -49,14 +48,6 @@ def p_value(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
     return (1.0 + (null >= observed[None]).sum(0)) / (1.0 + len(null))
 
 
-def _circular_xcov(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``out[..., tau] = sum_t a(t - tau) b(t)`` (circular) for ``a [N, K]``, ``b [N, C]``: ``[K, C, N]``."""
-    n = len(a)
-    fa = sp_fft.rfft(a, axis=0)
-    fb = sp_fft.rfft(b, axis=0)
-    return sp_fft.irfft(np.conj(fa).T[:, None, :] * fb.T[None, :, :], n=n, axis=-1)
-
-
 def _standardise(trials: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Centre each trial (trial-level offsets are not stimulus tracking) and scale by the std over
     all trials, so sums over the concatenation are correlations."""
@@ -64,23 +55,6 @@ def _standardise(trials: Sequence[np.ndarray]) -> list[np.ndarray]:
     std = np.sqrt(sum((c * c).sum(0) for c in centred) / sum(len(c) for c in centred))
     std = np.where(std > 0, std, 1.0)
     return [c / std for c in centred]
-
-
-def prediction_null(predictions: Sequence[np.ndarray], responses: Sequence[np.ndarray], n_draws: int = 1000,
-                    min_shift: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Observed r per channel of the concatenated predictions vs responses, and its p-value
-    (one-sided, r > 0) against ``n_draws`` circular shifts of the predictions within trials."""
-    ps, ys = _standardise(predictions), _standardise(responses)
-    n_total = sum(len(y) for y in ys)
-    shifts = draw_shifts([len(y) for y in ys], n_draws, min_shift, seed)
-    observed = sum((p * y).sum(0) for p, y in zip(ps, ys)) / n_total
-    null = np.zeros((n_draws, ys[0].shape[1]))
-    for i, (p, y) in enumerate(zip(ps, ys)):
-        fp, fy = sp_fft.rfft(p, axis=0), sp_fft.rfft(y, axis=0)
-        xc = sp_fft.irfft(np.conj(fp) * fy, n=len(y), axis=0)  # [N, C]: sum_t p(t - s) y(t)
-        null += xc[shifts[:, i]]
-    null /= n_total
-    return observed, p_value(observed, null)
 
 
 def lagged_correlation(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], lags: np.ndarray,

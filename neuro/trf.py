@@ -29,6 +29,8 @@ from typing import Sequence
 import numpy as np
 
 from neuro.lagged import lag_samples, lagged_column_sums, lagged_cross, lagged_gram, lagged_predict
+from neuro.stats import draw_shifts
+from neuro.trf_null import NullAccumulator
 
 __all__ = ["Block", "FeatureTransform", "TRFResult", "fit_trf", "DEFAULT_ALPHAS"]
 
@@ -116,12 +118,14 @@ def _sum(stats: Sequence[_Stats]) -> _Stats:
     return out
 
 
-def _path(train: _Stats, alphas: np.ndarray) -> np.ndarray:
-    """Weights ``[A, P, C]`` for every alpha from one eigendecomposition of the training Gram."""
+def _path(train: _Stats, alphas: np.ndarray, eig: bool = False):
+    """Weights ``[A, P, C]`` for every alpha from one eigendecomposition of the training Gram
+    (with ``eig``: also the eigenvalues and vectors)."""
     evals, evecs = np.linalg.eigh(train.G)
     B = train.B - np.outer(train.s, train.ysum / train.n)  # X^T (y - mean_train(y))
     vtb = evecs.T @ B
-    return np.stack([evecs @ (vtb / (evals + a)[:, None]) for a in alphas])
+    W = np.stack([evecs @ (vtb / (evals + a)[:, None]) for a in alphas])
+    return (W, evals, evecs) if eig else W
 
 
 def _r_from_stats(W: np.ndarray, test: _Stats) -> np.ndarray:
@@ -140,7 +144,7 @@ class TRFResult:
     """Cross-validated TRF of one feature set (see module docstring)."""
 
     lags_s: np.ndarray                 # [L]
-    r: np.ndarray                      # [C] out-of-fold predictions vs response, all trials concatenated
+    r: np.ndarray                      # [C] out-of-fold predictions vs response, trials centred, concatenated
     r_folds: np.ndarray                # [K, C] per held-out fold, at the chosen alpha
     r_path: np.ndarray                 # [K, A, C] per held-out fold, every alpha
     alphas: np.ndarray                 # [K, A] absolute alphas per fold
@@ -148,6 +152,8 @@ class TRFResult:
     kernel: np.ndarray                 # [C, F, L] refitted on all trials (transformed features)
     fold_of_trial: np.ndarray          # [n_trials]
     predictions: list[np.ndarray] = field(default_factory=list, repr=False)  # out-of-fold, per trial
+    p: np.ndarray | None = None        # [C] refitted circular-shift null (n_draws > 0), one-sided
+    r_null: np.ndarray | None = field(default=None, repr=False)  # [draws, C]
 
     def best_lag_index(self) -> np.ndarray:
         """Per channel, the lag where the kernel's energy over features peaks."""
@@ -170,13 +176,17 @@ def assign_folds(n_trials: int, folds: int, seed: int = 0) -> np.ndarray:
 def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfreq: float, *,
             tmin: float = -0.1, tmax: float = 0.5, folds: int = 5, alphas: Sequence[float] = DEFAULT_ALPHAS,
             blocks: Sequence[Block] | None = None, seed: int = 0, fold_of_trial: np.ndarray | None = None,
-            refit: bool = True, inner_cv: bool = True) -> TRFResult:
+            refit: bool = True, inner_cv: bool = True, n_draws: int = 0, min_shift: int | None = None
+            ) -> TRFResult:
     """Cross-validated forward TRF of ``responses [N_i, C]`` on ``features [N_i, D]`` (one per trial).
 
     ``alphas`` are relative to each training Gram's mean eigenvalue; ``blocks`` says how to normalise
     the columns (default: z-score all). Folds group whole trials (``fold_of_trial`` overrides).
     ``inner_cv=False`` skips the alpha selection (the chosen alpha is then the best on the held-out
     fold itself: optimistic, for timing the ridge path alone, as ``benchmarks/neuro_trf.py`` does).
+    ``n_draws > 0`` adds p-values from circular shifts of the stimulus within trials, every fold
+    refitted per draw at its chosen alpha (:mod:`neuro.trf_null`); shifts are at least
+    ``min_shift`` samples (default: one second or the lag span, whichever is longer).
     """
     xs = [np.asarray(x, dtype=np.float64) for x in features]
     ys = [np.asarray(y, dtype=np.float64) for y in responses]
@@ -191,6 +201,12 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
     n_folds = int(fold_of.max()) + 1
     alphas = np.asarray(alphas, dtype=np.float64)
     r_path, r_folds, abs_alphas, chosen, predictions = [], [], [], [], [None] * len(xs)
+    null = None
+    if n_draws:
+        shift = min_shift if min_shift is not None else max(int(round(sfreq)), int(np.abs(lags).max()) + 1)
+        shifts = np.vstack([np.zeros((1, len(ys)), dtype=np.int64),
+                            draw_shifts([len(y) for y in ys], n_draws, shift, seed)])
+        null = NullAccumulator(ys, shifts, lags)
     for k in range(n_folds):
         train_idx = np.flatnonzero(fold_of != k)
         transform = FeatureTransform.fit([xs[i] for i in train_idx], blocks)
@@ -203,9 +219,12 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
         for g in inner if inner_cv else []:  # inner CV: leave one training group out
             W = _path(_sum([groups[h] for h in inner if h != g]), a_abs)
             score += _r_from_stats(W, groups[g]).mean(1)
-        W = _path(train, a_abs)
+        W, evals, evecs = _path(train, a_abs, eig=True)
         r_k = _r_from_stats(W, groups[k])
         best = int(np.argmax(score if inner_cv else r_k.mean(1)))
+        if null is not None:
+            null.add_fold([transform(x) for x in xs], train_idx, np.flatnonzero(fold_of == k), evals, evecs,
+                          a_abs[best], groups[k].G)
         r_path.append(r_k)
         r_folds.append(r_k[best])
         abs_alphas.append(a_abs)
@@ -221,10 +240,13 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
         W = _path(full, np.array([rel * np.trace(full.G) / len(full.G)]))[0]
         n_feat = W.shape[0] // len(lags)
         kernel = W.reshape(len(lags), n_feat, -1).transpose(2, 1, 0)
-    p_all, y_all = np.concatenate(predictions), np.concatenate(ys)
-    return TRFResult(lags_s=lags / float(sfreq), r=_pearson(p_all, y_all), r_folds=np.array(r_folds),
+    centred = [np.concatenate([a - a.mean(0) for a in arrays]) for arrays in (predictions, ys)]
+    p_value = r_null = None
+    if null is not None:
+        _, r_null, p_value = null.result()
+    return TRFResult(lags_s=lags / float(sfreq), r=_pearson(*centred), r_folds=np.array(r_folds),
                      r_path=np.array(r_path), alphas=np.array(abs_alphas), alpha_index=np.array(chosen),
-                     kernel=kernel, fold_of_trial=fold_of, predictions=predictions)
+                     kernel=kernel, fold_of_trial=fold_of, predictions=predictions, p=p_value, r_null=r_null)
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
