@@ -87,7 +87,8 @@ class SpliceFn:
 def _output_hook(model) -> str | None:
     if hasattr(model, "encoder_output"):
         return None
-    return model.hook_points[-1]
+    # the last float hook: integer tracks (codec codes, token ids) are indices, not vectors to compare
+    return [h for h in model.hook_points if h not in model.integer_hooks][-1]
 
 
 @torch.no_grad()
