@@ -90,9 +90,11 @@ def _transcribe(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"audio file(s) not found: {', '.join(missing)}")
     steering = None
     if getattr(args, "steering", None):  # read (and fail on) the artifact before the model load
-        from workbench.steering import Steering
+        from workbench.steering import Steering, canonical_model
 
         steering = Steering.load(args.steering)
+        if steering.model and canonical_model(steering.model) != canonical_model(args.spec):  # no load needed
+            raise ValueError(f"steering {steering.path} was made for model {steering.model!r}, not {args.spec!r}")
     model = load(args.spec, device=args.device, dtype=optional_dtype(args.dtype, args.device))
     if not hasattr(model, "transcribe"):
         raise ValueError(f"{args.spec}: the {type(model).__name__} adapter cannot transcribe (use a Whisper model)")
