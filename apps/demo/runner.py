@@ -179,14 +179,16 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _record(root: Path, step: Step, status: str, seconds: float, settings: dict, message: str = "") -> None:
+def _record(root: Path, step: Step, status: str, seconds: float, settings: dict, message: str = "",
+            timings: list[float] | None = None) -> None:
     ws = read_workspace(root)
     ws["format"] = FORMAT
     ws["settings"] = settings
     ws["commands_run_in"] = "this folder: the paths in the commands are relative to the workspace"
     ws["updated"] = _now()
     ws["steps"][step.name] = {"status": status, "description": step.description, "commands": step.commands(),
-                              "seconds": round(seconds, 1), "finished": _now(), **({"message": message} if message else {})}
+                              "seconds": round(seconds, 1), "finished": _now(), **({"message": message} if message else {}),
+                              **({"command_seconds": timings} if timings is not None else {})}
     parts = {k: v for k, v in (ws.get("parts") or {}).items() if v.get("step") != step.name}
     if status == "done":
         for p in step.parts:
@@ -251,20 +253,24 @@ def run_steps(steps: Sequence[Step], root: str | Path, settings: dict | None = N
             _remove_outputs(ctx, step)
         elif not step.blocking and prev.get("status") == "done" and step.complete(ctx):
             log(f"{head}: complete, skipped (took {prev.get('seconds', 0):.0f} s when it ran)")
-            _record(root, step, "done", prev.get("seconds", 0.0), ctx.settings)
+            _record(root, step, "done", prev.get("seconds", 0.0), ctx.settings, timings=prev.get("command_seconds"))
             results.append(StepResult(step.name, "skipped"))
             continue
         log(f"{head}: {step.description}")
         _record(root, step, "running", 0.0, ctx.settings)  # a killed run leaves this: same commands -> resume
         start = time.perf_counter()
         try:
+            timings = []
             for action in step.actions:
                 log(f"  $ {action.command}")
+                t0 = time.perf_counter()
                 if step.blocking:
                     action.run(ctx)
                 else:  # the commands' printed summaries go to logs/STEP.log; progress bars (stderr) stay
                     with _stdout_to(root / LOGS / f"{step.name}.log", action.command):
                         action.run(ctx)
+                timings.append(round(time.perf_counter() - t0, 1))
+                log(f"    ({timings[-1]:.1f} s)")
             if not step.blocking and not step.complete(ctx):
                 missing = [p for p in step.outputs if not ctx.path(p).exists()]
                 raise StepFailed(f"step {step.name} finished but its outputs are incomplete"
@@ -284,7 +290,7 @@ def run_steps(steps: Sequence[Step], root: str | Path, settings: dict | None = N
                 raise
             raise StepFailed(f"step {step.name} failed: {type(e).__name__}: {e}") from e
         seconds = time.perf_counter() - start
-        _record(root, step, "stopped" if step.blocking else "done", seconds, ctx.settings)
+        _record(root, step, "stopped" if step.blocking else "done", seconds, ctx.settings, timings=timings)
         log(f"{head}: done in {seconds:.1f} s")
         results.append(StepResult(step.name, "done", seconds))
     return results

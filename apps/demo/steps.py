@@ -22,7 +22,7 @@ Example
 >>> [s.name for s in steps]
 ['corpus', 'caches', 'sae', 'probes', 'steering', 'neuro']
 >>> steps[0].actions[0].command
-'workbench corpus synth --n 16 --speakers 4 --seed 0 --out corpora/speech -q'
+'workbench corpus synth --n 24 --speakers 4 --seed 0 --out corpora/speech -q'
 """
 from __future__ import annotations
 
@@ -63,12 +63,14 @@ class DemoSettings:
     @property
     def sizes(self) -> dict:
         if self.quick:
-            return {"speech": 16, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
+            return {"speech": 24, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
                     "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000,
-                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "steer_n": "4,16", "neuro_draws": 200}
-        return {"speech": 48, "speakers": 8, "nonspeech": 24, "dev_speech": 8, "dev_nonspeech": 8,
-                "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 1_000_000,
-                "splice_clips": 8, "eval_frames": 20_000, "folds": 5, "steer_n": "2,8,32", "neuro_draws": 1000}
+                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "steer_n": "8", "neuro_draws": 200,
+                    "neuro_sae_features": 8, "neuro_components": 8}
+        return {"speech": 48, "speakers": 8, "nonspeech": 24, "dev_speech": 6, "dev_nonspeech": 6,
+                "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 600_000,
+                "splice_clips": 8, "eval_frames": 10_000, "folds": 5, "steer_n": "4,16", "neuro_draws": 1000,
+                "neuro_sae_features": 16, "neuro_components": 16}
 
     @property
     def neuro_data(self) -> str:
@@ -205,7 +207,8 @@ def sae_step(s: DemoSettings) -> Step:
     out = f"saes/{SAE_NAME}"
     hooks = [LAST_HOOK, MIDDLE_HOOK]
     train = ["sae", "train", "--cache", f"@caches/{MODEL}", "--hook", LAST_HOOK, "--hook", MIDDLE_HOOK,
-             "--expansion", "8", "--k", "32", "--tokens", str(z["sae_tokens"]), "--holdout-clips", "0.25",
+             "--expansion", "8", "--k", "32", "--tokens", str(z["sae_tokens"]), "--batch-size", "1024",
+             "--holdout-clips", "0.25",
              "--holdout-by", "speaker", "--out", f"@{out}", "--quiet"]
 
     def check(ctx: Context) -> bool:
@@ -267,9 +270,10 @@ def _naplib_file() -> Path | None:
 
 def neuro_step(s: DemoSettings) -> Step:
     """naplib's sample (real audiobook audio, simulated iEEG) when installed, else a simulated 64-channel EEG
-    of the demo's speech clips with block 1 planted at 150 ms: the layer curve should peak there."""
+    of the demo's speech clips with block 1 (``--quick``: the envelope) planted at 150 ms."""
     common = ["--model", MODEL, "--hooks", "encoder.blocks.*.hook_resid_post", "--sae",
-              f"@saes/{SAE_NAME}/{LAST_HOOK}", "--draws", str(s.sizes["neuro_draws"]), "--quiet"]
+              f"@saes/{SAE_NAME}/{LAST_HOOK}", "--sae-features", str(s.sizes["neuro_sae_features"]),
+              "--n-components", str(s.sizes["neuro_components"]), "--draws", str(s.sizes["neuro_draws"]), "--quiet"]
     if s.neuro_data == "naplib":
         name, what = "naplib", "naplib's speech-task sample (10 audiobook excerpts, 10 simulated iEEG channels)"
         actions = [cli("neuro", "naplib", "--out", "@recordings/naplib"),
@@ -280,9 +284,12 @@ def neuro_step(s: DemoSettings) -> Step:
         removes = ["recordings/naplib", "corpora/naplib", "neuro/naplib"]
     else:
         name = "simulated"
-        what = f"a simulated 64-channel EEG of corpora/speech ({MIDDLE_HOOK} planted at 150 ms)"
+        # the full demo plants a model layer (its curve should peak there); --quick plants the envelope, which
+        # needs no model run
+        plant = ["--plant", "envelope"] if s.quick else ["--plant", MIDDLE_HOOK, "--model", MODEL]
+        what = f"a simulated 64-channel EEG of corpora/speech ({plant[1]} planted at 150 ms)"
         actions = [cli("neuro", "simulate", "--corpus", "@corpora/speech", "--out", "@recordings/simulated/sub-sim_eeg.fif",
-                       "--plant", MIDDLE_HOOK, "--model", MODEL),
+                       *plant),
                    cli("neuro", "fit", "--recording", "@recordings/simulated/sub-sim_eeg.fif", "--corpus",
                        "@corpora/speech", "--cache", f"@caches/{MODEL}", *common, "--out", "@neuro/simulated")]
         parts = [Part("neuro", name, "neuro/simulated", {"data": what})]
