@@ -18,10 +18,10 @@ from __future__ import annotations
 import base64
 import functools
 import tempfile
+import queue
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -50,9 +50,15 @@ class Jobs:
     """A one-thread executor for model runs (the model is not thread-safe; runs queue up)."""
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-app-live")
+        self._queue: queue.Queue = queue.Queue()
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        # started now, with the app, so the worker exists before any request (and lives as long)
+        threading.Thread(target=self._work, daemon=True, name="workbench-app-live").start()
+
+    def _work(self) -> None:
+        while True:
+            self._queue.get()()
 
     def submit(self, fn: Callable[[Job], Any]) -> str:
         jid, job = uuid.uuid4().hex, Job()
@@ -67,7 +73,7 @@ class Jobs:
             finally:
                 job.progress, job.done = 1.0, True
 
-        self._pool.submit(run)
+        self._queue.put(run)
         return jid
 
     def status(self, jid: str | None) -> dict:
