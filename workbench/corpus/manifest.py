@@ -75,13 +75,12 @@ def _check_row(row: dict) -> None:
                 raise ValueError(f"tier {name!r} entry {i}: times must satisfy 0 <= start <= end, got {seg!r:.80}")
 
 
-def _audio_duration(clip: Clip, root: Path) -> float | None:
+def _audio_duration(clip: Clip, audio: Path) -> float | None:
     """The clip's duration: from the manifest, else the audio header (None if unreadable: reported later)."""
     if clip.duration_s:
         return float(clip.duration_s)
-    p = Path(clip.path) if Path(clip.path).is_absolute() else root / clip.path
     try:
-        return audio_info(p)[2]
+        return audio_info(audio)[2]
     except AudioLoadError:
         return None
 
@@ -123,8 +122,8 @@ def read_manifest(path: str | os.PathLike, *, fold_phones: bool = True, strict: 
             clip = Clip.from_dict(row)
             if clip.speaker is None:
                 clip.speaker = infer_speaker(clip.path, use_folders=False)
-            duration = _audio_duration(clip, root) if (clip.tiers or alignment) else None
             audio = Path(clip.path) if Path(clip.path).is_absolute() else root / clip.path
+            duration = _audio_duration(clip, audio) if (clip.tiers or alignment) else None
             if clip.tiers:
                 try:
                     check_extent(clip.tiers, duration, audio, where)
