@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from sae.config import SAEConfig
 from sae.ddp import LOCAL, Collective
@@ -32,6 +33,9 @@ from sae.sparse import SelectedPreActs, SparseDecode, SparsePattern, encode_sele
 from workbench.features import jumprelu
 
 MODES = ("threshold", "batch_topk", "topk")
+#: dtype of the sparse row gathers (embedding_bag): float32, whatever the matmul dtype. bfloat16
+#: gathers halve the bytes moved but measured 2x slower here (conversions plus a slower kernel)
+GATHER_DTYPE = torch.float32
 
 
 @dataclass
@@ -147,7 +151,7 @@ class BatchTopKSAE(nn.Module):
 
         Only the encoder matmul is dense, fused with the selection; decoding and gradients are
         sparse (see :mod:`sae.sparse`). ``dtype`` (default: bfloat16 if ``bf16`` else float32) is
-        that of the matmul and the row gathers; sums, loss, parameters and optimizer state stay
+        that of the matmul; the sparse row gathers, sums, loss, parameters and optimizer state stay
         float32. ``dead`` is a bool mask of dead latents for AuxK. Under data-parallel training
         (``comm``, see :mod:`sae.ddp`) ``x`` is this rank's block of the global batch: the top-k
         is taken over the global batch and the losses are this rank's share of the global means.
@@ -159,17 +163,20 @@ class BatchTopKSAE(nn.Module):
         dtype = dtype or (torch.bfloat16 if bf16 else torch.float32)
         x_c = x - self.b_dec.detach()
         dead_idx = dead.nonzero().squeeze(1) if dead is not None and bool(dead.any()) else None
-        with torch.no_grad():
+        with torch.no_grad(), record_function("sae.encode_select"):
             rows, cols, vals, dead_pre = encode_select(x_c, self.W_enc, self.b_enc, k * n, dtype=dtype, dead_idx=dead_idx)
             rows, cols, vals = comm.global_top(rows, cols, vals, k * n)
-        pattern = SparsePattern(rows, cols, n_local, self.d_sae, gather_dtype=dtype)
-        vals = SelectedPreActs.apply(vals, x_c, self.b_dec, self.W_enc, self.b_enc, pattern)
-        x_hat = SparseDecode.apply(vals, self.W_dec, pattern) + self.b_dec
-        err = x - x_hat
-        l2 = err.pow(2).sum() / n
+        with record_function("sae.decode"):
+            pattern = SparsePattern(rows, cols, n_local, self.d_sae, gather_dtype=GATHER_DTYPE)
+            vals = SelectedPreActs.apply(vals, x_c, self.b_dec, self.W_enc, self.b_enc, pattern)
+            x_hat = SparseDecode.apply(vals, self.W_dec, pattern) + self.b_dec
+            err = x - x_hat
+            l2 = err.pow(2).sum() / n
         auxk = err.new_zeros(())
         if dead_idx is not None:
-            auxk = self._auxk_loss(err.detach(), dead_pre, dead_idx, x_c, k_aux or self.d_in // 2, dtype, n, comm)
+            with record_function("sae.auxk"):
+                auxk = self._auxk_loss(err.detach(), dead_pre, dead_idx, x_c, k_aux or self.d_in // 2, GATHER_DTYPE, n,
+                                       comm)
         loss = l2 + auxk_alpha * auxk
         return TrainOutput(loss, l2, auxk, x_hat.detach(), pattern, vals.detach())
 

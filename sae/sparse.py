@@ -172,9 +172,16 @@ def encode_select(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, n
         _BUFFERS.clear()  # one buffer at a time; a fresh one per call would page-fault every step
         _BUFFERS[key] = torch.empty(chunk_rows, m, dtype=dtype)
     buf, int_dtype = _BUFFERS[key], _INT_VIEW[dtype]
-    # the bias rides in the matmul as an extra input column of ones (cheaper than addmm's broadcast)
-    xq = torch.cat([x_c.detach(), x_c.new_ones(N, 1)], dim=1).to(dtype)
-    W_t = torch.cat([W_enc.detach(), b_enc.detach()[:, None]], dim=1).to(dtype).t()
+    # the bias rides in the matmul as an extra input column of ones (cheaper than addmm's broadcast);
+    # written straight into the matmul dtype: one conversion pass over the weights, not a cat and a copy
+    d = x_c.shape[1]
+    xq = torch.empty(N, d + 1, dtype=dtype)
+    xq[:, :d].copy_(x_c.detach())
+    xq[:, d] = 1
+    W_q = torch.empty(m, d + 1, dtype=dtype)
+    W_q[:, :d].copy_(W_enc.detach())
+    W_q[:, d].copy_(b_enc.detach())
+    W_t = W_q.t()
     thr, prev_thr, margin = None, None, 0.2
     while True:
         idx_parts, val_parts, dead_parts = [], [], []

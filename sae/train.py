@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from sae.config import SAEConfig, TrainConfig
@@ -40,6 +41,7 @@ from sae.io import save_sae
 from sae.model import BatchTopKSAE
 from workbench.atomic import atomic_path, write_json, write_jsonl
 from workbench.cache.distributed import Dist, share_bounds
+from workbench.cache.writer import prefetch
 from workbench.compute import choose_dtype
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,8 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
                                                "distributed": _shares(source, cfg, comm.world_size)},
                    indent=2, default=str)
     part = (comm.rank, comm.world_size)
-    stream = source.epoch(pos["epoch"], skip=pos["batch"], part=part)
+    # batches are read on a background thread, one step ahead: the reads overlap the numpy parts of a step
+    stream = prefetch(source.epoch(pos["epoch"], skip=pos["batch"], part=part))
     bar = tqdm(total=cfg.steps, initial=step, disable=not verbose or not comm.is_main,
                desc=f"sae train ({len(hooks)} hook(s), {choice.name})", unit="step")
     last_good = step if ckpt_path is not None and ckpt_path.exists() else None
@@ -114,7 +117,7 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
         batch = next(stream, None)
         if batch is None:
             pos = {"epoch": pos["epoch"] + 1, "batch": 0}
-            stream = source.epoch(pos["epoch"], part=part)
+            stream = prefetch(source.epoch(pos["epoch"], part=part))
             batch = next(stream, None)
             if batch is None:
                 raise ValueError("the data source yielded no batches (fewer frames than one batch?)")
@@ -222,27 +225,35 @@ def _train_step(st: _HookState, x: torch.Tensor, step: int, cfg: TrainConfig, dt
     sae = st.sae
     x = x.float() * st.scale
     dead = st.since_fired >= cfg.dead_after_tokens
-    out = sae.training_forward(x, k=cfg.k_at(step), dead=dead, k_aux=sae.d_in // 2,
-                               auxk_alpha=cfg.auxk_alpha, dtype=dtype, comm=comm)
-    loss = comm.sum(out.loss.detach().clone().reshape(1))  # every rank sees the same: all stop together
+    with record_function("sae.forward"):
+        out = sae.training_forward(x, k=cfg.k_at(step), dead=dead, k_aux=sae.d_in // 2,
+                                   auxk_alpha=cfg.auxk_alpha, dtype=dtype, comm=comm)
+        loss = comm.sum(out.loss.detach().clone().reshape(1))  # every rank sees the same: all stop together
     if not torch.isfinite(loss).all():
         raise TrainingDiverged(f"non-finite loss ({float(loss[0])})")
     st.opt.zero_grad(set_to_none=True)
-    out.loss.backward()
-    comm.sum_grads_(sae.parameters())
-    sae.project_decoder_grad_()
-    gnorm = torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
-    if not torch.isfinite(gnorm):
-        raise TrainingDiverged(f"non-finite gradient norm ({float(gnorm)})")
-    for group in st.opt.param_groups:
-        group["lr"] = cfg.lr_for(sae.d_sae) * cfg.lr_factor(step)
-    st.opt.step()
-    sae.normalize_decoder_()
-    with torch.no_grad():
+    with record_function("sae.backward"):
+        out.loss.backward()
+    with record_function("sae.sum_grads"):
+        comm.sum_grads_(sae.parameters())
+    with record_function("sae.optimizer"):
+        sae.project_decoder_grad_()
+        params = list(sae.parameters())
+        gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if not torch.isfinite(gnorm):
+            raise TrainingDiverged(f"non-finite gradient norm ({float(gnorm)})")
+        if gnorm > cfg.grad_clip:  # scale only when clipping: most steps skip a pass over every gradient
+            torch.nn.utils.clip_grads_with_norm_(params, cfg.grad_clip, gnorm)
+        for group in st.opt.param_groups:
+            group["lr"] = cfg.lr_for(sae.d_sae) * cfg.lr_factor(step)
+        st.opt.step()
+        sae.normalize_decoder_()
+    with torch.no_grad(), record_function("sae.statistics"):
         # one reduction for the step's statistics: frames, moments of x, l2, auxk, nnz, firing counts
-        xd = x.double()
+        flat = x.reshape(-1)
         sums = comm.sum(torch.cat([torch.tensor([x.shape[0], float(out.l2), float(out.auxk), out.pattern.nnz],
-                                                dtype=torch.float64), xd.sum(dim=0), xd.pow(2).sum().reshape(1),
+                                                dtype=torch.float64), x.sum(dim=0).double(),
+                                   torch.dot(flat, flat).double().reshape(1),
                                    torch.bincount(out.pattern.cols, minlength=sae.d_sae).double()]))
         n, l2, auxk, nnz = (float(v) for v in sums[:4])
         d = sae.d_in
