@@ -155,3 +155,16 @@ def test_rerun_with_other_hooks_or_into_a_foreign_folder_changes_nothing(capsys,
     rc, _, err = cli(capsys, *_cache_argv(synth, foreign))
     assert_error(rc, err, str(foreign), "not an activation cache")
     assert tree_hash(foreign) == before  # not even a lock file left behind
+
+
+def test_damaged_uncommitted_batch_is_dropped_and_redone(capsys, caplog, synth, fresh, damaged):
+    """A batch written by an interrupted build (a piece, not merged yet) with a truncated shard."""
+    index = json.loads((damaged / "index.json").read_text())
+    piece = {"rank": 0, "run": "killed", "seq": 0, "failed": {}, **index["final"]}
+    (damaged / "index.json").write_text(json.dumps({**index, "final": None, "pieces": [piece]}))
+    with open(damaged / ACTS, "r+b") as f:
+        f.truncate(10)
+    rc, _, err = cli(capsys, *_cache_argv(synth, damaged))
+    assert rc == 0, err
+    assert f"dropping damaged batch r0_killed_00000 ({ACTS}: truncated" in caplog.text
+    _same_data(damaged, fresh)
