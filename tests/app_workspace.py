@@ -113,7 +113,7 @@ def write_neuro(ws: Path, name: str = "fixture") -> Path:
                                                                                             index=False)
     lags = np.arange(-0.1, 0.41, 0.01)
     np.save(out / "kernels" / "acoustic.npy",
-            np.stack([[np.sin(lags * 10 + i), np.cos(lags * 10 + i)] for i in range(len(channels))]).astype(np.float32))
+            np.stack([[np.sin(lags * 10 + i), 0.5 * np.cos(lags * 25 + i)] for i in range(len(channels))]).astype(np.float32))
     (out / "neuro.json").write_text(json.dumps({"data": "fixture", "sfreq": 100.0, "tmin": -0.1, "tmax": 0.4,
                                                 "channels": channels, "kernel_lags_s": lags.tolist()}))
     import matplotlib

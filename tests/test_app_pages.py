@@ -9,6 +9,7 @@ import base64
 import io
 import os
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 
@@ -93,44 +94,46 @@ def test_workspace_page(served, tmp_path):
     no_console_errors(served)
 
 
+def wait_until(condition, timeout: float = 30.0, what: str = ""):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def test_features_page(served, tmp_path):
-    served.server_url = served.server_url  # the file route is served by the same server
     served.wait_for_page(served.server_url + "/features")
     served.wait_for_contains_text("#feat-title", "Feature", timeout=30)
     first = served.find_element("#feat-title").text
     served.select_dcc_dropdown("#feat-feature", index=2)
-    served.wait_for_text_to_equal("#feat-sae-info", served.find_element("#feat-sae-info").text)
-    served.wait_for_element("#feat-top .wb-example audio", timeout=30)
-    import time
-
-    end = time.time() + 30
-    while served.find_element("#feat-title").text == first and time.time() < end:
-        time.sleep(0.2)
-    chosen = served.find_element("#feat-title").text
-    assert chosen != first
+    chosen = wait_until(lambda: (t := served.find_element("#feat-title").text) != first and t, what="a new feature")
     feature = int(chosen.split()[1].rstrip(":"))
+    wait_until(lambda: f"feature {feature}:" in served.driver.execute_script(
+        "return document.querySelector('#feat-hist .gtitle')?.textContent || ''"), what="its histogram")
+    served.wait_for_element("#feat-top .wb-example audio", timeout=30)
     srcs = audio_sources(served, "#feat-top")
-    assert srcs and all("#t=" in s for s in srcs)
+    assert len(srcs) == 4 and all("/files/corpora/synth/" in s and "#t=" in s for s in srcs)
     assert_audio(srcs[0])
-    served.wait_for_element("#feat-quantile .wb-example", timeout=30)
-    assert "quantile sample" in served.find_element("#feat-quantile").text or "fires on no" in served.find_element(
-        "#feat-quantile").text
-    served.wait_for_element("#feat-over-time .js-plotly-plot", timeout=30)
+    served.wait_for_contains_text("#feat-quantile", "quantile sample", timeout=30)
     assert any(t["name"] == "activation" for t in figure_traces(served, "feat-top"))
+    served.wait_for_element("#feat-over-time .js-plotly-plot", timeout=30)
     screenshot(served, "features", tmp_path)
     no_console_errors(served)
-    assert feature >= 0
 
 
 def test_tokens_page(served, tmp_path):
     served.wait_for_page(served.server_url + "/tokens")
     served.wait_for_contains_text("#tok-token-status", "token", timeout=30)
+    first = served.find_element("#tok-token-status").text
     served.select_dcc_dropdown("#tok-token", index=3)
+    status = wait_until(lambda: (t := served.find_element("#tok-token-status").text) != first and t,
+                        what="the chosen token")
+    token = int(status.split()[1].rstrip(":"))
+    assert f"token {token}" in served.find_element("#tok-token").text  # the dropdown's choice is what is shown
     served.wait_for_element("#tok-clips audio", timeout=30)
-    label = served.find_element("#tok-token .Select-value-label, #tok-token [class*='singleValue'], #tok-token").text
-    token = label.split()[1] if label.startswith("token") else None
-    if token:
-        served.wait_for_contains_text("#tok-token-status", f"token {token}:", timeout=30)
     assert_audio(audio_sources(served, "#tok-clips")[0])
     served.wait_for_element("#tok-patch .js-plotly-plot", timeout=20)
     assert "distinct tokens" in served.find_element("#tok-stats").text
@@ -143,15 +146,8 @@ def test_probes_page(served, tmp_path):
     served.wait_for_contains_text("#probe-info", "best layer", timeout=30)
     served.select_dcc_dropdown("#probe-layer", value="blocks.1.resid_post")
     served.wait_for_contains_text("#probe-folds", HOOK, timeout=30)
-    import time
-
-    end = time.time() + 20
-    while time.time() < end:
-        sel = [t for t in figure_traces(served, "probe-layers") if t["name"] == "selected layer"]
-        if sel and sel[0]["x"] == ["blocks.1.resid_post"]:
-            break
-        time.sleep(0.2)
-    assert sel and sel[0]["x"] == ["blocks.1.resid_post"]
+    wait_until(lambda: [t["x"] for t in figure_traces(served, "probe-layers") if t["name"] == "selected layer"]
+               == [["blocks.1.resid_post"]], what="the selected layer's star")
     served.wait_for_element("#probe-confusion .js-plotly-plot")
     screenshot(served, "probes", tmp_path)
     no_console_errors(served)
@@ -161,15 +157,8 @@ def test_eeg_page(served, tmp_path):
     served.wait_for_page(served.server_url + "/eeg")
     served.wait_for_element("#eeg-corr-table", timeout=30)
     served.select_dcc_dropdown("#eeg-layer", value="encoder.blocks.0.hook_resid_post")
-    import time
-
-    end = time.time() + 20
-    while time.time() < end:
-        sel = [t for t in figure_traces(served, "eeg-layers") if t["name"] == "selected layer"]
-        if sel and sel[0]["x"] == ["blocks.0.resid_post"]:
-            break
-        time.sleep(0.2)
-    assert sel and sel[0]["x"] == ["blocks.0.resid_post"]
+    wait_until(lambda: [t["x"] for t in figure_traces(served, "eeg-layers") if t["name"] == "selected layer"]
+               == [["blocks.0.resid_post"]], what="the selected layer's star")
     img = served.find_element("#eeg-images img").get_attribute("src")
     with urllib.request.urlopen(img, timeout=10) as r:
         assert r.headers["Content-Type"] == "image/png"

@@ -1,0 +1,1 @@
+"""Pages of the app: one module per URL path (``PATH``, ``TITLE``, ``layout(ws, query)``, ``register(app, ws, jobs)``)."""
