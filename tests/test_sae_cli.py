@@ -153,7 +153,12 @@ def test_live_training_from_model(tiny):
 @pytest.mark.slow
 def test_real_whisper_tiny_spliced_wer(shared_data, tiny_en_wheel):
     """Real weights on the JFK clip: an SAE trained on ~3k frames of block 2 (three speech clips)
-    keeps the transcript (WER change small), while an untrained SAE wrecks it."""
+    keeps the transcript (WER change small), while an untrained SAE wrecks it.
+
+    In-sample on purpose: the JFK clip is one of the three training clips. ../shared/data holds
+    too little speech for a held-out version: trained on the 3,856 frames of the other three
+    speech clips the SAE leaves rel. error 0.41-0.45 at the hook and WER change 0.9-9.8 on JFK
+    (measured this session), so this checks the splice machinery and a fitted SAE, not generalisation."""
     import workbench.models
     from workbench.audio import load_audio
     from sae import BatchTopKSAE, SAEConfig
