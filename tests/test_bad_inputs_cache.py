@@ -168,3 +168,26 @@ def test_damaged_uncommitted_batch_is_dropped_and_redone(capsys, caplog, synth, 
     assert rc == 0, err
     assert f"dropping damaged batch r0_killed_00000 ({ACTS}: truncated" in caplog.text
     _same_data(damaged, fresh)
+
+
+def test_frame_table_damaged_in_place_is_named_by_readers(capsys, damaged, tmp_path):
+    """Same size, garbage inside: the cheap size check passes, reading the table names the file."""
+    part = json.loads((damaged / "index.json").read_text())["final"]["frames"]["g0"]["file"]
+    data = bytearray((damaged / part).read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = b"\x00" * 64
+    data[-8:-4] = b"\xff\xff\xff\x7f"  # the footer length: unreadable for certain
+    (damaged / part).write_bytes(bytes(data))
+    rc, _, err = cli(capsys, "probe", "--cache", damaged, "--target", "phones", "--split", "clip", "--folds", "2",
+                     "--out", tmp_path / "probe")
+    assert_error(rc, err, part, "unreadable frame table")
+    rc, _, err = cli(capsys, "cache-info", damaged, "--verify")
+    assert_error(rc, err, part, "checksum mismatch")
+
+
+def test_damaged_corpus_record_names_file_and_line(damaged):
+    path = damaged / "corpus.jsonl"
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][: len(lines[1]) // 2]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=f"{path}:2: damaged corpus record"):
+        ActivationCache.open(damaged).corpus

@@ -207,11 +207,18 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
 
 
 def read_table(paths: Sequence[str | os.PathLike], schema: FrameSchema) -> pa.Table:
-    """Read and concatenate parquet parts (in the given order)."""
+    """Read and concatenate parquet parts (in the given order); a damaged part raises naming it."""
     arrow_schema = schema.arrow_schema()
     if not paths:
         return arrow_schema.empty_table()
-    return pa.concat_tables([pq.read_table(p, schema=arrow_schema) for p in paths])
+    tables = []
+    for p in paths:
+        try:
+            tables.append(pq.read_table(p, schema=arrow_schema))
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{p}: unreadable frame table (damaged? `workbench cache-info --verify` checks the "
+                             f"cache; rerun `workbench cache` to redo it): {e}") from None
+    return pa.concat_tables(tables)
 
 
 def to_pandas(table: pa.Table):

@@ -317,6 +317,13 @@ class ActivationCache:
     @cached_property
     def corpus(self) -> Corpus:
         """The corpus (clips with tiers) this cache was built from."""
-        with open(self.root / CORPUS_JSONL) as f:
-            clips = [Clip.from_dict(json.loads(line)) for line in f if line.strip()]
+        path = self.root / CORPUS_JSONL
+        clips = []
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        clips.append(Clip.from_dict(json.loads(line)))
+                    except (ValueError, KeyError, TypeError) as e:
+                        raise ValueError(f"{path}:{lineno}: damaged corpus record ({type(e).__name__}: {e})") from None
         return Corpus(clips, root=self.meta["corpus"]["root"])
