@@ -40,7 +40,7 @@ from probes.controls import chance_upper_bound, control_task, majority_baseline,
 from probes.estimator import LinearProbe
 from probes.splits import grouped_kfold
 from probes.targets import build_target
-from workbench.atomic import write_json
+from workbench.atomic import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def _hook_file(ckpt: Path, hook: str, key: str) -> Path:
 def _load_hook(ckpt: Path | None, hook: str, key: str) -> dict | None:
     if ckpt is None or not _hook_file(ckpt, hook, key).is_file():
         return None
-    return json.loads(_hook_file(ckpt, hook, key).read_text())
+    return read_json(_hook_file(ckpt, hook, key))  # a damaged checkpoint: one error naming it
 
 
 def _save_hook(ckpt: Path | None, hook: str, key: str, done: dict) -> None:

@@ -127,3 +127,17 @@ def test_model_dir_with_broken_config_json(capsys, tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "whisper", ')
     rc, _, err = cli(capsys, "models", "info", tmp_path)
     assert_error(rc, err, str(tmp_path / "config.json"), "not valid JSON")
+
+
+def test_damaged_probe_checkpoint_is_named(capsys, tmp_path, fresh):
+    out = tmp_path / "probe"
+    argv = ["probe", "--cache", fresh, "--target", "phones", "--split", "clip", "--folds", "2", "--hooks", HOOKS[1],
+            "--max-frames", "300", "--C", "1.0", "--out", out]
+    rc, _, err = cli(capsys, *argv)
+    assert rc == 0, err
+    (ckpt,) = (out / "checkpoints").glob("*.json")
+    ckpt.write_text(ckpt.read_text()[:40])
+    before = tree_hash(out)
+    rc, _, err = cli(capsys, *argv)
+    assert_error(rc, err, str(ckpt), "not valid JSON")
+    assert tree_hash(out) == before
