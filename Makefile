@@ -13,7 +13,7 @@ OUT ?= workspace/demo
 # e.g. DEMO_ARGS="--quick --no-app", "--force sae", "--neuro simulated" (workbench demo --help)
 DEMO_ARGS ?=
 
-.PHONY: setup demo test clean-demo
+.PHONY: setup demo test clean-demo neuro-data
 
 setup: $(VENV)/.installed
 
@@ -32,3 +32,8 @@ test: setup
 
 clean-demo:
 	rm -rf $(OUT)
+
+# optional: the naplib sample (ten audiobook excerpts + simulated iEEG) for `workbench neuro naplib`.
+# naplib pins numpy<2 and heavy extras, so only its wheel is installed; neuro reads its .mat with h5py.
+neuro-data: setup
+	$(PY) -m pip install -q --no-deps naplib==2.6.0
