@@ -345,3 +345,17 @@ def test_read_json_names_the_damaged_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.json"):
         read_json(tmp_path / "nothere.json")
     shutil.rmtree(tmp_path)
+
+
+def test_the_installed_command_prints_one_line_and_exits_2(tmp_path):
+    """Through a real process (the entry point, logging set up by it): one line, status 2, no traceback."""
+    import subprocess
+    import sys
+
+    empty = _manifest(tmp_path / "empty", [])
+    proc = subprocess.run([sys.executable, "-m", "workbench", "corpus", "build", str(empty), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line
+    assert proc.stderr.startswith("workbench corpus: error: ") and str(empty) in proc.stderr
+    assert not (tmp_path / "out").exists()
