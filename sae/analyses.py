@@ -132,7 +132,7 @@ def _probe_accuracy(R_train, y_train, R_test, y_test, seed: int) -> float:
 
 @torch.no_grad()
 def concept_erasure(sae, X, y, test_size: float = 0.3, margin: float | None = None, seed: int = 0,
-                    mode: str | None = None, max_frames: int | None = 20_000, probe: str = "retrained") -> dict:
+                    mode: str | None = None, max_frames: int | None = 20_000, probe: str = "fixed") -> dict:
     """Fraction of features to zero (best-ranked for the concept first) before a linear probe on
     the reconstruction falls to chance.
 
@@ -140,11 +140,11 @@ def concept_erasure(sae, X, y, test_size: float = 0.3, margin: float | None = No
     the two classes of ``y``. A class-balanced logistic-regression probe (scikit-learn) is fit on
     reconstructions of a training split and scored (balanced accuracy) on a test split; "chance"
     means at most ``0.5 + margin`` (default: 3 binomial standard errors of the test set, at least
-    0.03). ``probe="retrained"`` refits the probe after each ablation: the concept counts as erased
-    only when no linear read-out of the remaining reconstruction finds it (strict: a concept whose
-    traces are spread over many correlated features needs them all). ``probe="fixed"`` fits it once
-    on the full reconstruction and scores the ablated ones: the features a given read-out relies
-    on. The count is searched by doubling then bisection. A concept the probe cannot read even from
+    0.03). ``probe="fixed"`` (default) fits it once on the full reconstruction and scores the
+    ablated ones: the features the concept's read-out relies on (a concept planted on a few atoms
+    erases with their features). ``probe="retrained"`` refits the probe after each ablation: the
+    concept counts as erased only when no linear read-out of the remaining reconstruction finds it
+    (strict: correlated context and faint traces in imperfect features must go too). The count is searched by doubling then bisection. A concept the probe cannot read even from
     the full reconstruction needs 0 features (``baseline_at_chance``). At most ``max_frames``
     random frames are used. AudioSAE reports 19-27%.
     """

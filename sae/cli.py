@@ -214,16 +214,15 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     if domains is not None and len(set(domains)) > 1:
         spec = domain_specialization(sae, X, domains)
         result["domain_specialization"] = {k: v for k, v in spec.items() if k != "table"}
-        erasure = concept_erasure(sae, X, domains == "speech", seed=seed)
-        result["concept_erasure"] = {"concept": "speech vs non-speech", **erasure}
-        fixed = concept_erasure(sae, X, domains == "speech", seed=seed, probe="fixed")
-        result["concept_erasure_fixed_probe"] = {"concept": "speech vs non-speech", **fixed}
+        for key, probe in (("concept_erasure", "fixed"), ("concept_erasure_retrained_probe", "retrained")):
+            erasure = concept_erasure(sae, X, domains == "speech", seed=seed, probe=probe)
+            result[key] = {"concept": "speech vs non-speech", **erasure}
     if "phones" in frames:
         phones = frames["phones"].to_numpy(dtype=object)
         speech = np.array([p is not None and p != "sil" for p in phones])
         is_vowel = np.array([p in VOWELS for p in phones[speech]])
         if speech.sum() >= 50 and 0 < is_vowel.sum() < len(is_vowel):
-            for key, probe in (("concept_erasure_vowel", "retrained"), ("concept_erasure_vowel_fixed_probe", "fixed")):
+            for key, probe in (("concept_erasure_vowel", "fixed"), ("concept_erasure_vowel_retrained_probe", "retrained")):
                 erasure = concept_erasure(sae, X[torch.from_numpy(speech)], is_vowel, seed=seed, probe=probe)
                 result[key] = {"concept": "vowel vs consonant (speech frames)", **erasure}
     cmp_path = _compare_path(compare, hook) if compare else None
