@@ -67,13 +67,19 @@ def used_clips(steering) -> tuple[set[str], set[str]]:
     return ids, groups
 
 
-def _transcripts(model, audio: np.ndarray, steering, vad: SileroVAD | None, speech: np.ndarray | None) -> dict:
-    """Texts of one clip under ``steering`` (None = plain): decoding, no-speech gate, VAD gate."""
+def _transcripts(model, audio: list[np.ndarray], steering, speech: list | None) -> dict[str, list[str]]:
+    """Texts of a batch of clips under ``steering`` (None = plain): decoding, no-speech gate and, when
+    ``speech`` (VAD output per clip) is given, the VAD gate."""
     with steering.applied(model) if steering is not None else contextlib.nullcontext():
-        windows = model.transcribe_scored(audio)[0]
-        out = {"": plain_text(windows), "+no_speech_gate": gated_text(windows)}
-        if vad is not None:
-            out["+vad_gate"] = model.transcribe(speech) if speech is not None else ""
+        windows = model.transcribe_scored(audio)
+        out = {"": [plain_text(w) for w in windows], "+no_speech_gate": [gated_text(w) for w in windows]}
+        if speech is not None:
+            found = [i for i, x in enumerate(speech) if x is not None]
+            texts = model.transcribe([speech[i] for i in found]) if found else []
+            vad = [""] * len(audio)
+            for i, t in zip(found, texts):
+                vad[i] = t
+            out["+vad_gate"] = vad
     return out
 
 
@@ -110,15 +116,16 @@ def evaluate(steering, corpus, model=None, out: str | Path | None = None, also: 
     clips, audio, skipped = load_clips(Corpus(keep, root=corpus.root), model.sample_rate, verbose)
     named = [("steered", steering)] + [(f"steered[{Path(s.path or f'also{i}').name}]", s) for i, s in enumerate(others)]
     gate = SileroVAD(sample_rate=model.sample_rate) if vad else None
-    rows = []
-    for clip, x in tqdm(list(zip(clips, audio)), desc="evaluate", disable=not verbose):
-        speech = gate.speech_audio(x) if gate is not None else None
-        row = {"id": clip.id, "domain": clip.domain, "reference": clip.transcript if is_speech(clip) else None}
+    rows = [{"id": c.id, "domain": c.domain, "reference": c.transcript if is_speech(c) else None} for c in clips]
+    chunk = max(1, getattr(model, "batch_size", 8))
+    for start in tqdm(range(0, len(clips), chunk), desc="evaluate", unit=f"x{chunk} clips", disable=not verbose):
+        part = audio[start : start + chunk]
+        speech = [gate.speech_audio(x) for x in part] if gate is not None else None
         for prefix, st in [("", None), *named]:
-            for suffix, text in _transcripts(model, x, st, gate, speech).items():
+            for suffix, texts in _transcripts(model, part, st, speech).items():
                 name = (prefix + suffix) if prefix else ({"": "baseline"}.get(suffix) or suffix.lstrip("+"))
-                row[name] = text
-        rows.append(row)
+                for row, text in zip(rows[start : start + chunk], texts):
+                    row[name] = text
     conditions = [k for k in rows[0] if k not in ("id", "domain", "reference")]
     metrics = summarize({k: [r[k] for r in rows] for k in conditions}, [r["reference"] for r in rows],
                         [not is_speech(c) for c in clips], n_boot=n_boot, seed=seed)
