@@ -162,7 +162,7 @@ class Workspace:
         return out
 
     def _describe_corpora(self, path: Path) -> dict:
-        s = self.corpus(path.name).summary()
+        s = _summary(self.corpus(path.name))
         return {"clips": s["clips"], "minutes": round(s["hours"] * 60, 2), "domains": s["domains"],
                 "speakers": len(s["speakers"]), "tiers": s["tiers"]}
 
@@ -233,22 +233,9 @@ class Workspace:
 
     def find_clip(self, clip_id: str):
         """``(corpus, clip)`` for ``clip_id`` from the workspace's corpora or caches, or ``(None, None)``."""
-        corpora = []
-        for p in self.folders("corpora"):
-            try:
-                corpora.append(self.corpus(p.name))
-            except PartError:
-                pass
-        for p in self.folders("caches"):
-            try:
-                corpora.append(self.cache(p.name).corpus)
-            except (PartError, OSError, ValueError):
-                pass
-        for corpus in corpora:
-            for clip in corpus:
-                if clip.id == clip_id:
-                    return corpus, clip
-        return None, None
+        sources = [(p / "manifest.jsonl", "corpus") for p in self.folders("corpora")] + \
+                  [(p / "corpus.jsonl", "cache") for p in self.folders("caches")]
+        return _clip_index(self, tuple((f, kind, _mtime(f)) for f, kind in sources)).get(clip_id, (None, None))
 
     def clip_url(self, corpus: Corpus, clip, start_s: float | None = None, end_s: float | None = None) -> str | None:
         """Audio URL of ``clip`` (a media fragment ``#t=a,b`` plays just that segment), None if outside."""
@@ -407,9 +394,28 @@ class Workspace:
         return out
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)
 def _corpus(path: Path, mtime: float) -> Corpus:
     return load_corpus(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _summary(corpus: Corpus) -> dict:
+    return corpus.summary()
+
+
+@functools.lru_cache(maxsize=4)
+def _clip_index(ws: Workspace, sources: tuple) -> dict:
+    """``{clip_id: (corpus, clip)}`` over the corpora and cache corpora ``sources`` (first one wins)."""
+    index: dict = {}
+    for path, kind, _ in sources:
+        try:
+            corpus = ws.corpus(path.parent.name) if kind == "corpus" else ws.cache(path.parent.name).corpus
+        except (PartError, OSError, ValueError):
+            continue
+        for clip in corpus:
+            index.setdefault(clip.id, (corpus, clip))
+    return index
 
 
 @functools.lru_cache(maxsize=64)

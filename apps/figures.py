@@ -11,6 +11,7 @@ Example
 """
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -26,6 +27,14 @@ __all__ = ["histogram_figure", "activation_figure", "features_over_time_figure",
            "eeg_layers_figure", "eeg_channels_figure", "trf_figure", "pareto_figure", "empty_figure"]
 
 TEMPLATE = "plotly_white"
+@functools.lru_cache(maxsize=1)
+def _template() -> dict:
+    """The template as plotly.js reads it: unvalidated figures do not expand a template's name."""
+    import plotly.io as pio
+
+    return pio.templates[TEMPLATE].to_plotly_json()
+
+
 # explicit stops: without plotly's validation a named scale goes to plotly.js as is, which lacks "Magma"
 MAGMA = [[i / (len(sequential.Magma) - 1), c] for i, c in enumerate(sequential.Magma)]
 
@@ -85,7 +94,7 @@ def activation_figure(times: np.ndarray, freqs: np.ndarray, db: np.ndarray, act_
              "showscale": False, "hovertemplate": "%{x:.2f} s, band %{y}: %{z:.0f} dB<extra></extra>"},
             {"type": "scatter", "x": np.asarray(act_times, dtype=float), "y": acts, "mode": "lines", "name": "activation",
              "line": {"color": "#00e5ff", "width": 2.5}, "yaxis": "y2"}] + _tier_traces(tiers, t0, t1)
-    layout = {"title": {"text": title}, "template": TEMPLATE, "height": 260 + 45 * n_tiers, "showlegend": False,
+    layout = {"title": {"text": title}, "template": _template(), "height": 260 + 45 * n_tiers, "showlegend": False,
               "bargap": 0.05, "margin": {"t": 40 if title else 10, "b": 40, "l": 70, "r": 60},
               "xaxis": {"title": {"text": "time (s)"}, "range": [t0, t1], "anchor": f"y{2 + n_tiers}" if n_tiers else "y"},
               "yaxis": {"domain": [spec_bottom, 1], "tickvals": ticks, "title": {"text": "Hz"},
@@ -223,22 +232,25 @@ def trf_figure(lags_s: np.ndarray, kernels: np.ndarray, channels: Sequence[str] 
 def pareto_figure(sweep: pd.DataFrame, refs: Mapping[str, Mapping] | None = None, chosen: Mapping | None = None,
                   title: str = "") -> go.Figure:
     """Sweep points (hallucination rate vs WER, hover shows the settings) with reference points
-    (baseline, gates: ``{name: {"wer", "hallucination_rate"}}``) and the chosen setting."""
+    (baseline, gates: ``{name: {"wer", "hallucination_rate"}}``) and the chosen setting (built
+    without per-property validation, like :func:`activation_figure`)."""
     settings = [c for c in sweep.columns if c not in ("wer", "hallucination_rate")]
     hover = [", ".join(f"{c}={v}" for c, v in zip(settings, vals))
              for vals in sweep[settings].astype(str).itertuples(index=False)] if settings else None
-    fig = go.Figure(go.Scatter(x=sweep["wer"], y=sweep["hallucination_rate"], mode="markers", name="sweep",
-                               text=hover, hovertemplate="WER %{x:.3f}, halluc. %{y:.3f}<br>%{text}<extra></extra>",
-                               marker={"size": 9, "color": "#1f77b4", "opacity": 0.7}))
-    symbols = iter(["diamond", "square", "cross", "x", "triangle-up"])
+    data = [{"type": "scatter", "x": sweep["wer"].to_numpy(), "y": sweep["hallucination_rate"].to_numpy(),
+             "mode": "markers", "name": "sweep", "text": hover,
+             "hovertemplate": "WER %{x:.3f}, halluc. %{y:.3f}<br>%{text}<extra></extra>",
+             "marker": {"size": 9, "color": "#1f77b4", "opacity": 0.7}}]
+    symbols = iter(["diamond", "square", "cross", "x", "triangle-up", "triangle-down", "pentagon"])
     for name, r in (refs or {}).items():
         if isinstance(r, Mapping) and r.get("wer") is not None and r.get("hallucination_rate") is not None:
-            fig.add_trace(go.Scatter(x=[r["wer"]], y=[r["hallucination_rate"]], mode="markers+text", name=name,
-                                     text=[name], textposition="top center",
-                                     marker={"size": 14, "symbol": next(symbols, "circle")}))
+            data.append({"type": "scatter", "x": [r["wer"]], "y": [r["hallucination_rate"]], "mode": "markers+text",
+                         "name": name, "text": [name], "textposition": "top center",
+                         "marker": {"size": 14, "symbol": next(symbols, "circle")}})
     if chosen and chosen.get("wer") is not None:
-        fig.add_trace(go.Scatter(x=[chosen["wer"]], y=[chosen["hallucination_rate"]], mode="markers", name="steered",
-                                 marker={"size": 18, "symbol": "star", "color": "orange"}))
-    fig.update_layout(title=title, xaxis_title="WER", yaxis_title="hallucination rate", template=TEMPLATE,
-                      height=420, legend={"orientation": "h", "y": -0.2})
-    return fig
+        data.append({"type": "scatter", "x": [chosen["wer"]], "y": [chosen["hallucination_rate"]], "mode": "markers",
+                     "name": "steered", "marker": {"size": 18, "symbol": "star", "color": "orange"}})
+    layout = {"title": {"text": title}, "xaxis": {"title": {"text": "WER"}},
+              "yaxis": {"title": {"text": "hallucination rate"}}, "template": _template(), "height": 420,
+              "legend": {"orientation": "h", "y": -0.2}}
+    return go.Figure({"data": data, "layout": layout}, _validate=False)

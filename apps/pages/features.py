@@ -94,6 +94,8 @@ def _examples(ws: Workspace, ref: SaeRef, feature: int, rows, kind: str) -> list
 
 
 def register(app, ws: Workspace, jobs) -> None:
+    memo: dict = {}  # table records and dropdown options of the last SAE shown
+
     @app.callback(Output("feat-status", "children"), Output("feat-table", "data"), Output("feat-table", "columns"),
                   Output("feat-feature", "options"), Output("feat-feature", "value"), Output("feat-sae-info", "children"),
                   Output("feat-clip", "options"), Output("feat-clip", "value"), Input("feat-sae", "value"))
@@ -104,9 +106,11 @@ def register(app, ws: Workspace, jobs) -> None:
         info = ws.sae_eval(ref).get("metrics", {})
         shown = " · ".join(f"{k} {info[k]:.3g}" for k in ("fvu", "l0", "dead_fraction") if isinstance(info.get(k), float))
         cols = [{"name": c, "id": c} for c in table.columns]
-        opts = feature_options(table)
+        if memo.get("table") is not table:  # the records change only when features.parquet does
+            memo.update(table=table, rows=feature_rows(table), opts=feature_options(table))
+        rows, opts = memo["rows"], memo["opts"]
         clips = ws.sae_cache(ref).clip_ids
-        return ("", feature_rows(table), cols, opts, opts[0]["value"] if opts else None,
+        return ("", rows, cols, opts, opts[0]["value"] if opts else None,
                 f"{len(table)} features · {shown}", clips, clips[0] if clips else None)
 
     @app.callback(Output("feat-feature", "value", allow_duplicate=True), Input("feat-table", "active_cell"),
