@@ -94,6 +94,19 @@ def test_force_redoes_the_step_and_what_builds_on_it(tmp_path):
     assert (tmp_path / "caches/b/two.txt").read_text() == "x"  # redone from scratch, not resumed
 
 
+def test_redo_interrupted_before_the_dependents_still_redoes_them_next_time(tmp_path):
+    c = Counter()
+    run_steps(_steps(c), tmp_path, log=_quiet)
+    with pytest.raises(KeyboardInterrupt):  # a is forced, then b is killed: b resumes, and what b made is new
+        run_steps(_steps(c, kill_b=True), tmp_path, force=["a"], log=_quiet)
+    c.runs.clear()
+    res = run_steps(_steps(c), tmp_path, only=["a"], force=["a"], log=_quiet)  # redo a alone: b goes stale
+    assert [r.status for r in res] == ["done"] and read_workspace(tmp_path)["steps"]["b"]["status"] == "stale"
+    res = run_steps(_steps(c), tmp_path, log=_quiet)
+    assert [r.status for r in res] == ["skipped", "done", "skipped"]
+    assert (tmp_path / "caches/b/two.txt").read_text() == "x"  # made afresh, not resumed on the old files
+
+
 def test_changed_settings_redo_the_step_from_scratch(tmp_path):
     c = Counter()
     run_steps(_steps(c, text="small"), tmp_path, log=_quiet)
@@ -174,11 +187,14 @@ def test_quick_demo_builds_a_workspace_that_loads(tmp_path, tiny_en_wheel, capsy
     assert main(["demo", "--quick", "--no-app", "--shared-data", "none", "--workspace", str(ws)]) == 0
     record = json.loads((ws / "workspace.json").read_text())
 
-    corpora = {n: load_corpus(ws / "corpora" / n) for n in ("speech", "nonspeech", "demo", "heldout")}
+    corpora = {n: load_corpus(ws / "corpora" / n) for n in ("speech", "nonspeech", "demo", "dev", "heldout")}
+    assert sorted(p.name for p in (ws / "corpora").iterdir()) == ["demo", "dev", "heldout", "nonspeech", "speech"]
     assert set(corpora["demo"].summary()["domains"]) == {"speech", "music", "environment"}
     assert len(corpora["speech"].summary()["speakers"]) >= 3
     fit_ids, heldout_ids = {c.id for c in corpora["demo"]}, {c.id for c in corpora["heldout"]}
-    assert not fit_ids & heldout_ids  # held-out clips keep ids of their own
+    dev_ids = {c.id for c in corpora["dev"]}
+    assert not fit_ids & heldout_ids and not dev_ids & (fit_ids | heldout_ids)  # ids of their own
+    assert record["parts"]["corpora/dev"]["command"].startswith("workbench corpus synth")
 
     whisper = ActivationCache.open(ws / "caches" / MODEL)
     assert {f"encoder.blocks.{i}.hook_resid_post" for i in range(4)} <= set(whisper.hooks)
@@ -215,6 +231,10 @@ def test_quick_demo_builds_a_workspace_that_loads(tmp_path, tiny_en_wheel, capsy
         assert {"feature", "channel", "r", "p_fdr"} <= set(table.columns) and np.isfinite(table["r"]).all()
     else:
         assert record["steps"]["neuro"]["status"] == "unavailable"
+
+    figures = json.loads((ws / "demo_figures.json").read_text())
+    assert figures["probes"]["phones"]["peak_hook"] in whisper.hooks
+    assert set(figures["saes"]) == {f"{MODEL}/{LAST_HOOK}", f"{MODEL}/{MIDDLE_HOOK}"}
 
     for name, rec in record["steps"].items():
         assert rec["status"] in ("done", "unavailable"), (name, rec)

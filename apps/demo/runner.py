@@ -113,6 +113,7 @@ class Part:
     name: str
     path: str
     info: dict = field(default_factory=dict)
+    command: str | None = None  # the command(s) that made it; default: all of its step's commands
 
 
 @dataclass
@@ -153,6 +154,7 @@ class Step:
 class StepResult:
     name: str
     status: str  # done | skipped | unavailable | stopped (the app)
+    # (in workspace.json a step is also "running", "interrupted", "failed" or "stale": redone next time)
     seconds: float = 0.0
     message: str = ""
 
@@ -192,10 +194,29 @@ def _record(root: Path, step: Step, status: str, seconds: float, settings: dict,
     parts = {k: v for k, v in (ws.get("parts") or {}).items() if v.get("step") != step.name}
     if status == "done":
         for p in step.parts:
-            parts[f"{p.kind}/{p.name}"] = {"path": p.path, "step": step.name, "command": "; ".join(step.commands()),
-                                           **p.info}
+            parts[f"{p.kind}/{p.name}"] = {"path": p.path, "step": step.name,
+                                           "command": p.command or "; ".join(step.commands()), **p.info}
     ws["parts"] = parts
     write_json(root / WORKSPACE_JSON, ws, indent=2)
+
+
+def _dependents(steps: Sequence[Step], name: str) -> list[str]:
+    """Names of the steps that build on ``name``, directly or through others."""
+    found: list[str] = []
+    for s in steps:
+        if name in s.needs or any(n in found for n in s.needs):
+            found.append(s.name)
+    return found
+
+
+def _mark_stale(root: Path, names: Iterable[str]) -> None:
+    ws = read_workspace(root)
+    names = [n for n in names if n in ws["steps"] and ws["steps"][n].get("status") != "unavailable"]
+    if names:
+        for n in names:
+            ws["steps"][n]["status"] = "stale"
+        ws["parts"] = {k: v for k, v in (ws.get("parts") or {}).items() if v.get("step") not in names}
+        write_json(root / WORKSPACE_JSON, ws, indent=2)
 
 
 def _remove_outputs(ctx: Context, step: Step) -> None:
@@ -244,13 +265,16 @@ def run_steps(steps: Sequence[Step], root: str | Path, settings: dict | None = N
         # A record with other commands (a --quick run before a full one, a killed run with other settings)
         # means the outputs on disk were made differently: start that step, and what builds on it, afresh.
         changed = prev.get("status") not in (None, "unavailable") and prev.get("commands") != step.commands()
-        if any(n in redo for n in step.needs) or changed:
+        stale = prev.get("status") == "stale"
+        if any(n in redo for n in step.needs) or changed or stale:
             redo.add(step.name)
         if step.name in redo:
-            why = "forced" if step.name in force else (
-                "its commands changed since the last run" if changed else "a step it builds on was redone")
+            why = ("forced" if step.name in force else "its commands changed since the last run" if changed
+                   else "a step it builds on was redone")
             log(f"{head}: redoing ({why}): removing its outputs")
             _remove_outputs(ctx, step)
+            # what builds on this step is out of date from now on, even if this run stops before reaching it
+            _mark_stale(root, _dependents(steps, step.name))
         elif not step.blocking and prev.get("status") == "done" and step.complete(ctx):
             log(f"{head}: complete, skipped (took {prev.get('seconds', 0):.0f} s when it ran)")
             _record(root, step, "done", prev.get("seconds", 0.0), ctx.settings, timings=prev.get("command_seconds"))

@@ -4,7 +4,7 @@ Every step is a list of ``workbench`` command lines (the same ones a user would 
 process) plus a completeness check on what they write. The workspace layout is the one of
 ``../shared/DESIGN.md``::
 
-    corpora/{speech,nonspeech,shared,demo,dev*,heldout*,naplib}
+    corpora/{speech,nonspeech,shared,demo,dev,heldout,naplib}   (dev/ and heldout/ keep their halves in parts/)
     caches/{whisper-tiny.en,cochleagram,auristream-tiny}
     saes/whisper-tiny.en/{HOOK}/ and saes/whisper-tiny.en/eval/{HOOK}/
     probes/phones/
@@ -65,12 +65,12 @@ class DemoSettings:
         if self.quick:
             return {"speech": 24, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
                     "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000,
-                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "steer_n": "8", "neuro_draws": 200,
-                    "neuro_sae_features": 8, "neuro_components": 8}
+                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "steer_n": "8",
+                    "neuro_draws": 100, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8}
         return {"speech": 48, "speakers": 8, "nonspeech": 24, "dev_speech": 6, "dev_nonspeech": 6,
                 "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 600_000,
-                "splice_clips": 8, "eval_frames": 10_000, "folds": 5, "steer_n": "4,16", "neuro_draws": 1000,
-                "neuro_sae_features": 16, "neuro_components": 16}
+                "splice_clips": 8, "eval_frames": 10_000, "folds": 5, "steer_n": "4,16",
+                "neuro_draws": 200, "neuro_folds": 5, "neuro_sae_features": 16, "neuro_components": 16}
 
     @property
     def neuro_data(self) -> str:
@@ -125,67 +125,67 @@ def _cache_ok(rel: str):
 
 
 # --- steps ---------------------------------------------------------------------------------------
+def _split(name: str, seed: int, n_speech: int, n_speakers: int, n_nonspeech: int) -> tuple[list[Action], str]:
+    """A corpus of its own voices (``seed``) and clip ids (``NAME_``): its speech and non-speech halves are
+    built under ``corpora/NAME/parts/`` (not listed as corpora of their own) and merged into ``corpora/NAME``."""
+    base = f"@corpora/{name}/parts"
+    actions = [cli("corpus", "synth", "--n", str(n_speech), "--speakers", str(n_speakers), "--seed", str(seed),
+                   "--id-prefix", f"{name}_", "--out", f"{base}/speech", "-q"),
+               cli("corpus", "nonspeech", "--n", str(n_nonspeech), "--seed", str(seed), "--id-prefix", f"{name}_",
+                   "--out", f"{base}/nonspeech", "-q"),
+               cli("corpus", "build", f"{base}/speech", f"{base}/nonspeech", "--out", f"@corpora/{name}", "-q")]
+    return actions, "; ".join(a.command for a in actions)
+
+
 def corpus_step(s: DemoSettings) -> Step:
     z = s.sizes
-    actions = [
-        cli("corpus", "synth", "--n", str(z["speech"]), "--speakers", str(z["speakers"]), "--seed", "0",
-            "--out", "@corpora/speech", "-q"),
-        cli("corpus", "nonspeech", "--n", str(z["nonspeech"]), "--seed", "0", "--out", "@corpora/nonspeech", "-q"),
-    ]
+    speech = cli("corpus", "synth", "--n", str(z["speech"]), "--speakers", str(z["speakers"]), "--seed", "0",
+                 "--out", "@corpora/speech", "-q")
+    nonspeech = cli("corpus", "nonspeech", "--n", str(z["nonspeech"]), "--seed", "0", "--out", "@corpora/nonspeech", "-q")
+    actions = [speech, nonspeech]
+    parts = [Part("corpora", "speech", "corpora/speech", {"what": "espeak-ng speech, exact phone/word timings"},
+                  speech.command),
+             Part("corpora", "nonspeech", "corpora/nonspeech", {"what": "noise colours, tones, chords, clicks"},
+                  nonspeech.command)]
     sources = ["@corpora/speech", "@corpora/nonspeech"]
-    outputs = ["corpora/speech/manifest.jsonl", "corpora/nonspeech/manifest.jsonl"]
-    parts = [Part("corpora", "speech", "corpora/speech", {"what": "espeak-ng speech, exact phone/word timings"}),
-             Part("corpora", "nonspeech", "corpora/nonspeech", {"what": "noise colours, tones, chords, clicks"})]
     if s.shared_data is not None:
-        actions.append(cli("corpus", "build", str(s.shared_data / "manifest.jsonl"), "--out", "@corpora/shared", "-q"))
+        shared = cli("corpus", "build", str(s.shared_data / "manifest.jsonl"), "--out", "@corpora/shared", "-q")
+        actions.append(shared)
         sources.append("@corpora/shared")
-        outputs.append("corpora/shared/manifest.jsonl")
-        parts.append(Part("corpora", "shared", "corpora/shared", {"what": f"real clips from {s.shared_data}"}))
-    actions.append(cli("corpus", "build", *sources, "--out", "@corpora/demo", "-q"))
+        parts.append(Part("corpora", "shared", "corpora/shared", {"what": f"real clips from {s.shared_data}"},
+                          shared.command))
+    merged = cli("corpus", "build", *sources, "--out", "@corpora/demo", "-q")
+    actions.append(merged)
+    parts.append(Part("corpora", "demo", "corpora/demo", {"what": "what the caches, SAEs, probes and the steering's "
+                                                          "feature selection see"}, merged.command))
     # dev (seed 2) and held out (seed 1): other voices, other non-speech draws, ids of their own. The steering
     # sweep picks its settings on dev; only the steering evaluation reads the held-out clips.
-    actions += [
-        cli("corpus", "synth", "--n", str(z["dev_speech"]), "--speakers", str(z["heldout_speakers"]), "--seed", "2",
-            "--id-prefix", "dev_", "--out", "@corpora/dev_speech", "-q"),
-        cli("corpus", "nonspeech", "--n", str(z["dev_nonspeech"]), "--seed", "2", "--id-prefix", "dev_",
-            "--out", "@corpora/dev_nonspeech", "-q"),
-        cli("corpus", "build", "@corpora/dev_speech", "@corpora/dev_nonspeech", "--out", "@corpora/dev", "-q"),
-        cli("corpus", "synth", "--n", str(z["heldout_speech"]), "--speakers", str(z["heldout_speakers"]), "--seed", "1",
-            "--id-prefix", "heldout_", "--out", "@corpora/heldout_speech", "-q"),
-        cli("corpus", "nonspeech", "--n", str(z["heldout_nonspeech"]), "--seed", "1", "--id-prefix", "heldout_",
-            "--out", "@corpora/heldout_nonspeech", "-q"),
-        cli("corpus", "build", "@corpora/heldout_speech", "@corpora/heldout_nonspeech", "--out", "@corpora/heldout", "-q"),
-    ]
-    outputs += ["corpora/demo/manifest.jsonl", "corpora/dev/manifest.jsonl", "corpora/heldout_speech/manifest.jsonl",
-                "corpora/heldout_nonspeech/manifest.jsonl", "corpora/heldout/manifest.jsonl"]
-    parts += [Part("corpora", "demo", "corpora/demo", {"what": "everything the caches, SAEs and probes see"}),
-              Part("corpora", "dev", "corpora/dev", {"what": "clips the steering sweep chooses its settings on"}),
-              Part("corpora", "heldout", "corpora/heldout", {"what": "held-out clips for the steering evaluation"})]
+    dev, dev_cmd = _split("dev", 2, z["dev_speech"], z["heldout_speakers"], z["dev_nonspeech"])
+    held, held_cmd = _split("heldout", 1, z["heldout_speech"], z["heldout_speakers"], z["heldout_nonspeech"])
+    actions += dev + held
+    parts += [Part("corpora", "dev", "corpora/dev", {"what": "the steering sweep chooses N and strength here"}, dev_cmd),
+              Part("corpora", "heldout", "corpora/heldout", {"what": "held-out clips for the steering evaluation"},
+                   held_cmd)]
+    names = [p.name for p in parts]
     checks = [_corpus_ok("corpora/speech", z["speech"]), _corpus_ok("corpora/nonspeech", z["nonspeech"]),
               _corpus_ok("corpora/demo"), _corpus_ok("corpora/dev", z["dev_speech"] + z["dev_nonspeech"]),
-              _corpus_ok("corpora/heldout",
-                                                     z["heldout_speech"] + z["heldout_nonspeech"])]
+              _corpus_ok("corpora/heldout", z["heldout_speech"] + z["heldout_nonspeech"])]
     return Step("corpus", "corpora: espeak speech (several voices), synthetic non-speech, "
                 + ("../shared/data, " if s.shared_data else "") + "dev and held-out clips",
-                actions=actions, outputs=outputs, parts=parts, check=_all(*checks), removes=["corpora"])
+                actions=actions, outputs=[f"corpora/{n}/manifest.jsonl" for n in names], parts=parts,
+                check=_all(*checks), removes=["corpora"])
 
 
 def caches_step(s: DemoSettings) -> Step:
+    specs = [(MODEL, ENCODER_HOOKS), ("cochleagram", ["cochleagram.hook_out"]),
+             ("auristream-tiny", ["tokens.hook_ids", "lm.blocks.*.hook_resid_post"])]
+    actions = [cli("cache", "--model", model, "--corpus", "@corpora/demo", "--hooks", *hooks, "--out", f"@caches/{model}",
+                   "--quiet") for model, hooks in specs]
     return Step(
         "caches", f"activation caches: {MODEL} (conv stem + every encoder block), cochleagram, offline cochlear tokens",
-        actions=[
-            cli("cache", "--model", MODEL, "--corpus", "@corpora/demo", "--hooks", *ENCODER_HOOKS,
-                "--out", f"@caches/{MODEL}", "--quiet"),
-            cli("cache", "--model", "cochleagram", "--corpus", "@corpora/demo", "--hooks", "cochleagram.hook_out",
-                "--out", "@caches/cochleagram", "--quiet"),
-            cli("cache", "--model", "auristream-tiny", "--corpus", "@corpora/demo", "--hooks", "tokens.hook_ids",
-                "lm.blocks.*.hook_resid_post", "--out", "@caches/auristream-tiny", "--quiet"),
-        ],
-        outputs=[f"caches/{MODEL}/cache.json", "caches/cochleagram/cache.json", "caches/auristream-tiny/cache.json"],
-        parts=[Part("caches", MODEL, f"caches/{MODEL}"), Part("caches", "cochleagram", "caches/cochleagram"),
-               Part("caches", "auristream-tiny", "caches/auristream-tiny")],
-        needs=["corpus"],
-        check=_all(_cache_ok(f"caches/{MODEL}"), _cache_ok("caches/cochleagram"), _cache_ok("caches/auristream-tiny")),
+        actions=actions, outputs=[f"caches/{m}/cache.json" for m, _ in specs],
+        parts=[Part("caches", m, f"caches/{m}", command=a.command) for (m, _), a in zip(specs, actions)],
+        needs=["corpus"], check=_all(*(_cache_ok(f"caches/{m}") for m, _ in specs)),
     )
 
 
@@ -273,7 +273,8 @@ def neuro_step(s: DemoSettings) -> Step:
     of the demo's speech clips with block 1 (``--quick``: the envelope) planted at 150 ms."""
     common = ["--model", MODEL, "--hooks", "encoder.blocks.*.hook_resid_post", "--sae",
               f"@saes/{SAE_NAME}/{LAST_HOOK}", "--sae-features", str(s.sizes["neuro_sae_features"]),
-              "--n-components", str(s.sizes["neuro_components"]), "--draws", str(s.sizes["neuro_draws"]), "--quiet"]
+              "--n-components", str(s.sizes["neuro_components"]), "--draws", str(s.sizes["neuro_draws"]),
+              "--folds", str(s.sizes["neuro_folds"]), "--quiet"]
     if s.neuro_data == "naplib":
         name, what = "naplib", "naplib's speech-task sample (10 audiobook excerpts, 10 simulated iEEG channels)"
         actions = [cli("neuro", "naplib", "--out", "@recordings/naplib"),
