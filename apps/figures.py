@@ -160,13 +160,17 @@ def token_usage_figure(counts: pd.Series, title: str = "") -> go.Figure:
     return fig
 
 
-def token_patch_figure(offsets_s: np.ndarray, patch: np.ndarray, title: str = "") -> go.Figure:
+def token_patch_figure(offsets_s: np.ndarray, patch: np.ndarray, title: str = "",
+                       centre_hz: np.ndarray | None = None) -> go.Figure:
     """Average cochleagram ``[len(offsets), channels]`` around a token's occurrences (offset 0)."""
     fig = go.Figure(go.Heatmap(x=offsets_s * 1000, z=np.asarray(patch).T, colorscale="Viridis",
                                hovertemplate="%{x:.0f} ms, channel %{y}: %{z:.2f}<extra></extra>"))
     fig.add_vline(x=0, line={"color": "white", "dash": "dot"})
     fig.update_layout(title=title, xaxis_title="time from the token (ms)", yaxis_title="channel",
                       template=TEMPLATE, height=320, margin={"t": 40})
+    if centre_hz is not None and len(centre_hz) == np.shape(patch)[1]:
+        ticks = np.linspace(0, len(centre_hz) - 1, 6).astype(int)
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"{centre_hz[i]:.0f}" for i in ticks], title_text="Hz")
     return fig
 
 
@@ -244,9 +248,9 @@ def pareto_figure(sweep: pd.DataFrame, refs: Mapping[str, Mapping] | None = None
     symbols = iter(["diamond", "square", "cross", "x", "triangle-up", "triangle-down", "pentagon"])
     for name, r in (refs or {}).items():
         if isinstance(r, Mapping) and r.get("wer") is not None and r.get("hallucination_rate") is not None:
-            data.append({"type": "scatter", "x": [r["wer"]], "y": [r["hallucination_rate"]], "mode": "markers+text",
-                         "name": name, "text": [name], "textposition": "top center",
-                         "marker": {"size": 14, "symbol": next(symbols, "circle")}})
+            data.append({"type": "scatter", "x": [r["wer"]], "y": [r["hallucination_rate"]], "mode": "markers",
+                         "name": name, "hovertemplate": f"{name}: WER %{{x:.3f}}, halluc. %{{y:.3f}}<extra></extra>",
+                         "marker": {"size": 14, "symbol": next(symbols, "circle"), "opacity": 0.85}})
     if chosen and chosen.get("wer") is not None:
         data.append({"type": "scatter", "x": [chosen["wer"]], "y": [chosen["hallucination_rate"]], "mode": "markers",
                      "name": "steered", "marker": {"size": 18, "symbol": "star", "color": "orange"}})

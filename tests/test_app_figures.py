@@ -52,6 +52,15 @@ def test_cochleagram_tokens_marks_the_chosen_token():
     assert np.asarray(fig.data[0].z).shape == (211, 10)
 
 
+def test_token_patch_is_channels_by_offset_with_hz_ticks():
+    patch = np.zeros((21, 211))
+    patch[10, 50] = 1.0  # the token's own frame, channel 50
+    fig = figures.token_patch_figure(np.arange(-10, 11) / 200, patch, centre_hz=np.geomspace(50, 8000, 211))
+    z = np.asarray(fig.data[0].z)
+    assert z.shape == (211, 21) and z[50, 10] == 1.0 and list(fig.data[0].x)[10] == 0.0
+    assert fig.layout.yaxis.ticktext[0] == "50" and fig.layout.yaxis.ticktext[-1] == "8000"
+
+
 def test_token_usage_statistics():
     ids = np.repeat(np.arange(8), 10)  # uniform over 8 tokens: 3 bits
     counts, stats = usage(ids)

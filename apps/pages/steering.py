@@ -79,8 +79,8 @@ def register(app, ws: Workspace, jobs) -> None:
         sweep = art["sweep"]
         pareto = figures.pareto_figure(sweep, refs, ev.get("steered"), f"{name}: dev sweep") if sweep is not None \
             and {"wer", "hallucination_rate"} <= set(sweep.columns) else figures.empty_figure("no sweep.csv")
-        arms = [{"arm": k, **{m: v.get(m) for m in ("hallucination_rate", "wer")}} for k, v in ev.items()
-                if isinstance(v, dict) and "wer" in v]
+        arms = [{"arm": k, **{m: None if v.get(m) is None else round(float(v[m]), 3) for m in ("hallucination_rate", "wer")}}
+                for k, v in ev.items() if isinstance(v, dict) and "wer" in v]
         arms_table = dash_table.DataTable(data=arms, columns=[{"name": c, "id": c} for c in ("arm", "hallucination_rate",
                                                                                           "wer")],
                                           style_cell={"fontSize": 12}, id="steer-arms-table") if arms else message(

@@ -118,7 +118,8 @@ def register(app, ws: Workspace, jobs) -> None:
                        for cid, g in sub.groupby("clip_id", sort=False)]
             patch = np.nanmean(np.concatenate(patches), axis=0)
             fig = figures.token_patch_figure(offsets / 200.0, patch,
-                                             f"token {token}: mean cochleagram over {len(picked)} occurrences")
+                                             f"token {token}: mean cochleagram over {len(picked)} occurrences",
+                                             centre_hz())
         occ = frames.iloc[hits].groupby("clip_id", sort=False).agg(n=("frame", "size"), start_s=("start_s", "first"),
                                                                     end_s=("end_s", "first"))
         corpus = src["tokens"].corpus
