@@ -147,7 +147,7 @@ def _full_scale_gain(path: str | os.PathLike, peak: float, normalise: bool = Tru
     """1.0, or ``1 / peak`` with a :class:`FullScaleWarning` when ``peak`` is beyond full scale."""
     if peak <= FULL_SCALE_PEAK:
         return 1.0
-    what = f"scaled by 1/{peak:.4g} to peak 1.0" if normalise else "models expect samples in [-1, 1]"
+    what = f"scaled by 1/{peak:.4g} to peak 1.0" if normalise else "it is scaled to peak 1.0 when loaded"
     warnings.warn(f"{path}: samples reach {peak:.4g}, beyond full scale 1.0 (float audio written without "
                   f"scaling?); {what}", FullScaleWarning, stacklevel=3)
     return 1.0 / peak
