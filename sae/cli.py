@@ -68,6 +68,8 @@ def register(subparsers) -> None:
     e.add_argument("--compare", default=None,
                    help="a second SAE or training --out dir (other seed) for the consistency analysis")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--erasure-probe", choices=["fixed", "retrained", "both"], default="both",
+                   help="concept erasure read-out: fixed probe, strict retrained probe (slow), or both")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=run_eval)
 
@@ -151,7 +153,8 @@ def run_eval(args) -> int:
     for folder in folders:
         result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
                               splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
-                              verbose=not args.quiet, holdout_file=args.holdout_file)
+                              verbose=not args.quiet, holdout_file=args.holdout_file,
+                              erasure_probes=_ERASURE[args.erasure_probe])
         results.append(result)
         shown = {k: result[k] for k in ("hook", "in_sample", "metrics") if k in result}
         if "splice" in result:  # the headline of the spliced-in effect, without the per-clip transcripts
@@ -168,12 +171,13 @@ def run_eval(args) -> int:
     return 0
 
 
+_ERASURE = {"fixed": ("fixed",), "retrained": ("retrained",), "both": ("fixed", "retrained")}
 _SPLICE_HEADLINE = ("clips", "rel_error_hook", "rel_error_output", "wer_clean", "wer_spliced", "wer_change", "wer_clips")
 
 
 def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, max_frames: int = 100_000,
                  splice_clips: int = 20, compare=None, seed: int = 0, verbose: bool = True,
-                 holdout_file=None) -> dict:
+                 holdout_file=None, erasure_probes=("fixed", "retrained")) -> dict:
     """Everything ``workbench sae eval`` reports for one SAE; writes ``out/<hook>/eval.json`` and friends.
 
     Every figure is on held-out clips when the SAE's run recorded a split (``holdout.json``, see
@@ -215,6 +219,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
         spec = domain_specialization(sae, X, domains)
         result["domain_specialization"] = {k: v for k, v in spec.items() if k != "table"}
         for key, probe in (("concept_erasure", "fixed"), ("concept_erasure_retrained_probe", "retrained")):
+            if probe not in erasure_probes:
+                continue
             erasure = concept_erasure(sae, X, domains == "speech", seed=seed, probe=probe)
             result[key] = {"concept": "speech vs non-speech", **erasure}
     if "phones" in frames:
@@ -223,6 +229,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
         is_vowel = np.array([p in VOWELS for p in phones[speech]])
         if speech.sum() >= 50 and 0 < is_vowel.sum() < len(is_vowel):
             for key, probe in (("concept_erasure_vowel", "fixed"), ("concept_erasure_vowel_retrained_probe", "retrained")):
+                if probe not in erasure_probes:
+                    continue
                 erasure = concept_erasure(sae, X[torch.from_numpy(speech)], is_vowel, seed=seed, probe=probe)
                 result[key] = {"concept": "vowel vs consonant (speech frames)", **erasure}
     cmp_path = _compare_path(compare, hook) if compare else None

@@ -27,7 +27,11 @@ def evaluate(sae, batches: Iterable[torch.Tensor], mode: str | None = None, dens
     ``explained_variance = 1 - fvu``, ``mse`` (per frame, summed over d), ``cosine`` (mean cosine
     between x and x_hat), ``l0`` (mean active features per frame), ``dead_frac`` (features that never
     fire), ``dense_frac`` (features firing on more than ``dense_above`` of frames), ``frames``, and
-    ``density`` (per-feature firing rate, numpy array; not JSON-safe, see :func:`to_json`).
+    ``density`` (per-feature firing rate, numpy array; not JSON-safe, see :func:`to_json`), and the
+    per-frame relative error ``||x - x_hat|| / ||x||``: ``rel_error_median``, ``rel_error_mean``,
+    ``rel_error_q90``. Report those beside FVU: in Whisper's residual stream a few massive-norm
+    frames (25x the median norm) hold most of the variance, so a pooled FVU of 0.02 can hide a
+    typical frame reconstructed with 35% error.
     """
     m = sae.d_sae
     fires = torch.zeros(m, dtype=torch.long)
@@ -37,6 +41,7 @@ def evaluate(sae, batches: Iterable[torch.Tensor], mode: str | None = None, dens
     sum_sq = 0.0
     cos = 0.0
     l0 = 0
+    rel_errors = []
     for x in batches:
         x = x.float().reshape(-1, sae.d_in)
         if max_frames is not None and n + len(x) > max_frames:
@@ -52,6 +57,7 @@ def evaluate(sae, batches: Iterable[torch.Tensor], mode: str | None = None, dens
         sum_x = x.sum(0, dtype=torch.float64) if sum_x is None else sum_x + x.sum(0, dtype=torch.float64)
         sum_sq += float(x.double().pow(2).sum())
         cos += float(torch.nn.functional.cosine_similarity(x, x_hat, dim=1).sum())
+        rel_errors.append(((x - x_hat).norm(dim=1) / x.norm(dim=1).clamp_min(1e-12)).numpy())
         n += len(x)
         if max_frames is not None and n >= max_frames:
             break
@@ -64,7 +70,13 @@ def evaluate(sae, batches: Iterable[torch.Tensor], mode: str | None = None, dens
         "frames": n, "fvu": fvu, "explained_variance": 1.0 - fvu, "mse": sse / n, "cosine": cos / n,
         "l0": l0 / n, "dead_frac": float((fires == 0).double().mean()),
         "dense_frac": float((density > dense_above).mean()), "dense_above": dense_above, "density": density,
+        **_rel_error_summary(np.concatenate(rel_errors)),
     }
+
+
+def _rel_error_summary(rel: np.ndarray) -> dict:
+    return {"rel_error_median": float(np.median(rel)), "rel_error_mean": float(rel.mean()),
+            "rel_error_q90": float(np.quantile(rel, 0.9))}
 
 
 def to_json(metrics: dict) -> dict:

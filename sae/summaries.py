@@ -110,7 +110,8 @@ def feature_summaries(sae, X, frames: pd.DataFrame, out: str | os.PathLike | Non
     return {"features": feats, "top_frames": top_frames, "histograms": histograms}
 
 
-LAYER_COLUMNS = ["hook", "layer", "domain", "frames", "fvu", "l0", "dead_frac", "cosine", "wer_clean", "wer_spliced",
+LAYER_COLUMNS = ["hook", "layer", "domain", "frames", "fvu", "l0", "dead_frac", "cosine", "rel_error_median",
+                 "wer_clean", "wer_spliced",
                  "wer_change", "median_clip_wer_change", "max_clip_wer_change", "rel_error_hook", "rel_error_output",
                  "in_sample"]
 
@@ -136,7 +137,7 @@ def layer_table(results: Sequence[dict]) -> pd.DataFrame:
         by_domain = r.get("metrics_by_domain") or {"all": r.get("metrics", {})}
         for dom, m in by_domain.items():
             row = {"hook": hook, "layer": _layer_index(hook), "domain": dom, "in_sample": bool(r.get("in_sample", False)),
-                   **{k: m.get(k) for k in ("frames", "fvu", "l0", "dead_frac", "cosine")}}
+                   **{k: m.get(k) for k in ("frames", "fvu", "l0", "dead_frac", "cosine", "rel_error_median")}}
             sp = splice if dom == "all" else splice.get("per_domain", {}).get(dom, {})
             row.update(rel_error_hook=sp.get("rel_error_hook"), rel_error_output=sp.get("rel_error_output"))
             if dom in ("all", "speech") and "wer_clean" in splice:
