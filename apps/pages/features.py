@@ -103,8 +103,13 @@ def register(app, ws: Workspace, jobs) -> None:
     def choose_sae(key):
         ref = ws.sae(key)
         table = ws.feature_table(ref)
-        info = ws.sae_eval(ref).get("metrics", {})
+        ev = ws.sae_eval(ref)
+        info = ev.get("metrics", {})
         shown = " · ".join(f"{k} {info[k]:.3g}" for k in ("fvu", "l0", "dead_fraction") if isinstance(info.get(k), float))
+        cons = ev.get("seed_consistency") or {}
+        if isinstance(cons.get("fraction_consistent"), float):  # sae eval --compare: another seed's SAE
+            shown += (f" · consistent across seeds {cons['fraction_consistent']:.0%} of {cons.get('n_alive')} features "
+                      f"(mean IoU {cons.get('mean_iou', float('nan')):.2f})")
         cols = [{"name": c, "id": c} for c in table.columns]
         if memo.get("table") is not table:  # the records change only when features.parquet does
             memo.update(table=table, rows=feature_rows(table), opts=feature_options(table))
