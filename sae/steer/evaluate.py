@@ -110,7 +110,9 @@ def evaluate(steering, corpus, model=None, out: str | Path | None = None, also: 
     if excluded:
         log.warning("%d clip(s) of %s were used to fit or tune the steering and are left out: %s",
                     len(excluded), corpus_path, excluded[:5])
-    keep = keep[:max_clips] if max_clips else keep
+    if max_clips and len(keep) > max_clips:  # a seeded random subset (speech and non-speech in proportion)
+        pick = np.random.default_rng(seed).permutation(len(keep))[:max_clips]
+        keep = [keep[i] for i in sorted(pick)]
     if not keep:
         raise ValueError(f"{corpus_path}: no clip left that the steering was not fitted or tuned on")
     clips, audio, skipped = load_clips(Corpus(keep, root=corpus.root), model.sample_rate, verbose)
