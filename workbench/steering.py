@@ -134,7 +134,8 @@ class Steering:
         path = Path(path)
         file = path if path.is_file() else path / STEERING_FILE
         if not file.is_file():
-            raise FileNotFoundError(f"not a steering artifact: {file} is missing (write one with `workbench steer fit`)")
+            raise FileNotFoundError(f"not a steering artifact: {file} is missing "
+                                    "(write one with `workbench steer fit`)")
         try:
             d = json.loads(file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -214,9 +215,10 @@ class Steering:
         if self._fd is None and self.method == "sae":
             from workbench.features import FeatureDictionary
 
-            self._fd = FeatureDictionary.load(self.sae)
-            if self._fd.d_in != self.d_model:
-                raise ValueError(f"SAE {self.sae} has d_in={self._fd.d_in}, the steering expects d_model={self.d_model}")
+            fd = FeatureDictionary.load(self.sae)
+            if fd.d_in != self.d_model:
+                raise ValueError(f"SAE {self.sae} has d_in={fd.d_in}, the steering expects d_model={self.d_model}")
+            self._fd = fd
         return self._fd
 
     def _tensors(self, device: torch.device) -> dict[str, torch.Tensor]:

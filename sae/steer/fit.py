@@ -80,7 +80,7 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
     acts, y, groups, level, fit_ids = fit_frames(cache, hook, concept, max_frames, seed)
     direction = class_mean_direction(acts, y)
     selection = {"concept": concept, "level": level, "frames": int(len(y)), "concept_frames": int(y.sum()),
-                 "clips": fit_ids, "groups": sorted(set(groups.tolist())), "cache": str(cache.root),
+                 "clips": fit_ids, "groups": sorted(set(groups.tolist())), "cache": str(Path(cache.root).resolve()),
                  "direction_auroc": direction["auroc"], "direction_effect_size": direction["effect_size"]}
     features = []
     if fd is not None:
@@ -122,7 +122,8 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
     chosen = base.with_(strength=best["strength"] if not best["baseline"] else _identity_strength(edit),
                         **({"n_features": int(chosen_n)} if method == "sae" else {}))
     chosen.sweep = {"clips": [c.id for c in dev_clips], "groups": sorted({clip_group(c) for c in dev_clips}),
-                    "corpus": str(getattr(corpus, "root", corpus)), "max_wer_increase": max_wer_increase,
+                    "corpus": str(Path(getattr(corpus, "root", corpus)).resolve()),
+                    "max_wer_increase": max_wer_increase,
                     "grid": grid, "table": "sweep.csv",
                     "chosen": json.loads(pd.Series(best).to_json()),
                     "baseline": {"hallucination_rate": float(table.iloc[0]["hallucination_rate"]),
