@@ -69,6 +69,11 @@ def _combined(a: FeatureSet, b: FeatureSet, name: str) -> FeatureSet:
                       block=None, columns=a.columns + b.columns)  # type: ignore[arg-type]
 
 
+def _alpha_rel(alphas, res) -> float:
+    """Geometric mean over folds of the relative alpha that inner CV chose."""
+    return float(np.exp(np.mean(np.log(np.asarray(alphas, dtype=np.float64)[res.alpha_index]))))
+
+
 def _r2(r: np.ndarray) -> np.ndarray:
     """Signed explained variance of a prediction correlation (a negative r explains nothing)."""
     return np.sign(r) * r**2
@@ -95,14 +100,16 @@ def fit_feature_sets(sets: Sequence[FeatureSet], responses: Sequence[np.ndarray]
         jobs.append(base)
     jobs += [(s, [s.block]) for s in sets]
 
-    def trf(fs: FeatureSet, blocks: list[Block], refit: bool = True, draws: int = 0):
-        return fit_trf(fs.trials, responses, sfreq, tmin=tmin, tmax=tmax, alphas=alphas, blocks=blocks,
+    def trf(fs: FeatureSet, blocks: list[Block], refit: bool = True, draws: int = 0, grid=alphas):
+        return fit_trf(fs.trials, responses, sfreq, tmin=tmin, tmax=tmax, alphas=grid, blocks=blocks,
                        fold_of_trial=fold_of, refit=refit, n_draws=draws, seed=seed)
 
     rows, layer_rows, kernels, r_of = [], [], {}, {}
     for fs, blocks in tqdm(jobs, desc="TRF per feature set", disable=not progress):
         res = trf(fs, blocks, draws=n_draws)
         r, p = res.r, res.p
+        if base is not None and fs is base[0]:
+            base_res = res
         kernels[fs.name], r_of[fs.name] = res.kernel, r
         best = res.lags_s[res.best_lag_index()]
         for c, ch in enumerate(ch_names):
@@ -110,14 +117,17 @@ def fit_feature_sets(sets: Sequence[FeatureSet], responses: Sequence[np.ndarray]
                          "r_cv_mean": res.r_folds[:, c].mean(), "best_lag_s": best[c], "p": p[c]})
         d_r2 = np.full(len(ch_names), np.nan)
         if delta_r2 and base is not None and fs.kind in ("layer", "sae"):
-            # variance beyond the baseline: R^2 of (acoustic + this set) minus R^2 of acoustic alone
-            both = trf(_combined(base[0], fs, f"{ACOUSTIC}+{fs.name}"), base[1] + blocks, refit=False)
+            # variance beyond the baseline: R^2 of (acoustic + this set) minus R^2 of acoustic alone; the
+            # joint model's alpha is the geometric mean of the two sets' (its inner CV would cost 4 more
+            # eigendecompositions of a Gram twice the size per fold)
+            joint = np.sqrt(_alpha_rel(alphas, res) * _alpha_rel(alphas, base_res))
+            both = trf(_combined(base[0], fs, f"{ACOUSTIC}+{fs.name}"), base[1] + blocks, refit=False, grid=[joint])
             d_r2 = _r2(both.r) - _r2(r_of[base[0].name])
         layer_rows.append({"feature": fs.name, "kind": fs.kind, "hook": fs.hook, "width": fs.width,
                            "r_mean": float(r.mean()), "r_sem": float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else 0.0,
                            "r_max": float(r.max()), "best_channel": ch_names[int(np.argmax(r))],
                            "delta_r2_mean": float(np.nanmean(d_r2)) if np.isfinite(d_r2).any() else np.nan,
-                           "alpha_rel": float(np.exp(np.mean(np.log(np.asarray(alphas)[res.alpha_index]))))})
+                           "alpha_rel": _alpha_rel(alphas, res)})
     summary = pd.DataFrame(rows)
     reject, p_fdr = fdr(summary["p"].to_numpy())
     summary["p_fdr"], summary["significant"] = p_fdr, reject

@@ -216,7 +216,7 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
         a_abs = alphas * np.trace(train.G) / len(train.G)
         inner = [g for g in range(n_folds) if g != k]
         score = np.zeros(len(alphas))
-        for g in inner if inner_cv else []:  # inner CV: leave one training group out
+        for g in inner if inner_cv and len(alphas) > 1 else []:  # inner CV: leave one training group out
             W = _path(_sum([groups[h] for h in inner if h != g]), a_abs)
             score += _r_from_stats(W, groups[g]).mean(1)
         W, evals, evecs = _path(train, a_abs, eig=True)
