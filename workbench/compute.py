@@ -39,8 +39,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DtypeChoice", "choose_dtype", "resolve_dtype", "optional_dtype", "parse_dtype", "cpu_bf16_flags", "probe_cpu_matmul",
-           "DTYPE_CHOICES"]
+__all__ = ["DtypeChoice", "choose_dtype", "resolve_dtype", "optional_dtype", "parse_dtype", "cpu_bf16_flags",
+           "probe_cpu_matmul", "DTYPE_CHOICES"]
 
 _NAMES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
