@@ -65,11 +65,11 @@ class DemoSettings:
         if self.quick:
             return {"speech": 24, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
                     "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000,
-                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "steer_n": "8",
+                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000, "steer_n": "8",
                     "neuro_draws": 100, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8}
         return {"speech": 48, "speakers": 8, "nonspeech": 24, "dev_speech": 6, "dev_nonspeech": 6,
                 "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 600_000,
-                "splice_clips": 8, "eval_frames": 10_000, "folds": 5, "steer_n": "4,16",
+                "splice_clips": 8, "eval_frames": 10_000, "folds": 5, "probe_frames": 8000, "steer_n": "4,16",
                 "neuro_draws": 200, "neuro_folds": 5, "neuro_sae_features": 16, "neuro_components": 16}
 
     @property
@@ -231,10 +231,13 @@ def sae_step(s: DemoSettings) -> Step:
 
 
 def probes_step(s: DemoSettings) -> Step:
+    # ../shared/data's clips have no speaker label, so with them the folds keep clips (not speakers) apart
+    split = "clip" if s.shared_data is not None else "speaker"
     return Step(
-        "probes", "phone probes across layers (speaker-disjoint folds, majority / shuffled / control baselines)",
-        actions=[cli("probe", "--cache", f"@caches/{MODEL}", "--target", "phones", "--split", "speaker",
-                     "--folds", str(s.sizes["folds"]), "--out", "@probes/phones")],
+        "probes", f"phone probes across layers ({split}-disjoint folds, majority / shuffled / control baselines)",
+        actions=[cli("probe", "--cache", f"@caches/{MODEL}", "--target", "phones", "--split", split,
+                     "--folds", str(s.sizes["folds"]), "--max-frames", str(s.sizes["probe_frames"]),
+                     "--out", "@probes/phones")],
         outputs=["probes/phones/summary.json", "probes/phones/summary.csv"],
         parts=[Part("probes", "phones", "probes/phones")],
         needs=["caches"],
@@ -274,7 +277,7 @@ def neuro_step(s: DemoSettings) -> Step:
     common = ["--model", MODEL, "--hooks", "encoder.blocks.*.hook_resid_post", "--sae",
               f"@saes/{SAE_NAME}/{LAST_HOOK}", "--sae-features", str(s.sizes["neuro_sae_features"]),
               "--n-components", str(s.sizes["neuro_components"]), "--draws", str(s.sizes["neuro_draws"]),
-              "--folds", str(s.sizes["neuro_folds"]), "--quiet"]
+              "--folds", str(s.sizes["neuro_folds"]), "--no-delta-r2", "--quiet"]  # delta-R^2 fits: minutes more
     if s.neuro_data == "naplib":
         name, what = "naplib", "naplib's speech-task sample (10 audiobook excerpts, 10 simulated iEEG channels)"
         actions = [cli("neuro", "naplib", "--out", "@recordings/naplib"),
