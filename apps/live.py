@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from workbench.audio import load_audio
+from workbench.audio import AudioLoadError, load_audio
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB: about 10 minutes of 16 kHz 16-bit WAV
 
@@ -115,5 +115,8 @@ def decode_upload(contents: str, filename: str, sr: int = 16000, max_bytes: int 
     with tempfile.TemporaryDirectory(prefix="workbench-app-upload-") as tmp:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(payload)
-        audio = load_audio(path, sr=sr)
+        try:
+            audio = load_audio(path, sr=sr)
+        except AudioLoadError as e:  # name the user's file, not the temporary copy
+            raise AudioLoadError(filename or "upload", e.problem) from None
     return audio
