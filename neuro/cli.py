@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import sys
 
+from workbench.validate import non_negative_float, positive_float, positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("neuro", help="relate model features to EEG/MEG/iEEG (TRFs, correlations)",
@@ -28,13 +30,13 @@ def register(subparsers) -> None:
     f.add_argument("--cache-root", default=None, help="where model features are cached (default WORKSPACE/caches)")
     f.add_argument("--out", required=True, help="run folder, e.g. WORKSPACE/neuro/NAME")
     f.add_argument("--channels", nargs="*", default=None, help="channel names or globs to keep")
-    f.add_argument("--sfreq", type=float, default=None, help="resample the recording (Hz) before fitting")
+    f.add_argument("--sfreq", type=positive_float, default=None, help="resample the recording (Hz) before fitting")
     f.add_argument("--tmin", type=float, default=-0.1)
     f.add_argument("--tmax", type=float, default=0.5)
     f.add_argument("--corr-tmax", type=float, default=0.5, help="per-feature correlation lags 0..this (s)")
-    f.add_argument("--folds", type=int, default=5)
-    f.add_argument("--n-components", type=int, default=16, help="PCA components per layer")
-    f.add_argument("--sae-features", type=int, default=64, help="most active SAE features analysed")
+    f.add_argument("--folds", type=positive_int, default=5)
+    f.add_argument("--n-components", type=positive_int, default=16, help="PCA components per layer")
+    f.add_argument("--sae-features", type=positive_int, default=64, help="most active SAE features analysed")
     f.add_argument("--draws", type=int, default=1000, help="circular-shift null draws")
     f.add_argument("--no-delta-r2", action="store_true", help="skip the acoustic + layer fits")
     f.add_argument("--seed", type=int, default=0)
@@ -47,9 +49,9 @@ def register(subparsers) -> None:
     s.add_argument("--plant", default="envelope", help="'envelope', 'none', or a hook name (needs --model)")
     s.add_argument("--model", default=None)
     s.add_argument("--channels", nargs="*", default=None, help="planted channels (default Cz CPz FCz C1 C2)")
-    s.add_argument("--lag", type=float, default=0.15, help="kernel peak lag (s)")
+    s.add_argument("--lag", type=non_negative_float, default=0.15, help="kernel peak lag (s)")
     s.add_argument("--r", type=float, default=0.1, help="correlation of a planted channel with its driver")
-    s.add_argument("--sfreq", type=float, default=100.0)
+    s.add_argument("--sfreq", type=positive_float, default=100.0)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=run_simulate)
 

@@ -121,3 +121,23 @@ def test_upload_that_is_not_a_data_url():
 
     with pytest.raises(ValueError, match="clip.wav"):
         decode_upload("no comma here", "clip.wav")
+
+
+# --- argument types of the neuro and steer commands ---------------------------------------------------
+@pytest.mark.parametrize("argv,arg,value", [
+    (["neuro", "fit", "--recording", "R", "--corpus", "C", "--out", "OUT"], "--folds", "0"),
+    (["neuro", "fit", "--recording", "R", "--corpus", "C", "--out", "OUT"], "--sfreq", "-100"),
+    (["neuro", "fit", "--recording", "R", "--corpus", "C", "--out", "OUT"], "--n-components", "x"),
+    (["neuro", "simulate", "--corpus", "C", "--out", "OUT"], "--sfreq", "0"),
+    (["neuro", "simulate", "--corpus", "C", "--out", "OUT"], "--lag", "-0.1"),
+    (["steer", "prepare", "C", "--out", "OUT"], "--seconds", "-1"),
+    (["steer", "fit", "--cache", "C", "--corpus", "C", "--out", "OUT"], "--permutations", "0"),
+    (["steer", "fit", "--cache", "C", "--corpus", "C", "--out", "OUT"], "--max-wer-increase", "-0.1"),
+    (["steer", "eval", "--steering", "C", "--corpus", "C", "--out", "OUT"], "--max-clips", "0"),
+])
+def test_neuro_and_steer_arguments_are_typed(capsys, tmp_path, argv, arg, value):
+    out = tmp_path / "out"
+    argv = [str(tmp_path) if a in ("R", "C") else str(out) if a == "OUT" else a for a in argv]
+    rc, _, err = cli(capsys, *argv, arg, value)
+    assert_error(rc, err, f"argument {arg}", value)
+    assert not out.exists()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import shlex
 import sys
 
+from workbench.validate import non_negative_float, positive_float, positive_int
+
 
 def _floats(s: str) -> list[float]:
     try:
@@ -35,7 +37,7 @@ def register(subparsers) -> None:
     pr = sub.add_parser("prepare", help="cut non-speech into segments and split corpora by source into fit/dev/eval")
     pr.add_argument("src", nargs="+", help="corpus directories or manifests (merged)")
     pr.add_argument("--out", required=True, help="writes OUT/<split>/manifest.jsonl")
-    pr.add_argument("--seconds", type=float, default=5.0, help="segment length for long non-speech clips")
+    pr.add_argument("--seconds", type=positive_float, default=5.0, help="segment length for long non-speech clips")
     pr.add_argument("--fractions", type=_fractions, default={"fit": 0.5, "dev": 0.2, "eval": 0.3})
     pr.add_argument("--seed", type=int, default=0)
     pr.set_defaults(func=run_prepare)
@@ -53,10 +55,10 @@ def register(subparsers) -> None:
     f.add_argument("--hook", default=None, help="hook (default: the SAE's, or the cache's only one)")
     f.add_argument("--n-features", type=lambda s: [int(v) for v in _floats(s)], default=[1, 2, 4, 8, 16, 32])
     f.add_argument("--strengths", type=_floats, default=None, help="comma-separated (default per edit)")
-    f.add_argument("--max-wer-increase", type=float, default=0.005, help="WER budget of the sweep (absolute)")
-    f.add_argument("--max-frames", type=int, default=60000)
-    f.add_argument("--permutations", type=int, default=200)
-    f.add_argument("--max-dev-clips", type=int, default=None, help="sweep on a seeded random subset of N dev clips")
+    f.add_argument("--max-wer-increase", type=non_negative_float, default=0.005, help="WER budget of the sweep (absolute)")
+    f.add_argument("--max-frames", type=positive_int, default=60000)
+    f.add_argument("--permutations", type=positive_int, default=200)
+    f.add_argument("--max-dev-clips", type=positive_int, default=None, help="sweep on a seeded random subset of N dev clips")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=run_fit)
@@ -68,8 +70,8 @@ def register(subparsers) -> None:
     e.add_argument("--also", action="append", default=[], help="another steering directory to compare (repeat)")
     e.add_argument("--model", default=None, help="model spec (default: the artifact's)")
     e.add_argument("--no-vad", action="store_true")
-    e.add_argument("--bootstrap", type=int, default=2000)
-    e.add_argument("--max-clips", type=int, default=None, help="evaluate a seeded random subset of N clips")
+    e.add_argument("--bootstrap", type=positive_int, default=2000)
+    e.add_argument("--max-clips", type=positive_int, default=None, help="evaluate a seeded random subset of N clips")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=run_eval)
