@@ -73,6 +73,8 @@ def simulate_eeg(corpus: Corpus, out: str | os.PathLike, *, clips: Sequence[str]
     out = Path(out)
     if not out.name.endswith(("raw.fif", "_eeg.fif", "raw.fif.gz", "_eeg.fif.gz")):
         raise ValueError(f"{out}: MNE expects a FIF name ending in _eeg.fif or raw.fif")
+    if not 0 <= r < 1:  # the planted gain is r / sqrt(1 - r^2): NaN/inf channels otherwise
+        raise ValueError(f"r (--r) is the planted channels' correlation with their driver: it must be in [0, 1), got {r}")
     rng = np.random.default_rng(seed)
     montage = mne.channels.make_standard_montage(MONTAGE)
     names = list(montage.ch_names)

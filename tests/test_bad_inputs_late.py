@@ -141,3 +141,17 @@ def test_neuro_and_steer_arguments_are_typed(capsys, tmp_path, argv, arg, value)
     rc, _, err = cli(capsys, *argv, arg, value)
     assert_error(rc, err, f"argument {arg}", value)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("r", ["5", "1", "-0.2"])
+def test_simulated_recording_with_an_impossible_correlation_is_refused(capsys, tmp_path, synth, r):
+    out = tmp_path / "sim" / "sub-x_eeg.fif"
+    rc, _, err = cli(capsys, "neuro", "simulate", "--corpus", synth, "--out", out, "--r", r)
+    assert_error(rc, err, "--r", r)
+    assert not out.exists()  # it used to write NaN channels without a word
+
+
+def test_steer_fit_n_features_must_be_whole_counts(capsys, tmp_path):
+    rc, _, err = cli(capsys, "steer", "fit", "--cache", tmp_path, "--corpus", tmp_path, "--out", tmp_path / "o",
+                     "--n-features", "1.5,4")
+    assert_error(rc, err, "argument --n-features", "1.5")

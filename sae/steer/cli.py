@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from workbench.validate import non_negative_float, positive_float, positive_int
+from workbench.validate import int_list, non_negative_float, positive_float, positive_int
 
 
 def _floats(s: str) -> list[float]:
@@ -53,7 +53,7 @@ def register(subparsers) -> None:
     f.add_argument("--edit", default=None, help="sae: scale|ablate|negate|clamp; direction: subtract|project")
     f.add_argument("--gate", choices=["none", "frame"], default="none")
     f.add_argument("--hook", default=None, help="hook (default: the SAE's, or the cache's only one)")
-    f.add_argument("--n-features", type=lambda s: [int(v) for v in _floats(s)], default=[1, 2, 4, 8, 16, 32])
+    f.add_argument("--n-features", type=int_list, default=[1, 2, 4, 8, 16, 32])
     f.add_argument("--strengths", type=_floats, default=None, help="comma-separated (default per edit)")
     f.add_argument("--max-wer-increase", type=non_negative_float, default=0.005, help="WER budget of the sweep (absolute)")
     f.add_argument("--max-frames", type=positive_int, default=60000)
