@@ -176,7 +176,7 @@ class Workspace:
         out = {"hook": ref.hook, "d_in": fd.d_in, "d_sae": fd.d_sae, "k": fd.k}
         if ref.eval_dir is not None and (ref.eval_dir / "eval.json").is_file():
             m = self.json(ref.eval_dir / "eval.json", f"SAE {ref.key} evaluation").get("metrics", {})
-            out.update({k: m[k] for k in ("fvu", "l0", "dead_fraction") if k in m})
+            out.update({k: m[k] for k in ("fvu", "l0", "dead_frac", "dead_fraction") if k in m})
         else:
             out["eval"] = "not evaluated yet (run `workbench sae eval`)"
         return out

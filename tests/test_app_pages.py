@@ -36,6 +36,7 @@ def served(dash_duo, app_ws):
 
     dash_duo.start_server(create_app(app_ws), host="127.0.0.1")
     dash_duo.driver.set_window_size(1400, 1000)
+    dash_duo.app_ws = app_ws
     return dash_duo
 
 
@@ -120,6 +121,19 @@ def test_features_page(served, tmp_path):
     served.wait_for_contains_text("#feat-quantile", "quantile sample", timeout=30)
     assert any(t["name"] == "activation" for t in figure_traces(served, "feat-top"))
     served.wait_for_element("#feat-over-time .js-plotly-plot", timeout=30)
+    # upload a clip -> the model runs in the worker -> its most active features over time
+    import soundfile as sf
+
+    from workbench.audio import load_audio
+
+    clip = sorted((served.app_ws / "corpora" / "synth").rglob("*.flac"))[0]
+    wav = tmp_path / "uploaded clip.wav"
+    sf.write(wav, load_audio(clip, sr=16000), 16000)
+    served.find_element("#feat-upload input[type=file]").send_keys(str(wav))
+    served.wait_for_contains_text("#feat-clip-status", "frames in", timeout=120)
+    assert "uploaded clip.wav" in served.find_element("#feat-clip-status").text
+    wait_until(lambda: "uploaded clip.wav: most active features" in served.driver.execute_script(
+        "return document.querySelector('#feat-over-time .gtitle')?.textContent || ''"), what="the upload's figure")
     screenshot(served, "features", tmp_path)
     no_console_errors(served)
 

@@ -105,7 +105,10 @@ def register(app, ws: Workspace, jobs) -> None:
         table = ws.feature_table(ref)
         ev = ws.sae_eval(ref)
         info = ev.get("metrics", {})
-        shown = " · ".join(f"{k} {info[k]:.3g}" for k in ("fvu", "l0", "dead_fraction") if isinstance(info.get(k), float))
+        shown = " · ".join(f"{k} {info[k]:.3g}" for k in ("fvu", "l0", "dead_frac", "dead_fraction")
+                           if isinstance(info.get(k), float))
+        if ev.get("in_sample"):
+            shown += " · in-sample (evaluated on the SAE's training clips)"
         cons = ev.get("seed_consistency") or {}
         if isinstance(cons.get("fraction_consistent"), float):  # sae eval --compare: another seed's SAE
             shown += (f" · consistent across seeds {cons['fraction_consistent']:.0%} of {cons.get('n_alive')} features "
