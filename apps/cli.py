@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from workbench.validate import port
+
 log = logging.getLogger(__name__)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("workspace", help="workspace directory (corpora/, caches/, saes/, probes/, steering/, neuro/)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--port", type=port, default=8050)
     p.add_argument("--debug", action="store_true", help="Dash dev tools and reloading")
     p.set_defaults(func=run)
 

@@ -155,3 +155,19 @@ def test_steer_fit_n_features_must_be_whole_counts(capsys, tmp_path):
     rc, _, err = cli(capsys, "steer", "fit", "--cache", tmp_path, "--corpus", tmp_path, "--out", tmp_path / "o",
                      "--n-features", "1.5,4")
     assert_error(rc, err, "argument --n-features", "1.5")
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--port", "99999"], "argument --port"),  # was an AssertionError traceback from the server
+    (["--port", "http"], "argument --port"),
+])
+def test_app_arguments(capsys, tmp_path, argv, named):
+    rc, _, err = cli(capsys, "app", tmp_path, *argv)
+    assert_error(rc, err, named, argv[-1])
+
+
+def test_app_workspace_that_is_not_a_folder(capsys, tmp_path):
+    f = tmp_path / "ws.txt"
+    f.write_text("x")
+    rc, _, err = cli(capsys, "app", f)
+    assert_error(rc, err, str(f), "not a directory")

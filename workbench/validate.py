@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "probability",
-           "int_list", "torch_device", "check_device", "check_out_dir"]
+           "int_list", "port", "torch_device", "check_device", "check_out_dir"]
 
 
 def _int(text: str, what: str) -> int:
@@ -94,6 +94,14 @@ def probability(text: str) -> float:
     value = _float(text, what)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port number, 1-65535."""
+    value = _int(text, "a TCP port (1-65535)")
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (1-65535), got {text!r}")
     return value
 
 
