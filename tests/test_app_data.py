@@ -125,3 +125,36 @@ def test_empty_workspace_pages_say_what_to_run(tmp_path):
     for path, text in expect.items():
         r = post_callback(app, client, "url.pathname", [path, ""])
         assert r.status_code == 200 and text in r.data and b"wb-warn" in r.data, path
+
+
+def test_uploaded_clip_gets_the_codes_of_its_cached_frames(app_ws, ws):
+    """Upload -> live model run in the worker -> SAE codes: for a clip that is also cached, the same
+    features fire at the same frames (the cache holds fp16, so values agree to fp16 precision)."""
+    import base64
+    import io
+
+    import soundfile as sf
+
+    from apps import create_app
+    from apps.app import post_callback
+    from workbench.audio import load_audio
+
+    ref = ws.saes()[0]
+    cache = ws.sae_cache(ref)
+    clip = next(c for c in cache.corpus if c.id == cache.clip_ids[1])
+    buf = io.BytesIO()
+    sf.write(buf, load_audio(cache.corpus.audio_path(clip), sr=16000), 16000, format="WAV")
+    app = create_app(app_ws)
+    client = app.server.test_client()
+    client.get("/")
+    r = post_callback(app, client, "feat-upload.contents",
+                      ["data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()], [f"{clip.id}.wav", ref.key])
+    assert r.status_code == 200, r.data[:300]
+    jid = r.get_json()["response"]["feat-job"]["data"]
+    job = app.jobs.wait(jid, timeout=120)
+    assert job["error"] is None, job["error"]
+    live = job["result"]["codes"]
+    _, cached = ws.clip_codes(ref, clip.id)
+    assert live.shape == cached.shape
+    assert np.abs(live - cached).max() < 0.05 * np.abs(cached).max()
+    assert ((live > 0) == (cached > 0)).mean() > 0.99  # the same features fire at the same frames
