@@ -70,8 +70,9 @@ class Collective:
     def broadcast_(self, tensors: Iterable[torch.Tensor]) -> None:
         """Rank 0's values into ``tensors`` on every rank (in place)."""
         if self.world_size > 1:
-            for t in tensors:
-                torch.distributed.broadcast(t, src=0)
+            with torch.no_grad():  # into the storage of parameters, outside autograd's graph
+                for t in tensors:
+                    torch.distributed.broadcast(t.detach(), src=0)
 
     def sum_grads_(self, params: Iterable[torch.nn.Parameter]) -> None:
         """Sum the gradients of ``params`` over ranks with one all-reduce of a flat float32 buffer."""
@@ -104,7 +105,7 @@ class Collective:
         padded = torch.full((width,), -float("inf"), dtype=torch.float32)
         padded[: vals.numel()] = vals.float()
         gathered = torch.empty(W * width, dtype=torch.float32)
-        torch.distributed.all_gather_into_tensor(gathered, padded)
+        torch.distributed.all_gather_single(gathered, padded)
         parts = [gathered[r * width : r * width + all_sizes[r]].numpy() for r in range(W)]
         every = np.concatenate(parts)
         if every.size <= n:
