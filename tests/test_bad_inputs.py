@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -344,7 +343,6 @@ def test_read_json_names_the_damaged_file(tmp_path):
             read_json(p)
     with pytest.raises(FileNotFoundError, match="nothere.json"):
         read_json(tmp_path / "nothere.json")
-    shutil.rmtree(tmp_path)
 
 
 def test_the_installed_command_prints_one_line_and_exits_2(tmp_path):
