@@ -132,7 +132,7 @@ def _r_from_stats(W: np.ndarray, test: _Stats) -> np.ndarray:
     """Pearson r per channel of ``X_test @ W`` with ``y_test``, from statistics: ``[A, C]``."""
     ps = np.einsum("p,apc->ac", test.s, W)
     num = np.einsum("apc,pc->ac", W, test.B) - ps * test.ysum / test.n
-    var_p = np.einsum("apc,apc->ac", W, np.einsum("pq,aqc->apc", test.G, W)) - ps**2 / test.n
+    var_p = np.einsum("apc,apc->ac", W, np.matmul(test.G, W)) - ps**2 / test.n
     var_y = test.yy - test.ysum**2 / test.n
     with np.errstate(invalid="ignore", divide="ignore"):
         r = num / np.sqrt(np.clip(var_p, 0, None) * np.clip(var_y, 0, None))
