@@ -69,8 +69,12 @@ def run(args) -> int:
         ctx = Context(root, settings.to_json())
         for s in steps:
             rec = recorded.get(s.name, {})
-            state = ("complete" if rec.get("status") == "done" and rec.get("commands") == s.commands()
-                     and s.complete(ctx) else rec.get("status", "not run"))
+            if rec.get("status") not in (None, "unavailable") and rec.get("commands") != s.commands():
+                state = "outdated"  # made with other commands: the next run redoes it
+            elif rec.get("status") == "done":
+                state = "complete" if s.complete(ctx) else "incomplete"
+            else:
+                state = rec.get("status", "not run")
             print(f"{s.name:9s} {state:12s} {s.description}")
             for c in s.commands():
                 print(f"    $ {c}")
