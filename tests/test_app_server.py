@@ -85,6 +85,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and dash: 5-30 s on a busy machine
 def test_cli_binds_loopback_by_default(tiny_ws):
     psutil = pytest.importorskip("psutil")
     port = _free_port()

@@ -37,8 +37,9 @@ def card(part: Part, token_caches: set[str] = frozenset()) -> html.Div:
     else:
         body.append(html.Table([html.Tr([html.Td(k), html.Td(_fmt(v))]) for k, v in part.figures.items()
                                 if v is not None], className="wb-kv"))
-    if part.command:
-        body.append(html.Code(part.command, className="wb-command"))
+    if part.command:  # from workspace.json; long for steps that made several parts
+        body.append(html.Details([html.Summary("command", className="wb-muted"),
+                                  html.Code(part.command, className="wb-command")]))
     href = _link(part, token_caches)
     if href:
         body.append(dcc.Link("open", href=href, className="wb-open"))
