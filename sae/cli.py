@@ -218,20 +218,21 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     if domains is not None and len(set(domains)) > 1:
         spec = domain_specialization(sae, X, domains)
         result["domain_specialization"] = {k: v for k, v in spec.items() if k != "table"}
-        for key, probe in (("concept_erasure", "fixed"), ("concept_erasure_retrained_probe", "retrained")):
-            if probe not in erasure_probes:
+        is_speech = domains == "speech"
+        for key, readout in (("concept_erasure", "fixed"), ("concept_erasure_retrained_probe", "retrained")):
+            if readout not in erasure_probes or not 0 < is_speech.sum() < len(is_speech):
                 continue
-            erasure = concept_erasure(sae, X, domains == "speech", seed=seed, probe=probe)
+            erasure = concept_erasure(sae, X, is_speech, seed=seed, probe=readout)
             result[key] = {"concept": "speech vs non-speech", **erasure}
     if "phones" in frames:
         phones = frames["phones"].to_numpy(dtype=object)
         speech = np.array([p is not None and p != "sil" for p in phones])
         is_vowel = np.array([p in VOWELS for p in phones[speech]])
         if speech.sum() >= 50 and 0 < is_vowel.sum() < len(is_vowel):
-            for key, probe in (("concept_erasure_vowel", "fixed"), ("concept_erasure_vowel_retrained_probe", "retrained")):
-                if probe not in erasure_probes:
+            for key, readout in (("concept_erasure_vowel", "fixed"), ("concept_erasure_vowel_retrained_probe", "retrained")):
+                if readout not in erasure_probes:
                     continue
-                erasure = concept_erasure(sae, X[torch.from_numpy(speech)], is_vowel, seed=seed, probe=probe)
+                erasure = concept_erasure(sae, X[torch.from_numpy(speech)], is_vowel, seed=seed, probe=readout)
                 result[key] = {"concept": "vowel vs consonant (speech frames)", **erasure}
     cmp_path = _compare_path(compare, hook) if compare else None
     if compare and cmp_path is None:
