@@ -107,7 +107,8 @@ def fit_feature_sets(sets: Sequence[FeatureSet], responses: Sequence[np.ndarray]
     rows, layer_rows, kernels, r_of = [], [], {}, {}
     for fs, blocks in tqdm(jobs, desc="TRF per feature set", disable=not progress):
         res = trf(fs, blocks, draws=n_draws)
-        r, p = res.r, res.p
+        r = res.r
+        p = res.p if res.p is not None else np.full(len(ch_names), np.nan)  # n_draws=0: no null
         if base is not None and fs is base[0]:
             base_res = res
         kernels[fs.name], r_of[fs.name] = res.kernel, r
@@ -129,7 +130,7 @@ def fit_feature_sets(sets: Sequence[FeatureSet], responses: Sequence[np.ndarray]
                            "delta_r2_mean": float(np.nanmean(d_r2)) if np.isfinite(d_r2).any() else np.nan,
                            "alpha_rel": _alpha_rel(alphas, res)})
     summary = pd.DataFrame(rows)
-    reject, p_fdr = fdr(summary["p"].to_numpy())
+    reject, p_fdr = fdr(summary["p"].to_numpy())  # NaN p (no null drawn) stays NaN, never significant
     summary["p_fdr"], summary["significant"] = p_fdr, reject
     layers = pd.DataFrame(layer_rows)
     layers["n_significant"] = [int(summary.loc[summary["feature"] == f, "significant"].sum()) for f in layers["feature"]]
@@ -152,6 +153,8 @@ def feature_correlations(sets: Sequence[FeatureSet], responses: Sequence[np.ndar
                 rows.append({"feature_set": fs.name, "feature": col, "channel": ch, "r": res["best_r"][k, c],
                              "best_lag_s": lags[res["lag_index"][k, c]] / sfreq, "p": res["p"][k, c]})
     df = pd.DataFrame(rows, columns=["feature_set", "feature", "channel", "r", "best_lag_s", "p"])
+    if n_draws == 0:
+        df["p"] = np.nan  # no null drawn
     reject, p_fdr = fdr(df["p"].to_numpy())
     df["p_fdr"], df["significant"] = p_fdr, reject
     return df

@@ -109,7 +109,8 @@ def fdr(p: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     from mne.stats import fdr_correction
 
     p = np.asarray(p, dtype=np.float64)
-    if p.size == 0:
-        return np.zeros(p.shape, dtype=bool), p.copy()
-    reject, p_fdr = fdr_correction(p.reshape(-1), alpha=alpha, method="indep")
-    return reject.reshape(p.shape), p_fdr.reshape(p.shape)
+    reject, p_fdr = np.zeros(p.shape, dtype=bool), np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():  # NaN entries (no test was run) take no part in the correction
+        reject[ok], p_fdr[ok] = fdr_correction(p[ok], alpha=alpha, method="indep")
+    return reject, p_fdr
