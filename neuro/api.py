@@ -172,6 +172,12 @@ def fit(recording: str | os.PathLike | Recording, corpus: Corpus, out: str | os.
     out = Path(out)
     rec = recording if isinstance(recording, Recording) else read_recording(recording, corpus, sfreq=sfreq)
     rec = rec.pick(channels)
+    lags = lag_samples(tmin, tmax, rec.sfreq)
+    need = 2 * len(lags) + max(0, -int(lags[0])) + max(0, int(lags[-1])) + 1
+    short = [t.clip_id for t in rec.trials if len(t.data) < need]
+    if short:  # a trial shorter than a few lag windows cannot be fitted: say which, fit the rest
+        log.warning("%s: skipping trials shorter than %d samples (%.2f s): %s", rec.source, need, need / rec.sfreq, short)
+        rec.trials = [t for t in rec.trials if len(t.data) >= need]
     trials = [(t.clip_id, len(t.data)) for t in rec.trials]
     responses = _centre([t.data for t in rec.trials])
     sets = acoustic_sets(corpus, trials, rec.sfreq, progress=progress)
