@@ -139,6 +139,7 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
                 for h in hooks:  # the log so far, readable while training runs
                     _write_log(out / h, states[h].log)
             last_good = step
+    stream.close()  # joins the loader thread (a live one aborts the process at exit)
     bar.close()
     result = {h: st.sae.folded(st.scale) for h, st in states.items()}
     if out is not None and comm.is_main:

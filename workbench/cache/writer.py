@@ -223,25 +223,33 @@ def iter_batches(model: AudioModel, corpus: Corpus, clips: list[Clip], batch_sec
 
 
 def prefetch(it: Iterator, depth: int = 1) -> Iterator:
-    """Run iterator ``it`` on a background thread, ``depth`` items ahead (errors re-raised here)."""
+    """Run iterator ``it`` on a background thread, ``depth`` items ahead (errors re-raised here).
+
+    Closing the returned generator (or leaving it) stops and joins the thread: a daemon thread still
+    inside torch when the interpreter exits aborts the process ("terminate called without an active
+    exception"), so consumers that stop early should call ``.close()``.
+    """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     end = object()
 
+    def put(msg) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(msg, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work():
         try:
             for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(("ok", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(("ok", item)):
                     return
-            q.put(("ok", end))
+            put(("ok", end))
         except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
-            q.put(("err", e))
+            put(("err", e))
 
     t = threading.Thread(target=work, daemon=True, name="cache-loader")
     t.start()
@@ -255,6 +263,7 @@ def prefetch(it: Iterator, depth: int = 1) -> Iterator:
             yield item
     finally:
         stop.set()
+        t.join(timeout=120)
 
 
 class _BatchWriter:
