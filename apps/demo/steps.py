@@ -66,7 +66,7 @@ class DemoSettings:
             return {"speech": 24, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
                     "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000,
                     "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000, "steer_n": "8",
-                    "neuro_draws": 100, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8}
+                    "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8}
         return {"speech": 48, "speakers": 8, "nonspeech": 24, "dev_speech": 6, "dev_nonspeech": 6,
                 "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 600_000,
                 "splice_clips": 8, "eval_frames": 10_000, "folds": 5, "probe_frames": 8000, "steer_n": "4,16",
