@@ -291,9 +291,10 @@ def neuro_step(s: DemoSettings) -> Step:
         # the full demo plants a model layer (its curve should peak there); --quick plants the envelope, which
         # needs no model run
         plant = ["--plant", "envelope"] if s.quick else ["--plant", MIDDLE_HOOK, "--model", MODEL]
-        what = f"a simulated 64-channel EEG of corpora/speech ({plant[1]} planted at 150 ms)"
+        # r = 0.3 on 5 channels: the demo's minute or two of speech is too little to find the tests' r = 0.1
+        what = f"a simulated 64-channel EEG of corpora/speech ({plant[1]} planted at 150 ms, r = 0.3)"
         actions = [cli("neuro", "simulate", "--corpus", "@corpora/speech", "--out", "@recordings/simulated/sub-sim_eeg.fif",
-                       *plant),
+                       *plant, "--r", "0.3"),
                    cli("neuro", "fit", "--recording", "@recordings/simulated/sub-sim_eeg.fif", "--corpus",
                        "@corpora/speech", "--cache", f"@caches/{MODEL}", *common, "--out", "@neuro/simulated")]
         parts = [Part("neuro", name, "neuro/simulated", {"data": what})]
