@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.real_weights, pytest.mark.slow]
 if not (shutil.which("chromium") or shutil.which("google-chrome")) or not shutil.which("chromedriver"):
     pytest.skip("chromium and chromedriver are not installed (apt-get install -y chromium chromium-driver): "
                 "no browser tests", allow_module_level=True)
-pytest.importorskip("selenium", reason="dash[testing] (selenium) is not installed: no browser tests")
+import selenium  # noqa: E402,F401  (dash[testing], declared in the dev extra: missing must fail)
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow  # a fresh interpreter importing torch and dash: 5-30 s on a busy machine
 def test_cli_binds_loopback_by_default(tiny_ws):
-    psutil = pytest.importorskip("psutil")
+    import psutil  # through dash[testing], declared in the dev extra
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "app", str(tiny_ws), "--port", str(port)], env=env,

@@ -16,10 +16,7 @@ TESTS = Path(__file__).resolve().parent
 PYPROJECT = TESTS.parent / "pyproject.toml"
 # Known offenders, to be fixed in their files (then removed here: the test fails until they are):
 # declared dependencies that these tests skip when missing.
-KNOWN = {
-    ("test_neuro_readers.py", "edfio"), ("test_neuro_readers.py", "pybv"),  # declared in dependencies
-    ("test_app_pages.py", "selenium"), ("test_app_server.py", "psutil"),  # both through the dev extra dash[testing]
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _canon(name: str) -> str:
