@@ -66,10 +66,12 @@ class DemoSettings:
             return {"speech": 24, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
                     "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000,
                     "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000, "steer_n": "8",
+                    "steer_strengths": "8,16",  # the strengths that mattered in the steering study
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8}
         return {"speech": 48, "speakers": 8, "nonspeech": 24, "dev_speech": 6, "dev_nonspeech": 6,
                 "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 600_000,
                 "splice_clips": 8, "eval_frames": 10_000, "folds": 5, "probe_frames": 8000, "steer_n": "4,16",
+                "steer_strengths": "0,4,8,16,32",  # sae.steer.fit's default for scale edits
                 "neuro_draws": 200, "neuro_folds": 5, "neuro_sae_features": 16, "neuro_components": 16}
 
     @property
@@ -251,7 +253,8 @@ def steering_step(s: DemoSettings) -> Step:
                     "strength on the dev clips, evaluated on held-out clips against Whisper's no-speech gate and Silero VAD",
         actions=[cli("steer", "fit", "--cache", f"@caches/{MODEL}", "--sae", f"@saes/{SAE_NAME}/{LAST_HOOK}",
                      "--concept", "nonspeech", "--corpus", "@corpora/dev", "--model", MODEL,
-                     "--n-features", s.sizes["steer_n"], "--out", f"@{out}", "--quiet"),
+                     "--n-features", s.sizes["steer_n"], "--strengths", s.sizes["steer_strengths"],
+                     "--out", f"@{out}", "--quiet"),
                  cli("steer", "eval", "--steering", f"@{out}", "--corpus", "@corpora/heldout", "--out", f"@{out}/eval",
                      "--quiet")],
         outputs=[f"{out}/steering.json", f"{out}/sweep.csv", f"{out}/eval/eval.json"],
