@@ -168,3 +168,30 @@ def test_split_keeps_groups_together():
         for c in corpus:
             assert seen.setdefault(clip_group(c), name) == name
     assert sum(len(c) for c in splits.values()) == 61
+
+
+class LoopingBaselineModel(FakeModel):
+    """Plain decoding loops on one speech clip; from strength 8 on every speech clip is garbled."""
+
+    def transcribe(self, audio):
+        out = []
+        for i, k in enumerate(self.kinds):
+            if k == "ns":
+                out.append("" if self.strength >= 8 else "you")
+            elif self.strength >= 8:
+                out.append("one")
+            else:
+                out.append("one two three four" + (" four" * 40 if i == len(self.kinds) - 1 and not self.strength else ""))
+        return out
+
+
+def test_sweep_budget_is_not_fooled_by_a_looping_baseline_clip():
+    # pooled WER: baseline 40 insertions / 12 words = 3.33, strength 8 garbles everything (9/12 = 0.75) and
+    # would look like a WER gain; capped per clip the baseline is 4/12 and strength 8 is over budget
+    kinds = ["ns"] * 4 + ["sp"] * 3
+    refs = [None] * 4 + ["one two three four"] * 3
+    table, best = run_sweep(LoopingBaselineModel(kinds), FakeSteering(), [None] * 7, refs,
+                            [k == "ns" for k in kinds], [{"n_features": 2, "strength": 8.0}], verbose=False)
+    assert table.loc[1, "wer"] < table.loc[0, "wer"]  # the trap: pooled WER says "better"
+    assert table.loc[0, "wer_capped"] == 4 / 12 and table.loc[1, "wer_capped"] == 9 / 12
+    assert best["baseline"] and not table.loc[1, "within_budget"]

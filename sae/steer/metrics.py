@@ -92,6 +92,24 @@ def summarize(texts: Mapping[str, Sequence[str]], references: Sequence[str | Non
     return out
 
 
+def capped_wer(texts: Sequence[str], references: Sequence[str | None]) -> float | None:
+    """Pooled WER with each clip's errors capped at its reference length.
+
+    A clip whose transcript loops (" god god god ...") counts as every word wrong, not as ten times
+    that: on a small dev split one looping baseline clip would otherwise make a setting that breaks
+    every other clip look like a WER improvement. ``None`` without reference words.
+
+    >>> capped_wer(["one two", "go go go go go go"], ["one two", "go"])  # 0 + min(5, 1) errors / 3 words
+    0.3333333333333333
+    """
+    errors = words = 0
+    for text, ref in zip(texts, references):
+        if ref and normalize_text(ref):
+            e, w = word_errors(ref, text)
+            errors, words = errors + min(e, w), words + w
+    return errors / words if words else None
+
+
 def point(texts: Sequence[str], references: Sequence[str | None], nonspeech: Sequence[bool]) -> tuple[float, float]:
     """(hallucination rate, pooled WER) without intervals: what the sweep compares."""
     m = summarize({"x": texts}, references, nonspeech, baseline="", n_boot=1)["x"]

@@ -1,8 +1,10 @@
 """Choose N and the strength on a dev split: the largest hallucination drop within a WER budget.
 
 Every setting transcribes all dev clips (never evaluation clips). The chosen setting has the
-lowest hallucination rate among those whose WER is at most ``baseline WER + max_wer_increase``;
-ties go to the lower WER, then fewer features, then the smaller strength. The unsteered baseline
+lowest hallucination rate among those whose WER is at most ``baseline WER + max_wer_increase``,
+where the budget is judged on the capped WER (each clip's errors at most its reference length, see
+:func:`sae.steer.metrics.capped_wer`: a looping baseline clip must not make a broken setting look
+better); ties go to the lower capped WER, then fewer features, then the smaller strength. The unsteered baseline
 is always a candidate, so a sweep where nothing helps chooses "no edit". ``sweep.csv`` keeps the
 whole table and ``pareto.html`` shows hallucination rate against WER with the Pareto front.
 
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from sae.steer.metrics import point
+from sae.steer.metrics import capped_wer, point
 from workbench.atomic import atomic_path, write_text
 
 
@@ -47,19 +49,23 @@ def run_sweep(model, steering, audio: list[np.ndarray], references: Sequence[str
     """``(table, chosen row)`` over ``grid`` (``steering`` supplies method, edit, features, gate)."""
     base_texts = transcribe_all(model, audio)
     h0, w0 = point(base_texts, references, nonspeech)
-    rows = [{"n_features": 0, "strength": 0.0, "hallucination_rate": h0, "wer": w0, "baseline": True}]
+    rows = [{"n_features": 0, "strength": 0.0, "hallucination_rate": h0, "wer": w0,
+             "wer_capped": capped_wer(base_texts, references), "baseline": True}]
     for g in tqdm(grid, desc="sweep", disable=not verbose):
         st = steering.with_(strength=g["strength"], **({"n_features": g["n_features"]}
                                                         if g["n_features"] is not None else {}))
-        h, w = point(transcribe_all(model, audio, st), references, nonspeech)
-        rows.append({**g, "hallucination_rate": h, "wer": w, "baseline": False})
+        texts = transcribe_all(model, audio, st)
+        h, w = point(texts, references, nonspeech)
+        rows.append({**g, "hallucination_rate": h, "wer": w, "wer_capped": capped_wer(texts, references),
+                     "baseline": False})
     df = pd.DataFrame(rows)
     df["wer_change"] = df["wer"] - w0 if w0 is not None else np.nan
+    df["wer_capped_change"] = df["wer_capped"] - df["wer_capped"].iloc[0]
     df["hallucination_drop"] = 1 - df["hallucination_rate"] / h0 if h0 else 0.0
-    budget = df["wer_change"].fillna(0) <= max_wer_increase + 1e-12
+    budget = df["wer_capped_change"].fillna(0) <= max_wer_increase + 1e-12
     df["within_budget"] = budget
     cand = df[budget].assign(abs_strength=lambda d: d["strength"].abs(), n=lambda d: d["n_features"].fillna(0))
-    best = cand.sort_values(["hallucination_rate", "wer", "n", "abs_strength"], kind="stable").iloc[0]
+    best = cand.sort_values(["hallucination_rate", "wer_capped", "n", "abs_strength"], kind="stable").iloc[0]
     df["chosen"] = df.index == best.name
     return df, df.loc[best.name].to_dict()
 
