@@ -70,9 +70,10 @@ class DemoSettings:
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8}
         return {"speech": 48, "speakers": 8, "nonspeech": 24, "dev_speech": 6, "dev_nonspeech": 6,
                 "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 600_000,
-                "splice_clips": 8, "eval_frames": 10_000, "folds": 5, "probe_frames": 8000, "steer_n": "4,16",
-                "steer_strengths": "0,4,8,16,32",  # sae.steer.fit's default for scale edits
-                "neuro_draws": 200, "neuro_folds": 5, "neuro_sae_features": 16, "neuro_components": 16}
+                # sized so that the steps take ~5 min on 2 idle cores (measured: README)
+                "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000, "steer_n": "4,16",
+                "steer_strengths": "8,16,32",
+                "neuro_draws": 100, "neuro_folds": 3, "neuro_sae_features": 16, "neuro_components": 16}
 
     @property
     def neuro_data(self) -> str:
