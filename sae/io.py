@@ -19,11 +19,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from sae.config import SAEConfig
 from workbench.atomic import atomic_path, read_json, write_json
+from workbench.features import read_saelens
 
 FORMATS = ("saelens", "dictionary_learning", "audiosae")
 
@@ -112,16 +112,7 @@ def load_sae(path: str | os.PathLike, d_in: int | None = None, hook: str | None 
 def _read_saelens(path: Path):
     folder = path if path.is_dir() else path.parent
     weights_file = path if path.is_file() else folder / "sae_weights.safetensors"
-    doc = read_json(folder / "cfg.json") if (folder / "cfg.json").is_file() else {}
-    if not isinstance(doc, dict):
-        raise ValueError(f"{folder / 'cfg.json'}: expected a JSON object, got {type(doc).__name__}")
-    try:
-        w = load_file(str(weights_file))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{weights_file}: not a readable safetensors file (truncated or damaged?): {e}") from None
-    missing = [k for k in ("W_enc", "b_enc", "W_dec", "b_dec") if k not in w]
-    if missing:
-        raise ValueError(f"{weights_file} is missing tensors {missing} (keys: {sorted(w)})")
+    doc, w = read_saelens(weights_file, folder / "cfg.json")
     d_in, d_sae = w["W_enc"].shape
     meta = dict(doc.get("metadata") or {})
     k = int(doc.get("k") or meta.get("k") or doc.get("activation_fn_kwargs", {}).get("k") or 50)

@@ -28,7 +28,6 @@ tensor([[1., 0., 0., 2.]])
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,30 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 def jumprelu(pre: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     """``pre * (pre > threshold)`` with a non-negative threshold: the Batch-Top-K SAE's inference rule."""
     return pre * (pre > threshold.clamp_min(0.0))
+
+
+def read_saelens(weights_file: str | Path, cfg_file: str | Path | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``(cfg, tensors)`` of a SAELens ``sae_weights.safetensors`` (and its ``cfg.json``, ``{}`` if none).
+
+    The one place that decodes these files: a damaged JSON or safetensors file, or missing
+    ``W_enc``/``b_enc``/``W_dec``/``b_dec`` tensors, raise ``ValueError`` naming the file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from workbench.atomic import read_json
+
+    cfg = read_json(cfg_file) if cfg_file is not None and Path(cfg_file).is_file() else {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{cfg_file}: expected a JSON object, got {type(cfg).__name__}")
+    try:
+        w = load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{weights_file}: not a readable safetensors file (truncated or damaged?): {e}") from None
+    missing = [k for k in ("W_enc", "b_enc", "W_dec", "b_dec") if k not in w]
+    if missing:
+        raise ValueError(f"{weights_file}: missing tensors {missing} (has {sorted(w)})")
+    return cfg, w
 
 
 def is_sae_dir(path: str | Path) -> bool:
@@ -74,27 +97,12 @@ class FeatureDictionary:
         Errors name the file: a missing file, a JSON error, a truncated or non-safetensors weights
         file, missing tensors or shapes that do not fit ``d_in``.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = Path(path)
         cfg_file, w_file = path / CFG_FILE, path / WEIGHTS_FILE
         for f in (cfg_file, w_file):
             if not f.is_file():
                 raise FileNotFoundError(f"not an SAE directory (SAELens layout): {f} is missing")
-        try:
-            cfg = json.loads(cfg_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{cfg_file}: not valid JSON ({e})") from None
-        if not isinstance(cfg, dict):
-            raise ValueError(f"{cfg_file}: expected a JSON object, got {type(cfg).__name__}")
-        try:
-            w = load_file(str(w_file))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise ValueError(f"{w_file}: not a readable safetensors file (truncated or damaged?): {e}") from None
-        missing = [k for k in ("W_enc", "b_enc", "W_dec", "b_dec") if k not in w]
-        if missing:
-            raise ValueError(f"{w_file}: missing tensors {missing} (has {sorted(w)})")
+        cfg, w = read_saelens(w_file, cfg_file)
         W_enc, W_dec = w["W_enc"].float(), w["W_dec"].float()
         d_in = int(cfg.get("d_in", W_enc.shape[0]))
         if W_enc.ndim != 2 or W_enc.shape[0] != d_in:
