@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from sae.splice import spliced_effect, wer_distribution
+from fake_saes import Identity, Recorder, Zero
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HOOK = "encoder.blocks.1.hook_resid_post"
@@ -18,30 +18,6 @@ def tiny():
     from workbench.models.whisper import random_whisper
 
     return random_whisper(seed=0)
-
-
-class Identity(torch.nn.Module):
-    cfg = type("C", (), {"hook_name": ""})()
-
-    def forward(self, x, mode=None):
-        return x
-
-
-class Recorder(Identity):
-    """Identity that counts the frames it is asked to reconstruct."""
-
-    def __init__(self):
-        super().__init__()
-        self.rows = 0
-
-    def forward(self, x, mode=None):
-        self.rows += x.shape[0]
-        return x
-
-
-class Zero(Identity):
-    def forward(self, x, mode=None):
-        return torch.zeros_like(x)
 
 
 class Scripted:

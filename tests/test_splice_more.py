@@ -9,28 +9,10 @@ import torch
 
 from sae import BatchTopKSAE, SAEConfig, TrainConfig, train
 from sae.splice import spliced_effect
+from fake_saes import Recorder, Zero
 
 SR = 16000
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class Recorder(torch.nn.Module):
-    """An identity 'SAE' that counts the frames it is given."""
-
-    cfg = type("C", (), {"hook_name": ""})()
-
-    def __init__(self):
-        super().__init__()
-        self.rows = 0
-
-    def forward(self, x, mode=None):
-        self.rows += x.shape[0]
-        return x
-
-
-class Zero(Recorder):
-    def forward(self, x, mode=None):
-        return torch.zeros_like(x)
 
 
 def _clips(n, seconds=1.0, seed=0):
