@@ -39,6 +39,8 @@ def _real_frames(model, hook: str, n_samples: int) -> list[int] | None:
     if getattr(model, "is_decoder_hook", lambda h: False)(hook):
         return None
     try:
+        if hasattr(model, "window_frames"):  # adapters that cut clips into windows of their own (HuBERT)
+            return model.window_frames(hook, n_samples)
         win = model.max_window_s
         if not win:
             return [model.n_frames(hook, n_samples)]

@@ -60,16 +60,17 @@ def test_codec_splice_is_measured_on_the_last_float_hook(kind):
     assert zero["rel_error_hook"] == pytest.approx(1.0) and zero["rel_error_output"] > 0.05
 
 
-@pytest.mark.xfail(strict=True, reason="sae.splice._real_frames only knows Whisper's max_window_s: for HuBERT clips "
-                   "longer than window_s (30 s by default) only the first window's frames are spliced")
-def test_hubert_clip_longer_than_one_window_is_spliced_everywhere():
+@pytest.mark.parametrize("model_type,pad", [("wav2vec2", True), ("hubert", False)])  # padded / equal-length batches
+def test_hubert_clip_longer_than_one_window_is_spliced_everywhere(model_type, pad):
     from workbench.models.hubert import random_hubert
 
-    model = random_hubert("wav2vec2", seed=0)
+    model = random_hubert(model_type, seed=0, pad_batches=pad)
+    assert model.equal_lengths_only is not pad
     model.processor.do_normalize = False
     model.window_s = 0.2  # stands in for a clip over 30 s: five windows for a 1 s clip
     hook = "encoder.blocks.0.hook_resid_post"
     clip = _clips(1)[0]
+    assert len(model.window_frames(hook, len(clip))) == 5
     rec = Recorder()
     spliced_effect(model, rec, hook, [clip], verbose=False)
     assert rec.rows == model.n_frames(hook, len(clip)) == 49

@@ -211,6 +211,14 @@ class HubertAudioModel(AudioModel):
             out.append({n: torch.cat([p[n] for p in parts])[: self.n_frames(n, len(clip))] for n in names})
         return out
 
+    def window_frames(self, hook: str, n_samples: int) -> list[int]:
+        """Real frames of ``hook`` in each row of the forward passes over one clip, in the order they
+        run (windows, grouped by length when batches must be padding-free): what a splice replaces."""
+        self.resolve_exact([hook])
+        pieces = self._windows(np.zeros(n_samples, dtype=np.float32))
+        groups = split_by_length(pieces) if self.equal_lengths_only else [list(range(len(pieces)))]
+        return [self.n_frames(hook, len(pieces[i])) for idx in groups for i in idx]
+
     def _windows(self, clip: np.ndarray) -> list[np.ndarray]:
         """Windows of ``window_s`` whose frames tile the clip's frame grid exactly.
 
