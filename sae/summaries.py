@@ -97,7 +97,7 @@ def feature_summaries(sae, X, frames: pd.DataFrame, out: str | os.PathLike | Non
 
     histograms = {}
     for f, acts in codes.groupby("feature")["activation"]:
-        counts_, edges = np.histogram(acts.to_numpy(), bins=bins)
+        counts_, edges = _histogram(acts.to_numpy(), bins)
         histograms[int(f)] = {"edges": [round(float(e), 6) for e in edges], "counts": counts_.tolist()}
 
     if out is not None:
@@ -178,3 +178,14 @@ def layer_summary(results: Sequence[dict], out: str | os.PathLike) -> pd.DataFra
     with atomic_path(out / "layers.html") as tmp:
         fig.write_html(str(tmp), include_plotlyjs="directory")
     return table
+
+
+def _histogram(x: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.histogram`` in float64, widening a range too narrow for ``bins`` distinct edges (a feature
+    whose few activations agree to float precision, e.g. on Whisper's massive-norm frames)."""
+    x = np.asarray(x, dtype=np.float64)
+    lo, hi = float(x.min()), float(x.max())
+    pad = max(abs(lo), abs(hi), 1.0) * 1e-6
+    if hi - lo < pad:
+        lo, hi = lo - pad, hi + pad
+    return np.histogram(x, bins=bins, range=(lo, hi))

@@ -69,3 +69,16 @@ def test_feature_summaries_top_frames_labels_and_domains(tmp_path):
     for name in ("features.parquet", "top_frames.parquet", "histograms.json", "features.json"):
         assert (tmp_path / name).is_file()
     assert len(pd.read_parquet(tmp_path / "features.parquet")) == 8
+
+
+def test_feature_whose_activations_agree_to_float_precision_gets_a_histogram():
+    """Two activations 5e-5 apart at 1000 (float32): np.histogram alone refuses 20 bins ('Too many bins')."""
+    sae = _basis_sae()
+    X = torch.zeros(4, 4)
+    X[:2, 0] = torch.tensor([1000.0, 1000.00006])
+    X[2:, 1] = torch.tensor([1.0, 3.0])
+    frames = pd.DataFrame({"clip_id": ["a"] * 4, "start_s": np.arange(4) * 0.02})
+    hist = feature_summaries(sae, X, frames)["histograms"]
+    assert sum(hist[0]["counts"]) == 2 and len(hist[0]["edges"]) == 21
+    assert hist[0]["edges"][0] <= 1000.0 <= hist[0]["edges"][-1]
+    assert hist[1]["edges"][0] == 1.0 and hist[1]["edges"][-1] == 3.0  # ordinary ranges unchanged
