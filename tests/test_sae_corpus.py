@@ -55,3 +55,18 @@ def test_build_skips_excluded_clips(tmp_path):
     assert not any("held" in i for i in ids)
     assert any(i.startswith("aug_keep_v1") for i in ids) and any(i.startswith("aug_noise_v0") for i in ids)
     assert all((out / "audio" / f"{i}.flac").is_file() for i in ids)
+
+
+def test_tts_sentences_never_come_from_held_out_transcripts(tmp_path):
+    rng = np.random.default_rng(3)
+    rows = []
+    for cid, text in [("train", "The red kite flew over the hill. It came back at noon today."),
+                      ("held", "A secret sentence from the test clip. Nobody may speak it aloud.")]:
+        save_audio(tmp_path / f"{cid}.flac", (0.1 * rng.standard_normal(SR)).astype(np.float32), SR)
+        rows.append({"id": cid, "path": f"{cid}.flac", "domain": "speech", "transcript": text})
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from workbench.corpus import load_corpus
+
+    pool = sae_corpus.sentence_pool(load_corpus(str(tmp_path / "manifest.jsonl")), {"held"})
+    assert "The red kite flew over the hill." in pool
+    assert not any("secret" in s or "Nobody" in s for s in pool)
