@@ -61,7 +61,7 @@ def test_tts_sentences_never_come_from_held_out_transcripts(tmp_path):
     rng = np.random.default_rng(3)
     rows = []
     for cid, text in [("train", "The red kite flew over the hill. It came back at noon today."),
-                      ("held", "A secret sentence from the test clip. Nobody may speak it aloud.")]:
+                      ("held", "A zyxquor sentence from the test clip. Qwvplem may speak it aloud.")]:
         save_audio(tmp_path / f"{cid}.flac", (0.1 * rng.standard_normal(SR)).astype(np.float32), SR)
         rows.append({"id": cid, "path": f"{cid}.flac", "domain": "speech", "transcript": text})
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -69,4 +69,4 @@ def test_tts_sentences_never_come_from_held_out_transcripts(tmp_path):
 
     pool = sae_corpus.sentence_pool(load_corpus(str(tmp_path / "manifest.jsonl")), {"held"})
     assert "The red kite flew over the hill." in pool
-    assert not any("secret" in s or "Nobody" in s for s in pool)
+    assert not any("zyxquor" in s or "Qwvplem" in s for s in pool)
