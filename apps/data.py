@@ -35,6 +35,8 @@ KINDS = ("corpora", "caches", "saes", "probes", "steering", "neuro")
 #: Files the app may serve from inside the workspace (audio players and figure images).
 SERVABLE = tuple(AUDIO_EXTENSIONS) + (".png", ".jpg", ".jpeg", ".svg")
 TOKENS_HOOK, COCHLEAGRAM_HOOK = "tokens.hook_ids", "cochleagram.hook_out"
+#: the sae eval metrics shown beside an SAE (names as sae.metrics.evaluate writes them)
+SAE_HEADLINE_METRICS = ("fvu", "l0", "dead_frac")
 QUANTILE_SAMPLE = 20_000  # frames encoded once per SAE for the quantile-sampled examples
 
 
@@ -175,8 +177,8 @@ class Workspace:
         fd = self.feature_dictionary(ref)
         out = {"hook": ref.hook, "d_in": fd.d_in, "d_sae": fd.d_sae, "k": fd.k}
         if ref.eval_dir is not None and (ref.eval_dir / "eval.json").is_file():
-            m = self.json(ref.eval_dir / "eval.json", f"SAE {ref.key} evaluation").get("metrics", {})
-            out.update({k: m[k] for k in ("fvu", "l0", "dead_frac", "dead_fraction") if k in m})
+            m = self.sae_eval(ref).get("metrics", {})
+            out.update({k: m[k] for k in SAE_HEADLINE_METRICS if k in m})
         else:
             out["eval"] = "not evaluated yet (run `workbench sae eval`)"
         return out

@@ -14,7 +14,7 @@ import numpy as np
 from dash import Input, Output, State, dash_table, dcc, html, no_update
 
 from apps import figures
-from apps.data import PartError, SaeRef, Workspace
+from apps.data import SAE_HEADLINE_METRICS, PartError, SaeRef, Workspace
 from apps.live import MAX_UPLOAD_BYTES, decode_upload, model
 from apps.pages.common import example_card, explain, guarded, message, picker, progress
 
@@ -105,8 +105,7 @@ def register(app, ws: Workspace, jobs) -> None:
         table = ws.feature_table(ref)
         ev = ws.sae_eval(ref)
         info = ev.get("metrics", {})
-        shown = " · ".join(f"{k} {info[k]:.3g}" for k in ("fvu", "l0", "dead_frac", "dead_fraction")
-                           if isinstance(info.get(k), float))
+        shown = " · ".join(f"{k} {info[k]:.3g}" for k in SAE_HEADLINE_METRICS if isinstance(info.get(k), float))
         if ev.get("in_sample"):
             shown += " · in-sample (evaluated on the SAE's training clips)"
         cons = ev.get("seed_consistency") or {}
