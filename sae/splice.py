@@ -35,17 +35,12 @@ def normalize_text(s: str) -> str:
 
 
 def _real_frames(model, hook: str, n_samples: int) -> list[int] | None:
-    """Real frames per window the hook sees for one clip, or None when every position is real."""
+    """Real frames per forward row the hook sees for one clip (the adapter's ``window_frames``),
+    or None when every position is real."""
     if getattr(model, "is_decoder_hook", lambda h: False)(hook):
         return None
     try:
-        if hasattr(model, "window_frames"):  # adapters that cut clips into windows of their own (HuBERT)
-            return model.window_frames(hook, n_samples)
-        win = model.max_window_s
-        if not win:
-            return [model.n_frames(hook, n_samples)]
-        w = int(win * model.sample_rate)
-        return [model.n_frames(hook, min(w, n_samples - a)) for a in range(0, max(n_samples, 1), w)]
+        return model.window_frames(hook, n_samples)
     except (ValueError, NotImplementedError):
         return None
 

@@ -94,6 +94,14 @@ class AudioModel(ABC):
         """Real (unpadded) frames that ``n_samples`` of audio give at ``hook``."""
         return int(math.ceil(n_samples * self.frame_rate(hook) / self.sample_rate))
 
+    def window_frames(self, hook: str, n_samples: int) -> list[int]:
+        """Real frames of ``hook`` in each forward row over one clip of ``n_samples``, in run order:
+        one row per ``max_window_s`` window (the whole clip when None). A splice replaces these."""
+        if not self.max_window_s:
+            return [self.n_frames(hook, n_samples)]
+        w = int(self.max_window_s * self.sample_rate)
+        return [self.n_frames(hook, min(w, n_samples - a)) for a in range(0, max(n_samples, 1), w)]
+
     # --- shared behaviour -------------------------------------------------------------------
     @property
     def hook_points(self) -> list[str]:
