@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +61,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from workbench.atomic import write_json
+from workbench.atomic import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +135,7 @@ class Steering:
         if not file.is_file():
             raise FileNotFoundError(f"not a steering artifact: {file} is missing "
                                     "(write one with `workbench steer fit`)")
-        try:
-            d = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{file}: not valid JSON ({e})") from None
+        d = read_json(file)  # a damaged file: ValueError naming it, with line and column
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"{file}: expected format {FORMAT!r}, got {got!r}")
