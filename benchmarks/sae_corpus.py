@@ -131,9 +131,10 @@ def build(source: str, exclude: set[str], out: Path, tts_clips: int, variants: i
             secs["tts"] += len(x) / SR
     rng = np.random.default_rng(seed + 1)
     for clip in tqdm(train, desc="augment real clips"):
+        others = [bg for bg in backgrounds if bg is not audio[clip.id]]  # never mixed with itself
         for v in range(variants):
             for j, (a, b) in enumerate(segments(len(audio[clip.id]), rng)):
-                x = augment(audio[clip.id][a:b], [bg for bg in backgrounds if bg is not audio[clip.id]], rng)
+                x = augment(audio[clip.id][a:b], others, rng)
                 write(f"aug_{clip.id}_v{v}_{j:02d}", x, domain=clip.domain, speaker=f"aug_{clip.speaker or clip.id}",
                       source=f"augmented {clip.id} (speed, level, background)")
                 secs["augmented_speech" if clip.domain == "speech" else "augmented_nonspeech"] += len(x) / SR

@@ -35,23 +35,15 @@ class ScaledError(SpliceFn):
         self.a, self.kind = a, kind
         self.gen = torch.Generator().manual_seed(seed)
 
-    @torch.no_grad()
-    def __call__(self, act: torch.Tensor) -> torch.Tensor:
-        new = act.clone()
-        for b in range(act.shape[0]):
-            n = self._queue.pop(0) if self._queue else 0
-            if n == 0:
-                continue  # a repeated forward past the windows we were told about
-            x = act[b, :n].float()
-            err = self.sae(x, None) - x
-            if self.kind == "noise":
-                g = torch.randn(x.shape, generator=self.gen)
-                err = g / g.norm(dim=-1, keepdim=True) * err.norm(dim=-1, keepdim=True)
-            elif self.kind == "keepmassive":
-                norms = x.norm(dim=-1)
-                err[norms > 10 * norms.median()] = 0
-            new[b, :n] = (x + self.a * err).to(act.dtype)
-        return new
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        err = super().reconstruct(x) - x
+        if self.kind == "noise":
+            g = torch.randn(x.shape, generator=self.gen)
+            err = g / g.norm(dim=-1, keepdim=True) * err.norm(dim=-1, keepdim=True)
+        elif self.kind == "keepmassive":
+            norms = x.norm(dim=-1)
+            err[norms > 10 * norms.median()] = 0
+        return x + self.a * err
 
 
 def parse_setting(s: str) -> tuple[str, float]:

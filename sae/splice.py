@@ -70,11 +70,15 @@ class SpliceFn:
                 continue  # a repeated forward (e.g. generation) past the windows we were told about
             n = rows.shape[1] if n is None else min(n, rows.shape[1])
             x = rows[b, :n].float()
-            rec = self.sae(x, self.mode)
+            rec = self.reconstruct(x)
             self.sq_err += float((rec - x).pow(2).sum())
             self.sq_norm += float(x.pow(2).sum())
             out[b, :n] = rec.to(act.dtype)
         return new
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """What replaces the real frames ``x [n, d]``: the SAE's reconstruction (subclasses may alter it)."""
+        return self.sae(x, self.mode)
 
     @property
     def rel_error(self) -> float:
