@@ -154,30 +154,43 @@ def layer_table(results: Sequence[dict]) -> pd.DataFrame:
 
 
 def layer_summary(results: Sequence[dict], out: str | os.PathLike) -> pd.DataFrame:
-    """:func:`layer_table` written as ``out/layers.csv`` plus a plotly figure ``out/layers.html``
-    (FVU, L0, dead fraction and spliced WER change against the layer, one line per domain)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
+    """:func:`layer_table` written as ``out/layers.csv`` plus :func:`layer_figure` as ``out/layers.html``."""
     table = layer_table(results)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "layers.csv") as tmp:
         table.to_csv(tmp, index=False)
-    panels = [("fvu", "FVU"), ("l0", "L0"), ("dead_frac", "dead fraction"), ("wer_change", "spliced WER change")]
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
+    with atomic_path(out / "layers.html") as tmp:
+        layer_figure(table).write_html(str(tmp), include_plotlyjs="directory")
+    return table
+
+
+LAYER_PANELS = [("fvu", "FVU"), ("rel_error_median", "per-frame rel. error (median)"), ("l0", "L0"),
+                ("dead_frac", "dead fraction"), ("wer_change", "spliced WER change")]
+
+
+def layer_figure(table: pd.DataFrame):
+    """FVU, per-frame relative error, L0, dead fraction and spliced WER change against the layer: one
+    line per domain, in the same colour in every panel, one legend entry each."""
+    import plotly.colors
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(LAYER_PANELS), subplot_titles=[t for _, t in LAYER_PANELS])
     x_of = table["hook"].map(lambda h: h.replace("encoder.", "").replace(".hook_resid_post", ""))
-    for dom in table["domain"].unique():
+    palette = plotly.colors.qualitative.Plotly
+    for d, dom in enumerate(table["domain"].unique()):
         part = table[table["domain"] == dom]
-        for i, (col, _) in enumerate(panels, start=1):
+        colour = palette[d % len(palette)]
+        for i, (col, _) in enumerate(LAYER_PANELS, start=1):
             if part[col].notna().any():
                 fig.add_trace(go.Scatter(x=x_of[part.index], y=part[col], mode="lines+markers", name=dom,
-                                         legendgroup=dom, showlegend=i == 1), row=1, col=i)
+                                         legendgroup=dom, showlegend=i == 1, line={"color": colour}),
+                              row=1, col=i)
     held = "in-sample" if table["in_sample"].any() else "held-out clips"
-    fig.update_layout(title=f"SAE quality per layer ({held})", height=420, width=1400)
-    with atomic_path(out / "layers.html") as tmp:
-        fig.write_html(str(tmp), include_plotlyjs="directory")
-    return table
+    fig.update_layout(title=f"SAE quality per layer ({held})", height=420, width=1500,
+                      legend={"orientation": "h", "y": -0.15, "title": {"text": "domain"}})
+    return fig
 
 
 def _histogram(x: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sae.metrics import evaluate, evaluate_by_domain
-from sae.summaries import layer_summary, layer_table
+from sae.summaries import layer_figure, layer_summary, layer_table
 
 
 class Shrink:
@@ -79,3 +79,19 @@ def test_layer_table_orders_layers_numerically_and_writes_csv_and_html(tmp_path)
     layer_summary(results, tmp_path)
     csv = pd.read_csv(tmp_path / "layers.csv")
     assert len(csv) == 9 and (tmp_path / "layers.html").read_text().count("scatter") >= 1
+
+
+def test_layer_figure_keeps_one_colour_and_one_legend_entry_per_domain():
+    hooks = [f"encoder.blocks.{i}.hook_resid_post" for i in range(3)]
+    fig = layer_figure(layer_table([_result(h, 0.01 * (i + 1), 0.05 * i) for i, h in enumerate(hooks)]))
+    colours, legend = {}, []
+    for tr in fig.data:
+        colours.setdefault(tr.name, set()).add(tr.line.color)
+        if tr.showlegend:
+            legend.append(tr.name)
+    assert set(colours) == {"all", "speech", "music"}
+    assert all(len(c) == 1 for c in colours.values()) and len(set.union(*colours.values())) == 3
+    assert sorted(legend) == ["all", "music", "speech"]
+    panels = {tr.xaxis for tr in fig.data if tr.name == "all"}
+    assert len(panels) == 5  # FVU, per-frame error, L0, dead, WER change
+    assert "per-frame rel. error (median)" in [a.text for a in fig.layout.annotations]
