@@ -21,8 +21,9 @@ Usage::
     .venv/bin/python benchmarks/sae_corpus.py --source work/saeeval/mixed/manifest.jsonl \
         --exclude work/saeeval/heldout.txt --tts-clips 300 --variants 6 --out work/saeeval/augmented
 
-Prints a JSON summary (clips and seconds per part). Rerunning with the same arguments writes the
-same audio (seeded); clips already written are kept.
+Prints a JSON summary (clips and seconds per part). Rerunning with the same arguments gives the
+same audio (seeded) and leaves clips already on disk as they are (it recomputes them, to keep the
+seeded sequence, but writes only the missing ones; every write is atomic).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from sae.holdout import read_clip_list
 from workbench.atomic import write_jsonl
 from workbench.audio import load_audio, resample, save_audio
 from workbench.corpus import load_corpus
@@ -145,13 +147,15 @@ def build(source: str, exclude: set[str], out: Path, tts_clips: int, variants: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", required=True, help="corpus (manifest.jsonl or folder) whose clips are augmented")
-    ap.add_argument("--exclude", default=None, help="file of clip ids (one per line) never used: the held-out clips")
+    ap.add_argument("--exclude", default=None, help="clip ids never used, e.g. the held-out clips (a file as for "
+                    "`sae train --holdout-file`: one id per line, a JSON list, or a holdout.json)")
     ap.add_argument("--tts-clips", type=int, default=300, help="Piper TTS clips (0: none)")
     ap.add_argument("--variants", type=int, default=6, help="augmented passes over each real clip")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="folder for the FLAC clips and manifest.jsonl")
     args = ap.parse_args()
-    exclude = set(Path(args.exclude).read_text().split()) if args.exclude else set()
+    # the same reader as `sae train --holdout-file`: a text list, a JSON list or a run's holdout.json
+    exclude = set(read_clip_list(args.exclude)) if args.exclude else set()
     print(json.dumps(build(args.source, exclude, Path(args.out), args.tts_clips, args.variants, args.seed)))
 
 
