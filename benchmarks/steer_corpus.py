@@ -32,9 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sae.steer.data import segment_nonspeech, synth_quiet  # noqa: E402
-from workbench.audio import resample, save_audio  # noqa: E402
-from workbench.corpus import Clip, Corpus, load_corpus  # noqa: E402
+from sae.steer.data import segment_nonspeech, synth_quiet
+from workbench.audio import resample, save_audio
+from workbench.corpus import Clip, Corpus, load_corpus
 
 SR = 16000
 log = logging.getLogger("steer_corpus")

@@ -56,9 +56,10 @@ import contextlib
 import copy
 import dataclasses
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -116,7 +117,7 @@ class Steering:
 
     # --- files --------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> "Steering":
+    def load(cls, path: str | Path) -> Steering:
         """Read ``path/steering.json`` (or the file itself); errors name the file."""
         path = Path(path)
         file = path if path.is_file() else path / STEERING_FILE
@@ -139,7 +140,7 @@ class Steering:
             s.sae = str((file.parent / s.sae).resolve())
         if s.method == "sae" and Path(s.sae).is_dir():  # feature indices against the SAE, now
             try:
-                s.dictionary
+                _ = s.dictionary
             except ValueError as e:
                 raise ValueError(f"{file}: {e}") from None
         return s
@@ -155,7 +156,7 @@ class Steering:
     # --- variants -----------------------------------------------------------------------------
     def with_(self, *, features: Sequence[int] | None = None, n_features: int | None = None,
               strength: float | None = None, edit: str | None = None, gate: str | None = None,
-              detector: dict | None = None) -> "Steering":
+              detector: dict | None = None) -> Steering:
         """A copy with other settings, e.g. for live steering in the app.
 
         ``features``: explicit SAE feature indices (ranked entries are kept for listed indices that
@@ -312,7 +313,7 @@ class Steering:
             raise ValueError(f"{where} was made for model {self.model!r}, not {model.spec or model.name!r}")
 
     @contextlib.contextmanager
-    def applied(self, model, check: bool = True) -> Iterator["Steering"]:
+    def applied(self, model, check: bool = True) -> Iterator[Steering]:
         """``with steering.applied(model): model.transcribe(x)`` runs with the edit in place."""
         if check:
             self.check_model(model)
