@@ -14,9 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from test_bad_inputs import cli, tree_hash
-from workbench.names import UnsafeNameError, check_component, child_path, is_safe_component, safe_component
+
+from workbench.names import (
+    UnsafeNameError,
+    check_component,
+    child_path,
+    is_safe_component,
+    safe_component,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

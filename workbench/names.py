@@ -40,7 +40,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["UnsafeNameError", "is_safe_component", "check_component", "safe_component", "child_path", "MAX_BYTES"]
+__all__ = ["MAX_BYTES", "UnsafeNameError", "check_component", "child_path", "is_safe_component", "safe_component"]
 
 #: longest name accepted as is (file systems allow 255 bytes; leave room for suffixes such as ``_seg00.flac``)
 MAX_BYTES = 200
