@@ -348,8 +348,10 @@ def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *
         if resumable:
             old_path = out / INPUTS_JSON
             if inputs is not None and check_inputs and old_path.is_file():
-                diff = input_differences(read_json(old_path).get("inputs", {}), inputs)
+                old = read_json(old_path)
+                diff = input_differences(old.get("inputs", {}), inputs)
                 if diff:
+                    diff += [f"(about) {d}" for d in input_differences(old.get("about", {}), about or {})]
                     raise InputsMismatchError(f"{out} was made from other inputs ({old_path}):\n  " + "\n  ".join(diff)
                                               + "\nRerun with the original inputs to continue it, or use a new --out.")
             out.mkdir(parents=True, exist_ok=True)
