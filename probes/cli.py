@@ -72,7 +72,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from pathlib import Path
 
     from workbench.atomic import artifact_dir
     from workbench.cache import ActivationCache
