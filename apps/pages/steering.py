@@ -8,7 +8,7 @@ the edit itself is :class:`workbench.steering.Steering` (``with_`` + ``applied``
 """
 from __future__ import annotations
 
-from dash import Input, Output, State, dash_table, dcc, html, no_update
+from dash import Input, Output, State, dash_table, dcc, html
 
 from apps import figures
 from apps.data import PartError, Workspace

@@ -159,7 +159,7 @@ class DirLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RuntimeError(f"another build is writing the cache {self.root} (it holds {self.root / '.lock'})")
+            raise RuntimeError(f"another build is writing the cache {self.root} (it holds {self.root / '.lock'})") from None
         self._fd = fd
 
     def release(self) -> None:
