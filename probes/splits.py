@@ -64,7 +64,7 @@ def split_groups(frames, split: str = "speaker") -> np.ndarray:
         return frame_groups(frames, split)
     if split not in frames:
         raise KeyError(f"split {split!r}: not one of {GROUP_BY} and no column {split!r} in the frame table")
-    return np.array([None if v is None or (isinstance(v, float) and v != v) else str(v)
+    return np.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
                      for v in frames[split].to_numpy()], dtype=object)
 
 

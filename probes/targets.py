@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from workbench.corpus.phones import PHONES_39
 from workbench.corpus.phones import fold_phone as _corpus_fold
 from workbench.corpus.types import SILENCE
+
 from probes.splits import split_groups
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.conventions import (FrameGrid, UnknownHookError, conv_grid, frame_groups, group_of, groups_of,
-                                   permutation_p, resolve_hooks)
+from workbench.conventions import (
+    FrameGrid,
+    UnknownHookError,
+    conv_grid,
+    frame_groups,
+    group_of,
+    groups_of,
+    permutation_p,
+    resolve_hooks,
+)
 from workbench.corpus import Clip
 
 

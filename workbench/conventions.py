@@ -41,13 +41,27 @@ Example
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["GROUP_BY", "group_of", "groups_of", "frame_groups", "FrameGrid", "conv_grid", "stft_grid",
-           "resolve_hooks", "UnknownHookError", "permutation_p", "MASSIVE_RATIO", "norm_limit", "massive_mask"]
+__all__ = [
+    "GROUP_BY",
+    "MASSIVE_RATIO",
+    "FrameGrid",
+    "UnknownHookError",
+    "conv_grid",
+    "frame_groups",
+    "group_of",
+    "groups_of",
+    "massive_mask",
+    "norm_limit",
+    "permutation_p",
+    "resolve_hooks",
+    "stft_grid",
+]
 
 # --- groups ---------------------------------------------------------------------------------------
 #: split levels every grouped split accepts ("group" is a synonym of "speaker")
