@@ -277,8 +277,9 @@ def build_corpus(src: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
         errors_file.unlink()  # stale report from an earlier build
     if textgrids:
         from workbench.corpus.textgrid import write_textgrid
+        from workbench.names import safe_component
 
         for clip in built:
-            if clip.tiers:
-                write_textgrid(clip, out / "textgrids" / f"{clip.id}.TextGrid")
+            if clip.tiers:  # a clip id such as ../x or /x is mapped to a safe file name (never outside out/)
+                write_textgrid(clip, out / "textgrids" / f"{safe_component(clip.id)}.TextGrid")
     return BuildResult(built, manifest, skipped, errors_file if skipped else None, aligned)
