@@ -24,7 +24,7 @@ Example
 >>> list(d.columns)
 ['loudness_db', 'voicing', 'pitch_hz', 'centroid_hz', 'flatness', 'onset']
 >>> bool(abs(d.pitch_hz[5] - 200) < 3), bool(d.voicing[5] > 0.9), bool(d.flatness[40] > 10 * d.flatness[5])
-(200, True, True)
+(True, True, True)
 """
 from __future__ import annotations
 
