@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["DESCRIPTORS", "frame_descriptors", "corpus_descriptors"]
+__all__ = ["DESCRIPTORS", "corpus_descriptors", "frame_descriptors"]
 
 DESCRIPTORS = ("loudness_db", "voicing", "pitch_hz", "centroid_hz", "flatness", "onset")
 
@@ -68,7 +68,7 @@ def frame_descriptors(audio: np.ndarray, sr: int, times: np.ndarray, min_window_
     flatness = np.exp(np.mean(np.log(power), axis=1)) / power.mean(1)
     silent = rms < 1e-4  # digital silence: no spectrum to speak of
     centroid[silent], flatness[silent] = 0.0, 0.0
-    prev = _windows(audio, centres - int(round(onset_lag_s * sr)), n)
+    prev = _windows(audio, centres - round(onset_lag_s * sr), n)
     mag_prev = np.log1p(np.abs(np.fft.rfft(prev * win, axis=1)) * 10)
     onset = np.maximum(np.log1p(np.sqrt(power) * 10) - mag_prev, 0).sum(1) / (n // 2 + 1)
     voicing, pitch = _pitch(audio, sr, centres, pitch_window_s, fmin, fmax)
@@ -80,7 +80,7 @@ def frame_descriptors(audio: np.ndarray, sr: int, times: np.ndarray, min_window_
 
 def _pitch(audio, sr, centres, window_s, fmin, fmax) -> tuple[np.ndarray, np.ndarray]:
     """Normalised autocorrelation peak (voicing) and its frequency, per window (FFT autocorrelation)."""
-    n = int(round(window_s * sr))
+    n = round(window_s * sr)
     frames = _windows(audio, centres, n)
     frames = frames - frames.mean(1, keepdims=True)
     nfft = int(2 ** np.ceil(np.log2(2 * n)))
