@@ -19,12 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.validate import (
-    non_negative_int,
-    positive_float,
-    positive_int,
-    probability,
-)
+from workbench.validate import non_negative_int, positive_float, positive_int, probability
 
 log = logging.getLogger(__name__)
 VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
