@@ -7,6 +7,7 @@ $ workbench sae train --cache work/cache --hook encoder.blocks.3.hook_resid_post
 $ torchrun --nproc_per_node 2 -m workbench sae train --cache work/cache --hook 'encoder.blocks.*.hook_resid_post' \\
       --tokens 5000000 --out work/saes/all      # data-parallel; one SAE per layer in work/saes/all/HOOK/
 $ workbench sae eval --sae work/saes/run1 --cache work/cache --model whisper-tiny.en --out work/eval/run1
+$ workbench sae bench --sae work/saes/run1 work/saes/run2 --cache work/cache --model whisper-tiny.en --out work/bench
 """
 from __future__ import annotations
 
@@ -78,6 +79,49 @@ def register(subparsers) -> None:
                    help="evaluate with --hook even when it is not the hook the SAE was trained on")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=run_eval)
+    _register_bench(sub)
+
+
+def _register_bench(sub) -> None:
+    b = sub.add_parser("bench", help="SAE bench: core, sparse probing, absorption, erasure, explanations (held out)")
+    b.add_argument("--sae", nargs="+", required=True,
+                   help="SAE directories, training --out directories (one SAE per hook) or ae.pt files")
+    b.add_argument("--cache", required=True, help="activation cache holding the held-out clips")
+    b.add_argument("--model", default=None, help="model spec for spliced WER and decoder KL (e.g. whisper-tiny.en)")
+    b.add_argument("--out", required=True)
+    b.add_argument("--hook", default=None, help="hook (default: the one each SAE was trained on)")
+    b.add_argument("--max-frames", type=positive_int, default=20_000, help="held-out frames sampled per SAE")
+    b.add_argument("--splice-clips", type=non_negative_int, default=5, help="held-out clips with transcripts for WER/KL")
+    b.add_argument("--holdout-file", default=None, help="score exactly these clips (as in sae eval)")
+    b.add_argument("--only", nargs="+", default=None,
+                   choices=["core", "splice", "probing", "absorption", "erasure", "explain"], help="run only these families")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=run_bench_cmd)
+
+
+def run_bench_cmd(args) -> int:
+    """``workbench sae bench`` (see :mod:`sae.bench.run`)."""
+    from sae.bench.run import run_bench
+    from sae.bench.saes import find_saes, load_bench_sae
+    from workbench.cache import ActivationCache
+
+    cache = ActivationCache.open(args.cache)
+    for _, path in find_saes(args.sae):  # a damaged SAE fails here, naming its file, before the model load
+        load_bench_sae(path)
+    model = None
+    if args.model:
+        import workbench.models
+
+        model = workbench.models.load(args.model)
+    table = run_bench(args.sae, cache, model, args.out, hook=args.hook, max_frames=args.max_frames,
+                      splice_clips=args.splice_clips, holdout_file=args.holdout_file, seed=args.seed,
+                      families=args.only, verbose=not args.quiet)
+    cols = [c for c in ("name", "fvu", "rel_error_median_normal", "l0", "dead_frac", "wer_change", "kl_mean",
+                        "probe_phones_sae_k1", "absorption_mean", "tpp", "expl_frac_f1_ge_0.5", "seconds") if c in table]
+    print(table[cols].to_string(index=False))
+    print(f"bench: {Path(args.out) / 'bench.csv'}, {Path(args.out) / 'bench.html'}")
+    return 0
 
 
 def _resolve_hooks(patterns, available) -> list[str]:
@@ -120,7 +164,10 @@ def _run_train(args, dist) -> int:
     hooks = [check_component(h, "hook", cache.root / "cache.json") for h in _resolve_hooks(args.hook, cache.hooks)]
     cfg = TrainConfig(expansion=args.expansion, k=args.k, tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
                       k_anneal_from=args.k_anneal_from, seed=args.seed, dtype=_dtype_arg(args), threads=args.threads)
-    from sae.holdout import for_training, source_without_heldout  # held-out clips never reach training
+    from sae.holdout import (  # held-out clips never reach training
+        for_training,
+        source_without_heldout,
+    )
 
     out = Path(args.out)
     if (out / CHECKPOINT).exists() and not args.resume:  # before holdout.json is written into the old run
