@@ -137,6 +137,27 @@ class Workspace:
         base = self.root / kind
         return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
 
+    def part_dir(self, kind: str, name) -> Path:
+        """The folder of part ``name`` of ``kind`` (``probes``, ``steering``, ``neuro``, ...): the one
+        gate for every part name that comes from a client (a URL, a picker, a callback's input).
+
+        Only the names :meth:`folders` lists are accepted (an allow-list: a single path component,
+        no ``..``, not absolute, resolving inside the workspace); anything else gets the same
+        :class:`PartError` listing the valid names, so a probe like ``../../etc`` learns nothing about
+        what exists outside the workspace.
+
+        >>> Workspace(".").part_dir("probes", "../../etc")          # doctest: +SKIP
+        Traceback (most recent call last):
+        PartError: no probes run '../../etc' in this workspace; runs: phones
+        """
+        if kind not in KINDS:
+            raise PartError(f"no part kind {kind!r}; kinds: {', '.join(KINDS)}")
+        ok = {p.name: p for p in self.folders(kind) if p.resolve().is_relative_to(self.root)}
+        if not isinstance(name, str) or name not in ok:
+            shown = repr(name)[:80]
+            raise PartError(f"no {kind} run {shown} in this workspace; runs: {', '.join(ok) or 'none'}")
+        return ok[name]
+
     def url(self, path: str | os.PathLike) -> str | None:
         """The app URL serving ``path`` (``/files/...``), or None when it lies outside the workspace."""
         p = Path(path).resolve()
@@ -359,7 +380,7 @@ class Workspace:
     # --- probes, neuro, steering ----------------------------------------------------------------
     def probe(self, name: str) -> dict:
         """``{"summary", "folds", "confusion", "classes", "config", "best_hook"}`` of ``probes/NAME``."""
-        path = self.root / "probes" / name
+        path = self.part_dir("probes", name)
         doc = self.json(path / "summary.json", f"probe run {name}")
         out = {"summary": pd.DataFrame(doc.get("summary", [])), "config": doc.get("config", {}),
                "best_hook": doc.get("best_hook"), "folds": None, "confusion": None}
@@ -374,7 +395,7 @@ class Workspace:
     def neuro(self, name: str) -> dict:
         """Tables, TRF kernels and topomaps of ``neuro/NAME`` (the layout :mod:`neuro` documents;
         only ``summary.csv`` is required)."""
-        path = self.root / "neuro" / name
+        path = self.part_dir("neuro", name)
         out: dict[str, Any] = {"summary": self.table(path / "summary.csv", f"neuro {name}"), "path": path}
         for key in ("layers", "features"):
             f = path / f"{key}.csv"
@@ -388,7 +409,7 @@ class Workspace:
 
     def steering(self, name: str) -> dict:
         """``steering.json``, ``sweep.csv`` and ``eval/eval.json`` of ``steering/NAME`` (the last two optional)."""
-        path = self.root / "steering" / name
+        path = self.part_dir("steering", name)
         out: dict[str, Any] = {"spec": self.json(path / "steering.json", f"steering {name}"), "path": path}
         out["sweep"] = self.table(path / "sweep.csv", f"steering {name}") if (path / "sweep.csv").is_file() else None
         ev = path / "eval" / "eval.json"

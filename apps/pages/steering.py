@@ -111,7 +111,7 @@ def register(app, ws: Workspace, jobs) -> None:
     def start(_, name, clip_id, upload_name, feats, strength):
         from workbench.steering import Steering
 
-        steering = Steering.load(ws.root / "steering" / name)
+        steering = Steering.load(ws.part_dir("steering", name))
         edit = steering.with_(features=[int(f) for f in feats or []] if steering.method == "sae" else None,
                               strength=float(strength if strength is not None else steering.strength))
         if upload_name in uploads:
