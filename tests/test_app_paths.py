@@ -67,7 +67,8 @@ def test_run_pickers_stay_inside_the_workspace(app, layout, first_input):
 
 
 def test_live_steering_run_refuses_outside_artifacts(app):
-    body = _body(app, "steer-go.n_clicks", 1, ["../outside/steering/run", None, None, [], 1.0])
+    body = _body(app, "steer-go.n_clicks", 1, ["../outside/steering/run", {"clip": "x"}, [], 1.0, None, None,
+                                                    "0" * 32])
     assert SECRET not in body and "runs: run" in body
 
 
