@@ -10,7 +10,6 @@ Example
 """
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import sys
@@ -30,6 +29,7 @@ from neuro.recording import Recording, read_recording
 from neuro.stats import fdr, lagged_correlation
 from neuro.stimulus import FeatureSet, acoustic_sets, model_sets
 from neuro.trf import DEFAULT_ALPHAS, Block, assign_folds, fit_trf
+from workbench.conventions import resolve_hooks
 from workbench.corpus.types import Corpus
 
 log = logging.getLogger(__name__)
@@ -191,11 +191,8 @@ def fit(recording: str | os.PathLike | Recording, corpus: Corpus, out: str | os.
         if cache is None and model is None:
             raise ValueError("--hooks / --sae need --model (or --cache)")
         available = cache.hooks if cache is not None else _model_hooks(model)
-        for pat in hooks:
-            hits = [h for h in available if fnmatch.fnmatchcase(h, pat)]
-            if not hits:
-                raise ValueError(f"--hooks {pat!r} matches no hook of {model or cache.root}; hooks: {available}")
-            resolved += [h for h in hits if h not in resolved]
+        if hooks:
+            resolved = resolve_hooks(hooks, available, what=f"{model or cache.root} (--hooks)", allow_all=False)
         sets += model_sets(model, corpus, trials, rec.sfreq, resolved, cache=cache,
                            cache_root=cache_root or default_cache_root(out), sae=sae_dicts,
                            n_components=n_components, sae_features=sae_features, progress=progress)

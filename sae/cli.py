@@ -10,7 +10,7 @@ $ workbench sae eval --sae work/saes/run1 --cache work/cache --model whisper-tin
 """
 from __future__ import annotations
 
-import fnmatch
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.conventions import resolve_hooks
 from workbench.validate import non_negative_int, positive_float, positive_int, probability
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,12 @@ def register(subparsers) -> None:
     t.add_argument("--holdout-clips", type=probability, default=None, metavar="FRACTION",
                    help="hold out this fraction of each domain's clips (by --holdout-by) from training; "
                         "written to OUT/holdout.json, which `sae eval` scores on")
-    t.add_argument("--holdout-by", choices=["speaker", "clip"], default="speaker")
+    t.add_argument("--holdout-by", choices=["speaker", "clip"], default="speaker",
+                   help="speaker: clips sharing a source recording or a speaker stay together; clip: clips sharing "
+                        "a source recording (workbench.conventions.groups_of)")
+    t.add_argument("--max-norm-ratio", type=non_negative_float_or_none, default=10.0,
+                   help="do not train on frames above this multiple of the median norm (Whisper's massive frames; "
+                        "recorded in train_config.json, and sae eval / the splice treat them alike); 0: all frames")
     t.add_argument("--holdout-file", default=None, help="hold out exactly these clips (holdout.json or id list)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=run_train)
@@ -74,14 +80,19 @@ def register(subparsers) -> None:
     e.set_defaults(func=run_eval)
 
 
+def non_negative_float_or_none(text: str) -> float | None:
+    """``--max-norm-ratio``: a positive float, or 0 / "none" for no filter."""
+    if text.strip().lower() in ("0", "none", "0.0"):
+        return None
+    value = positive_float(text)
+    if value <= 1:
+        raise argparse.ArgumentTypeError(f"must be > 1 (a multiple of the median norm) or 0 for no filter, got {text!r}")
+    return value
+
+
 def _resolve_hooks(patterns, available) -> list[str]:
-    hooks = []
-    for p in patterns:
-        hits = [h for h in available if fnmatch.fnmatchcase(h, p)]
-        if not hits:
-            raise ValueError(f"--hook {p!r} matches no cached hook; cached: {available}")
-        hooks += [h for h in hits if h not in hooks]
-    return hooks
+    """``--hook`` names/globs -> cached hooks (the one resolver: :func:`workbench.conventions.resolve_hooks`)."""
+    return resolve_hooks(patterns, available, what="the cache (--hook)", allow_all=False)
 
 
 def _dtype_arg(args) -> str:
@@ -114,7 +125,7 @@ def _run_train(args, dist) -> int:
     from sae.holdout import for_training, source_without_heldout  # held-out clips never reach training
 
     split = for_training(cache, args.out, args.holdout_clips, args.holdout_by, args.seed, args.holdout_file)
-    data = source_without_heldout(cache, hooks, cfg, split)
+    data = source_without_heldout(cache, hooks, cfg, split, max_norm_ratio=args.max_norm_ratio)
     saes = train(data, hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
     for h in saes if dist.is_main else ():
         print(f"{h}: {Path(args.out) / h}")
