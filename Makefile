@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine (see README):
 #   make demo   set up, then run the main job offline on real whisper-tiny.en
-#   make test   set up, then run the test suite
+#   make test   set up, then run the test suite (make test-fast: without the slow tests, < 2 min;
+#               make lint: ruff with the rules in pyproject.toml, as CI runs it before the tests)
 # TORCH selects the torch build. The default pin takes the CPU build from local disk on the
 # development machines; on a GPU box install your CUDA torch first or pass e.g.
 #   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
@@ -13,7 +14,7 @@ OUT ?= workspace/demo
 # e.g. DEMO_ARGS="--quick --no-app", "--force sae", "--neuro simulated" (workbench demo --help)
 DEMO_ARGS ?=
 
-.PHONY: setup demo test clean-demo neuro-data
+.PHONY: setup demo test test-fast lint clean-demo neuro-data
 
 setup: $(VENV)/.installed
 
@@ -29,6 +30,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 clean-demo:
 	rm -rf $(OUT)

@@ -7,6 +7,7 @@ $ workbench sae train --cache work/cache --hook encoder.blocks.3.hook_resid_post
 $ torchrun --nproc_per_node 2 -m workbench sae train --cache work/cache --hook 'encoder.blocks.*.hook_resid_post' \\
       --tokens 5000000 --out work/saes/all      # data-parallel; one SAE per layer in work/saes/all/HOOK/
 $ workbench sae eval --sae work/saes/run1 --cache work/cache --model whisper-tiny.en --out work/eval/run1
+$ workbench sae bench --sae work/saes/run1 work/saes/run2 --cache work/cache --model whisper-tiny.en --out work/bench
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def register(subparsers) -> None:
                    help="do not train on frames above this multiple of the median norm (Whisper's massive frames; "
                         "recorded in train_config.json, and sae eval / the splice treat them alike); 0: all frames")
     t.add_argument("--holdout-file", default=None, help="hold out exactly these clips (holdout.json or id list)")
+    t.add_argument("--allow-incomplete", action="store_true",
+                   help="train on a cache whose build did not finish (recorded in OUT/inputs.json)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=run_train)
 
@@ -76,8 +79,55 @@ def register(subparsers) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--erasure-probe", choices=["fixed", "retrained", "both"], default="both",
                    help="concept erasure read-out: fixed probe, strict retrained probe (slow), or both")
+    e.add_argument("--allow-incomplete", action="store_true",
+                   help="evaluate on a cache whose build did not finish (recorded in OUT/HOOK/inputs.json)")
+    e.add_argument("--force", action="store_true",
+                   help="evaluate with --hook even when it is not the hook the SAE was trained on")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=run_eval)
+    _register_bench(sub)
+
+
+def _register_bench(sub) -> None:
+    b = sub.add_parser("bench", help="SAE bench: core, sparse probing, absorption, erasure, explanations (held out)")
+    b.add_argument("--sae", nargs="+", required=True,
+                   help="SAE directories, training --out directories (one SAE per hook) or ae.pt files")
+    b.add_argument("--cache", required=True, help="activation cache holding the held-out clips")
+    b.add_argument("--model", default=None, help="model spec for spliced WER and decoder KL (e.g. whisper-tiny.en)")
+    b.add_argument("--out", required=True)
+    b.add_argument("--hook", default=None, help="hook (default: the one each SAE was trained on)")
+    b.add_argument("--max-frames", type=positive_int, default=20_000, help="held-out frames sampled per SAE")
+    b.add_argument("--splice-clips", type=non_negative_int, default=5, help="held-out clips with transcripts for WER/KL")
+    b.add_argument("--holdout-file", default=None, help="score exactly these clips (as in sae eval)")
+    b.add_argument("--only", nargs="+", default=None,
+                   choices=["core", "splice", "probing", "absorption", "erasure", "explain"], help="run only these families")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=run_bench_cmd)
+
+
+def run_bench_cmd(args) -> int:
+    """``workbench sae bench`` (see :mod:`sae.bench.run`)."""
+    from sae.bench.run import run_bench
+    from sae.bench.saes import find_saes, load_bench_sae
+    from workbench.cache import ActivationCache
+
+    cache = ActivationCache.open(args.cache)
+    for _, path in find_saes(args.sae):  # a damaged SAE fails here, naming its file, before the model load
+        load_bench_sae(path)
+    model = None
+    if args.model:
+        import workbench.models
+
+        model = workbench.models.load(args.model)
+    table = run_bench(args.sae, cache, model, args.out, hook=args.hook, max_frames=args.max_frames,
+                      splice_clips=args.splice_clips, holdout_file=args.holdout_file, seed=args.seed,
+                      families=args.only, verbose=not args.quiet)
+    cols = [c for c in ("name", "fvu", "rel_error_median_normal", "l0", "dead_frac", "wer_change", "kl_mean",
+                        "probe_phones_sae_k1", "absorption_mean", "tpp", "expl_frac_f1_ge_0.5", "seconds") if c in table]
+    print(table[cols].to_string(index=False))
+    print(f"bench: {Path(args.out) / 'bench.csv'}, {Path(args.out) / 'bench.html'}")
+    return 0
 
 
 def non_negative_float_or_none(text: str) -> float | None:
@@ -115,21 +165,54 @@ def run_train(args) -> int:
 
 def _run_train(args, dist) -> int:
     from sae.config import TrainConfig
-    from sae.train import train
+    from sae.train import CHECKPOINT, train
     from workbench.cache import ActivationCache
+    from workbench.cache.inputs import cache_inputs, require_complete
+    from workbench.names import check_component
 
     cache = ActivationCache.open(args.cache)
-    hooks = _resolve_hooks(args.hook, cache.hooks)
+    allowed = require_complete(cache, args.allow_incomplete)  # an unfinished cache only when asked, and recorded
+    hooks = [check_component(h, "hook", cache.root / "cache.json") for h in _resolve_hooks(args.hook, cache.hooks)]
     cfg = TrainConfig(expansion=args.expansion, k=args.k, tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
                       k_anneal_from=args.k_anneal_from, seed=args.seed, dtype=_dtype_arg(args), threads=args.threads)
-    from sae.holdout import for_training, source_without_heldout  # held-out clips never reach training
+    from sae.holdout import (  # held-out clips never reach training
+        for_training,
+        source_without_heldout,
+    )
 
-    split = for_training(cache, args.out, args.holdout_clips, args.holdout_by, args.seed, args.holdout_file)
-    data = source_without_heldout(cache, hooks, cfg, split, max_norm_ratio=args.max_norm_ratio)
-    saes = train(data, hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
+    out = Path(args.out)
+    if (out / CHECKPOINT).exists() and not args.resume:  # before holdout.json is written into the old run
+        raise FileExistsError(f"{out / CHECKPOINT} exists: pass --resume to continue it, or use another --out")
+    inputs = {**cache_inputs(cache), "hooks": hooks}
+    with _locked_run(dist, out, inputs, {"cache": str(cache.root), "cache_state": allowed},
+                     check=(out / CHECKPOINT).exists()):
+        split = for_training(cache, args.out, args.holdout_clips, args.holdout_by, args.seed, args.holdout_file)
+        data = source_without_heldout(cache, hooks, cfg, split, max_norm_ratio=args.max_norm_ratio)
+        saes = train(data, hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
     for h in saes if dist.is_main else ():
         print(f"{h}: {Path(args.out) / h}")
     return 0
+
+
+def _locked_run(dist, out: Path, inputs: dict, about: dict, check: bool):
+    """Rank 0 locks ``out`` and checks/records its inputs (:func:`workbench.atomic.artifact_dir`,
+    in place: the checkpoint lives there); a refusal reaches every rank before any trains."""
+    import contextlib
+
+    from workbench.atomic import artifact_dir
+
+    stack, problem = contextlib.ExitStack(), None
+    if dist.is_main:
+        try:
+            stack.enter_context(artifact_dir(out, inputs, about=about, resumable=True, check_inputs=check))
+        except Exception as e:  # tell the other ranks before raising here
+            problem = e
+    msg = dist.broadcast(None if problem is None else f"{type(problem).__name__}: {problem}")
+    if problem is not None:
+        raise problem
+    if msg is not None:
+        raise RuntimeError(f"rank 0 refused {out}: {msg}")
+    return stack
 
 
 def _sae_dirs(path: Path) -> list[Path]:
@@ -148,24 +231,41 @@ def run_eval(args) -> int:
     out = Path(args.out)
     folders = _sae_dirs(Path(args.sae))
     from sae.io import load_sae
+    from workbench.cache.inputs import cache_inputs, require_complete
+    from workbench.names import check_component
 
+    allowed = require_complete(cache, args.allow_incomplete)  # an unfinished cache only when asked, and recorded
+    hooks = []
     for folder in folders:  # a damaged or mismatched SAE fails here, naming its file, before the model load
-        hook = args.hook or load_sae(folder).cfg.hook_name
-        if hook and hook not in cache.hooks:
+        trained = load_sae(folder).cfg.hook_name
+        hook = args.hook or trained
+        if not hook:
+            raise ValueError(f"{folder}: the SAE does not say which hook it was trained on; pass --hook")
+        if args.hook and trained and args.hook != trained:
+            msg = f"{folder} was trained on {trained!r}, not --hook {args.hook!r}: its figures there mean little"
+            if not args.force:
+                raise ValueError(f"{msg}; pass --force to evaluate it on that hook anyway")
+            log.warning("%s (--force)", msg)
+        if hook not in cache.hooks:
             raise ValueError(f"{folder}: hook {hook!r} is not in cache {cache.root}; cached hooks: {cache.hooks}")
-        if hook:
-            load_sae(folder, d_in=cache.d_model(hook), hook=hook)
+        load_sae(folder, d_in=cache.d_model(hook), hook=hook)
+        hooks.append(check_component(hook, "hook", folder / "cfg.json"))
     model = None
     if args.model:
         import workbench.models
 
         model = workbench.models.load(args.model)
+    from workbench.atomic import artifact_dir
+
     results = []
-    for folder in folders:
-        result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
-                              splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
-                              verbose=not args.quiet, holdout_file=args.holdout_file,
-                              erasure_probes=_ERASURE[args.erasure_probe])
+    for folder, hook in zip(folders, hooks):
+        # out/HOOK is replaced only when its evaluation finished: a failed one leaves the old one as it was
+        about = {"cache": str(cache.root), "cache_state": allowed, "sae": str(folder), "model": args.model}
+        with artifact_dir(out / hook, {**cache_inputs(cache), "hook": hook}, about=about) as dest:
+            result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
+                                  splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
+                                  verbose=not args.quiet, holdout_file=args.holdout_file,
+                                  erasure_probes=_ERASURE[args.erasure_probe], dest=dest)
         results.append(result)
         shown = {k: result[k] for k in ("hook", "in_sample", "metrics") if k in result}
         if "splice" in result:  # the headline of the spliced-in effect, without the per-clip transcripts
@@ -188,7 +288,7 @@ _SPLICE_HEADLINE = ("clips", "rel_error_hook", "rel_error_output", "wer_clean", 
 
 def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, max_frames: int = 100_000,
                  splice_clips: int = 20, compare=None, seed: int = 0, verbose: bool = True,
-                 holdout_file=None, erasure_probes=("fixed", "retrained")) -> dict:
+                 holdout_file=None, erasure_probes=("fixed", "retrained"), dest: Path | None = None) -> dict:
     """Everything ``workbench sae eval`` reports for one SAE; writes ``out/<hook>/eval.json`` and friends.
 
     Every figure is on held-out clips when the SAE's run recorded a split (``holdout.json``, see
@@ -209,7 +309,7 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     if hook not in cache.hooks:
         raise ValueError(f"hook {hook!r} is not in cache {cache.root}; cached hooks: {cache.hooks}")
     sae = load_sae(folder, d_in=cache.d_model(hook), hook=hook)
-    dest = out / hook
+    dest = dest if dest is not None else out / hook  # run_eval passes the temporary folder of out/hook
     selection = eval_selection(cache, folder, holdout_file)
     if selection["in_sample"]:
         log.warning("%s: no holdout.json from its training run and no --holdout-file: figures are IN-SAMPLE "

@@ -23,6 +23,19 @@ Example
 ...     _ = open(tmp, "w").write("x,y\\n1,2\\n")
 >>> sorted(os.listdir(d))
 ['meta.json', 'table.csv']
+
+Artifact directories (every folder of results a CLI command writes) go through
+:func:`artifact_dir`: a lock while writing (a second run into the same folder refuses, naming the
+holder), the results written into a temporary folder that replaces the old one only when the
+run finished (a refused or failed run leaves the old folder untouched), and ``inputs.json``,
+the record of what the folder was made from. Resumable runs (``resumable=True``: SAE training,
+probe sweeps) write in place instead, and refuse to continue from other inputs:
+
+>>> from workbench.atomic import artifact_dir
+>>> with artifact_dir(os.path.join(d, "run"), inputs={"cache": "abc"}) as tmp:
+...     _ = write_json(tmp / "result.json", {"r": 0.5})
+>>> sorted(os.listdir(os.path.join(d, "run")))
+['inputs.json', 'result.json']
 """
 from __future__ import annotations
 
@@ -33,7 +46,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "write_jsonl", "read_json", "JSONFileError"]
+__all__ = ["INPUTS_JSON", "DirectoryLock", "InputsMismatchError", "JSONFileError", "LockedError", "artifact_dir",
+           "atomic_path", "input_differences", "lock_holder", "read_json", "write_bytes", "write_json", "write_jsonl",
+           "write_text"]
 
 
 def _umask() -> int:
@@ -148,3 +163,209 @@ def read_json(path: str | os.PathLike) -> Any:
         raise JSONFileError(path, f"not valid JSON{empty}: {e.msg} at line {e.lineno} column {e.colno}") from None
     except UnicodeDecodeError as e:
         raise JSONFileError(path, f"not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+
+
+# --- locks -------------------------------------------------------------------------------------------
+class LockedError(RuntimeError):
+    """Another process holds the lock; the message names it (pid, host, since when, command)."""
+
+
+def _holder_record(command: str | None) -> dict[str, Any]:
+    import socket
+    import sys
+    import time
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": command if command is not None else " ".join(["workbench", *sys.argv[1:]])}
+
+
+def _describe(holder: dict[str, Any] | None) -> str:
+    if not holder:
+        return "a process that did not say who it is"
+    cmd = f" ({holder['command']})" if holder.get("command") else ""
+    return f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}{cmd}"
+
+
+class DirectoryLock:
+    """An exclusive ``flock`` on ``path`` that records its holder (pid, host, start, command).
+
+    The kernel frees the lock when the holder exits, even killed, so a stale file never blocks
+    a rerun; the file is removed on release. ``what`` names the thing locked in the refusal.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), ".run.lock")
+    >>> with DirectoryLock(p, what="run") as lock:
+    ...     lock_holder(p)["pid"] == os.getpid()
+    True
+    >>> lock_holder(p) is None
+    True
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str | None = None, command: str | None = None,
+                 who: str = "run") -> None:
+        self.path = Path(path)
+        self.what = what or str(self.path.parent)
+        self.command = command
+        self.who = who
+        self._fd: int | None = None
+
+    def acquire(self) -> "DirectoryLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):  # the file may be removed by a releasing holder between open and flock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise LockedError(f"another {self.who} is writing {self.what}: {_describe(lock_holder(self.path, check=False))}"
+                                  f"; it holds {self.path}. Wait for it to finish (or stop it), then rerun") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps(_holder_record(self.command)).encode())
+                self._fd = fd
+                return self
+            os.close(fd)
+        raise LockedError(f"could not lock {self.path}: it keeps being replaced")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            os.close(self._fd)  # closing frees the flock
+            self._fd = None
+
+    def __enter__(self) -> "DirectoryLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_holder(path: str | os.PathLike, check: bool = True) -> dict[str, Any] | None:
+    """Who holds the lock file ``path``: its record (pid, host, started, command), or None if free.
+
+    With ``check`` (default) the lock itself is tested, so a file left by a killed process
+    reads as free; a holder on another host is reported as recorded (``"alive": None``).
+    """
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if check:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # held
+            else:
+                return None  # nobody holds it (a leftover file)
+        raw = os.read(fd, 65536)
+    finally:
+        os.close(fd)  # also frees the shared lock taken to test it
+    try:
+        holder = json.loads(raw.decode()) if raw.strip() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        holder = {}
+    return holder
+
+
+# --- artifact directories ----------------------------------------------------------------------------
+INPUTS_JSON = "inputs.json"
+
+
+class InputsMismatchError(ValueError):
+    """A run asked to continue (or replace) an artifact made from other inputs; names the inputs."""
+
+
+def input_differences(recorded: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """``"key: recorded X, now Y"`` for every key of ``given`` whose value differs from ``recorded``."""
+    out = []
+    for key in sorted(set(recorded) | set(given)):
+        a, b = recorded.get(key), given.get(key)
+        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            out.append(f"{key}: recorded {json.dumps(a, default=str)[:160]}, now {json.dumps(b, default=str)[:160]}")
+    return out
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Make ``tmp`` the folder ``out`` (atomically where the OS can exchange two names), then drop the old one."""
+    import shutil
+
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    try:  # Linux >= 3.15: renameat2(RENAME_EXCHANGE) swaps the two folders in one step
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.renameat2(-100, os.fsencode(tmp), -100, os.fsencode(out), 2) == 0  # AT_FDCWD, RENAME_EXCHANGE
+    except (OSError, AttributeError):
+        ok = False
+    if ok:
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the old folder
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    os.rename(out, old / "x")
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *, about: dict[str, Any] | None = None,
+                 resumable: bool = False, check_inputs: bool = True, command: str | None = None) -> Iterator[Path]:
+    """Write the artifact folder ``out`` safely; yields the folder to write into.
+
+    - A lock (``.<name>.lock`` beside ``out``) is held throughout: a second run into ``out``
+      raises :class:`LockedError` naming the holder, before anything is written.
+    - ``inputs`` (what the artifact is made from: cache fingerprint, corpus, hooks, ...) is
+      recorded with ``about`` (recorded, never compared: paths, flags) and the command in
+      ``out/inputs.json``.
+    - Default: the body writes into a fresh temporary folder beside ``out``, which replaces
+      ``out`` only when the body returns; if it raises, the temporary folder is removed and the
+      old ``out`` is left exactly as it was.
+    - ``resumable=True`` (runs that checkpoint into ``out`` and continue after a crash): the body
+      writes into ``out`` itself; if ``out/inputs.json`` records other ``inputs`` (and
+      ``check_inputs``), :class:`InputsMismatchError` names every differing input before
+      anything is written.
+    """
+    import shutil
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file, not a folder: choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {**_holder_record(command), "inputs": inputs or {}, "about": about or {}}
+    record.pop("pid"), record.pop("host")
+    with DirectoryLock(out.parent / f".{out.name}.lock", what=str(out), command=command):
+        if resumable:
+            old_path = out / INPUTS_JSON
+            if inputs is not None and check_inputs and old_path.is_file():
+                old = read_json(old_path)
+                diff = input_differences(old.get("inputs", {}), inputs)
+                if diff:
+                    diff += [f"(about) {d}" for d in input_differences(old.get("about", {}), about or {})]
+                    raise InputsMismatchError(f"{out} was made from other inputs ({old_path}):\n  " + "\n  ".join(diff)
+                                              + "\nRerun with the original inputs to continue it, or use a new --out.")
+            out.mkdir(parents=True, exist_ok=True)
+            if inputs is not None:
+                write_json(old_path, record, indent=2, default=str)
+            yield out
+            return
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        try:
+            os.chmod(tmp, 0o777 & ~_umask())
+            yield tmp
+            if inputs is not None or about is not None:
+                write_json(tmp / INPUTS_JSON, record, indent=2, default=str)
+            _swap_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

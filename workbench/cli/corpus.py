@@ -3,6 +3,9 @@
 Example
 -------
 $ workbench corpus build ../shared/data --out work/corpus --align
+$ workbench corpus build data/TIMIT --format timit --out work/timit
+$ workbench corpus build data/ESC-50-master --out work/esc50 --max-clips 400 --seed 0
+$ workbench corpus build my_hf_dataset --format hf --text-column sentence --out work/hf
 $ workbench corpus synth --n 200 --out work/synth --seed 0
 $ workbench corpus nonspeech --n 12 --out work/nonspeech --seed 0
 $ workbench corpus info work/synth --json
@@ -14,6 +17,7 @@ import json
 import logging
 import sys
 
+from workbench.corpus.formats import FORMATS
 from workbench.validate import check_out_dir, positive_int
 
 logger = logging.getLogger(__name__)
@@ -41,8 +45,12 @@ def _build(args: argparse.Namespace) -> int:
     from workbench.corpus import build_corpus
 
     check_out_dir(args.out, resume_flag=None)  # a corpus folder may be rebuilt in place
-    res = build_corpus(args.src[0] if len(args.src) == 1 else args.src, args.out, align=args.align, strict=args.strict, fold_phones=not args.no_fold,
-                       textgrids=args.textgrids, verbose=not args.quiet)
+    options = {k: v for k, v in (("split", args.split), ("audio_column", args.audio_column),
+                                 ("text_column", args.text_column), ("speaker_column", args.speaker_column),
+                                 ("label_column", args.label_column), ("id_column", args.id_column)) if v}
+    res = build_corpus(args.src[0] if len(args.src) == 1 else args.src, args.out, align=args.align, strict=args.strict,
+                       fold_phones=not args.no_fold, textgrids=args.textgrids, verbose=not args.quiet,
+                       fmt=args.format, max_clips=args.max_clips, seed=args.seed, options=options)
     summary = res.corpus.summary()
     summary["skipped"] = sum(1 for e in res.skipped if e.get("action") == "skipped")
     summary["problems"] = len(res.skipped)
@@ -105,13 +113,21 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
 
     b = sub.add_parser("build", help="manifest / folder tree -> DIR/manifest.jsonl (tiers inline)")
-    b.add_argument("src", nargs="+", help="manifest.jsonl, a folder holding one, or a folder tree (domain = sub-folder); "
-                   "several sources are merged into one corpus")
+    b.add_argument("src", nargs="+", help="manifest.jsonl, a folder holding one, a folder tree (domain = sub-folder), "
+                   "a corpus in a known layout (see --format) or a Hugging Face dataset; several sources are merged")
     b.add_argument("--out", required=True, help="output folder (manifest.jsonl, errors.jsonl)")
     b.add_argument("--align", action="store_true",
                    help="force-align natural speech that has a transcript but no word tier (pocketsphinx)")
     b.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
     b.add_argument("--textgrids", action="store_true", help="also write DIR/textgrids/<clip>.TextGrid")
+    b.add_argument("--format", choices=("auto",) + FORMATS, default="auto",
+                   help="source layout (default auto: detected where unambiguous; musan and wham must be named)")
+    b.add_argument("--max-clips", type=positive_int, default=None, help="keep a seeded uniform subset of N clips")
+    b.add_argument("--seed", type=int, default=0, help="seed of the --max-clips subset (default 0)")
+    b.add_argument("--split", default=None, help="only this split (Common Voice / FLEURS table, FSD50K split, "
+                   "WHAM! folder, Hugging Face split)")
+    for col in ("audio", "text", "speaker", "label", "id"):
+        b.add_argument(f"--{col}-column", default=None, help=f"--format hf: the {col} column (default: guessed)")
     b.set_defaults(func=_build)
 
     s = sub.add_parser("synth", help="espeak-ng speech with exact phone/word timings")
