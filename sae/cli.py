@@ -298,7 +298,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     from sae.analyses import concept_erasure, domain_specialization, seed_consistency
     from sae.holdout import eval_selection
     from sae.io import load_sae
-    from sae.metrics import density_histogram, evaluate_by_domain, to_json
+    from sae.massive import recorded_filter, split_massive, summary
+    from sae.metrics import density_histogram, evaluate, evaluate_by_domain, to_json
     from sae.summaries import feature_summaries
     from workbench.atomic import write_json
 
@@ -319,13 +320,27 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     rows = np.sort(rng.choice(pool, size=min(len(pool), max_frames), replace=False))
     X = torch.from_numpy(cache.load(hook, rows))
     frames = cache.frames(hook).iloc[rows].reset_index(drop=True)
+    # massive frames (sae.massive): the SAE's own training filter decides which frames it is scored on
+    trained_filter = recorded_filter(folder, hook)
+    massive, limit = split_massive(X, trained_filter["norm_limit"] if trained_filter else None)
+    both = {"metrics_all_frames": to_json(evaluate(sae, X.split(8192))),
+            "metrics_without_massive": to_json(evaluate(sae, X[torch.from_numpy(~massive)].split(8192)))
+            if (~massive).any() else None}
+    massive_info = {**summary(X, massive, limit, "train_config.json" if trained_filter else
+                              "10 x the median norm of the evaluated frames (the SAE trained on all frames)"),
+                    "trained_on_massive": trained_filter is None}
+    if trained_filter is not None:  # score the SAE on the frames it is a model of; the splice passes the rest
+        keep = torch.from_numpy(~massive)
+        X, frames = X[keep], frames[~massive].reset_index(drop=True)
     domains = frames["domain"].fillna("unknown").astype(str).to_numpy() if "domain" in frames else None
     by_domain = evaluate_by_domain(sae, X, domains if domains is not None else np.full(len(X), "unknown"))
     metrics = by_domain["all"]
     density_histogram(metrics["density"], dest / "density.html", title=f"Feature density, {hook}")
     result = {"sae": str(folder), "hook": hook, "cache": str(cache.root), "in_sample": selection["in_sample"],
               "holdout": {"source": selection["source"], "clips": len(selection["clips"])},
-              "metrics": to_json(metrics), "metrics_by_domain": {d: to_json(m) for d, m in by_domain.items()}}
+              "metrics": to_json(metrics), "metrics_scope": "frames without massive ones (as trained)"
+              if trained_filter is not None else "all frames (as trained)", **both, "massive_frames": massive_info,
+              "metrics_by_domain": {d: to_json(m) for d, m in by_domain.items()}}
     if domains is not None and len(set(domains)) > 1:
         spec = domain_specialization(sae, X, domains)
         result["domain_specialization"] = {k: v for k, v in spec.items() if k != "table"}
@@ -359,7 +374,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
                         other.cfg.hook_name, hook)
     feature_summaries(sae, X, frames, dest)
     if model is not None:
-        result["splice"] = _splice(model, sae, hook, cache, selection["clips"], splice_clips, dest, verbose)
+        result["splice"] = _splice(model, sae, hook, cache, selection["clips"], splice_clips, dest, verbose,
+                                   norm_limit=trained_filter["norm_limit"] if trained_filter else None)
     write_json(dest / "eval.json", result, indent=2, default=_json_default)
     return result
 
@@ -367,7 +383,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
 _CLEAN_MEMO: dict = {}  # clean transcripts / outputs per (model, clip), shared by the SAEs of one eval run
 
 
-def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, verbose: bool) -> dict:
+def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, verbose: bool,
+            norm_limit: float | None = None) -> dict:
     """Spliced-in effect on up to ``n_clips`` held-out clips with transcripts and as many without;
     the per-clip table goes to ``dest/splice_clips.csv``."""
     from sae.splice import select_clips, spliced_effect
@@ -380,7 +397,7 @@ def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, ve
     groups = [str(c.extra.get("source") or "unknown") for c in chosen]  # e.g. espeak-ng vs each real corpus
     res = spliced_effect(model, sae, hook, audio, [c.transcript for c in chosen], verbose=verbose,
                          ids=[c.id for c in chosen], domains=[c.domain for c in chosen], groups=groups,
-                         clean_memo=_CLEAN_MEMO)
+                         clean_memo=_CLEAN_MEMO, norm_limit=norm_limit)
     table = res.pop("clips_table")
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest / "splice_clips.csv") as tmp:
