@@ -11,7 +11,7 @@ $ workbench sae bench --sae work/saes/run1 work/saes/run2 --cache work/cache --m
 """
 from __future__ import annotations
 
-import fnmatch
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.conventions import resolve_hooks
 from workbench.validate import non_negative_int, positive_float, positive_int, probability
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,12 @@ def register(subparsers) -> None:
     t.add_argument("--holdout-clips", type=probability, default=None, metavar="FRACTION",
                    help="hold out this fraction of each domain's clips (by --holdout-by) from training; "
                         "written to OUT/holdout.json, which `sae eval` scores on")
-    t.add_argument("--holdout-by", choices=["speaker", "clip"], default="speaker")
+    t.add_argument("--holdout-by", choices=["speaker", "clip"], default="speaker",
+                   help="speaker: clips sharing a source recording or a speaker stay together; clip: clips sharing "
+                        "a source recording (workbench.conventions.groups_of)")
+    t.add_argument("--max-norm-ratio", type=non_negative_float_or_none, default=10.0,
+                   help="do not train on frames above this multiple of the median norm (Whisper's massive frames; "
+                        "recorded in train_config.json, and sae eval / the splice treat them alike); 0: all frames")
     t.add_argument("--holdout-file", default=None, help="hold out exactly these clips (holdout.json or id list)")
     t.add_argument("--allow-incomplete", action="store_true",
                    help="train on a cache whose build did not finish (recorded in OUT/inputs.json)")
@@ -124,14 +130,19 @@ def run_bench_cmd(args) -> int:
     return 0
 
 
+def non_negative_float_or_none(text: str) -> float | None:
+    """``--max-norm-ratio``: a positive float, or 0 / "none" for no filter."""
+    if text.strip().lower() in ("0", "none", "0.0"):
+        return None
+    value = positive_float(text)
+    if value <= 1:
+        raise argparse.ArgumentTypeError(f"must be > 1 (a multiple of the median norm) or 0 for no filter, got {text!r}")
+    return value
+
+
 def _resolve_hooks(patterns, available) -> list[str]:
-    hooks = []
-    for p in patterns:
-        hits = [h for h in available if fnmatch.fnmatchcase(h, p)]
-        if not hits:
-            raise ValueError(f"--hook {p!r} matches no cached hook; cached: {available}")
-        hooks += [h for h in hits if h not in hooks]
-    return hooks
+    """``--hook`` names/globs -> cached hooks (the one resolver: :func:`workbench.conventions.resolve_hooks`)."""
+    return resolve_hooks(patterns, available, what="the cache (--hook)", allow_all=False)
 
 
 def _dtype_arg(args) -> str:
@@ -176,7 +187,7 @@ def _run_train(args, dist) -> int:
     with _locked_run(dist, out, inputs, {"cache": str(cache.root), "cache_state": allowed},
                      check=(out / CHECKPOINT).exists()):
         split = for_training(cache, args.out, args.holdout_clips, args.holdout_by, args.seed, args.holdout_file)
-        data = source_without_heldout(cache, hooks, cfg, split)
+        data = source_without_heldout(cache, hooks, cfg, split, max_norm_ratio=args.max_norm_ratio)
         saes = train(data, hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
     for h in saes if dist.is_main else ():
         print(f"{h}: {Path(args.out) / h}")
@@ -287,7 +298,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     from sae.analyses import concept_erasure, domain_specialization, seed_consistency
     from sae.holdout import eval_selection
     from sae.io import load_sae
-    from sae.metrics import density_histogram, evaluate_by_domain, to_json
+    from sae.massive import recorded_filter, split_massive, summary
+    from sae.metrics import density_histogram, evaluate, evaluate_by_domain, to_json
     from sae.summaries import feature_summaries
     from workbench.atomic import write_json
 
@@ -308,13 +320,27 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     rows = np.sort(rng.choice(pool, size=min(len(pool), max_frames), replace=False))
     X = torch.from_numpy(cache.load(hook, rows))
     frames = cache.frames(hook).iloc[rows].reset_index(drop=True)
+    # massive frames (sae.massive): the SAE's own training filter decides which frames it is scored on
+    trained_filter = recorded_filter(folder, hook)
+    massive, limit = split_massive(X, trained_filter["norm_limit"] if trained_filter else None)
+    both = {"metrics_all_frames": to_json(evaluate(sae, X.split(8192))),
+            "metrics_without_massive": to_json(evaluate(sae, X[torch.from_numpy(~massive)].split(8192)))
+            if (~massive).any() else None}
+    massive_info = {**summary(X, massive, limit, "train_config.json" if trained_filter else
+                              "10 x the median norm of the evaluated frames (the SAE trained on all frames)"),
+                    "trained_on_massive": trained_filter is None}
+    if trained_filter is not None:  # score the SAE on the frames it is a model of; the splice passes the rest
+        keep = torch.from_numpy(~massive)
+        X, frames = X[keep], frames[~massive].reset_index(drop=True)
     domains = frames["domain"].fillna("unknown").astype(str).to_numpy() if "domain" in frames else None
     by_domain = evaluate_by_domain(sae, X, domains if domains is not None else np.full(len(X), "unknown"))
     metrics = by_domain["all"]
     density_histogram(metrics["density"], dest / "density.html", title=f"Feature density, {hook}")
     result = {"sae": str(folder), "hook": hook, "cache": str(cache.root), "in_sample": selection["in_sample"],
               "holdout": {"source": selection["source"], "clips": len(selection["clips"])},
-              "metrics": to_json(metrics), "metrics_by_domain": {d: to_json(m) for d, m in by_domain.items()}}
+              "metrics": to_json(metrics), "metrics_scope": "frames without massive ones (as trained)"
+              if trained_filter is not None else "all frames (as trained)", **both, "massive_frames": massive_info,
+              "metrics_by_domain": {d: to_json(m) for d, m in by_domain.items()}}
     if domains is not None and len(set(domains)) > 1:
         spec = domain_specialization(sae, X, domains)
         result["domain_specialization"] = {k: v for k, v in spec.items() if k != "table"}
@@ -348,7 +374,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
                         other.cfg.hook_name, hook)
     feature_summaries(sae, X, frames, dest)
     if model is not None:
-        result["splice"] = _splice(model, sae, hook, cache, selection["clips"], splice_clips, dest, verbose)
+        result["splice"] = _splice(model, sae, hook, cache, selection["clips"], splice_clips, dest, verbose,
+                                   norm_limit=trained_filter["norm_limit"] if trained_filter else None)
     write_json(dest / "eval.json", result, indent=2, default=_json_default)
     return result
 
@@ -356,7 +383,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
 _CLEAN_MEMO: dict = {}  # clean transcripts / outputs per (model, clip), shared by the SAEs of one eval run
 
 
-def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, verbose: bool) -> dict:
+def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, verbose: bool,
+            norm_limit: float | None = None) -> dict:
     """Spliced-in effect on up to ``n_clips`` held-out clips with transcripts and as many without;
     the per-clip table goes to ``dest/splice_clips.csv``."""
     from sae.splice import select_clips, spliced_effect
@@ -369,7 +397,7 @@ def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, ve
     groups = [str(c.extra.get("source") or "unknown") for c in chosen]  # e.g. espeak-ng vs each real corpus
     res = spliced_effect(model, sae, hook, audio, [c.transcript for c in chosen], verbose=verbose,
                          ids=[c.id for c in chosen], domains=[c.domain for c in chosen], groups=groups,
-                         clean_memo=_CLEAN_MEMO)
+                         clean_memo=_CLEAN_MEMO, norm_limit=norm_limit)
     table = res.pop("clips_table")
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest / "splice_clips.csv") as tmp:

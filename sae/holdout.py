@@ -223,14 +223,17 @@ def for_training(cache, out: str | os.PathLike | None, fraction: float | None = 
     return split
 
 
-def source_without_heldout(cache, hooks, cfg, split: dict | None):
-    """``cache`` itself (no split), or a :class:`~sae.data.CacheSource` over the training clips' frames."""
-    if split is None:
-        return cache
+def source_without_heldout(cache, hooks, cfg, split: dict | None, max_norm_ratio: float | None = 10.0):
+    """A :class:`~sae.data.CacheSource` over the training clips' frames (all clips without a split),
+    dropping frames above ``max_norm_ratio`` x the median norm (None: train on every frame)."""
     from sae.data import CacheSource
+
+    if split is None:
+        return CacheSource(cache, hooks, cfg.batch_size, cfg.seed, max_norm_ratio=max_norm_ratio)
 
     tables = {cache.meta["hook_info"][h]["frame_table"] for h in hooks}
     if len(tables) > 1:
         raise ValueError(f"a holdout split over hooks with different frame tables {sorted(tables)} is not supported: "
                          "train those hooks in separate runs with the same --holdout-file")
-    return CacheSource(cache, hooks, cfg.batch_size, cfg.seed, rows=training_rows(cache, hooks[0], split))
+    return CacheSource(cache, hooks, cfg.batch_size, cfg.seed, rows=training_rows(cache, hooks[0], split),
+                       max_norm_ratio=max_norm_ratio)

@@ -218,8 +218,11 @@ def conv_grid(layers: Iterable[tuple[int, int, int]], base: FrameGrid) -> FrameG
 
 
 # --- hook globs --------------------------------------------------------------------------------------
-class UnknownHookError(KeyError):
-    """A hook name or glob that matches nothing; the message lists the valid ones."""
+class UnknownHookError(KeyError, ValueError):
+    """A hook name or glob that matches nothing; the message lists the valid ones.
+
+    Both a ``KeyError`` (a name lookup) and a ``ValueError`` (a bad argument), so callers that
+    caught either before the resolvers were merged still do."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
