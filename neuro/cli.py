@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     f.add_argument("--draws", type=int, default=1000, help="circular-shift null draws")
     f.add_argument("--no-delta-r2", action="store_true", help="skip the acoustic + layer fits")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--allow-incomplete", action="store_true",
+                   help="use a --cache whose build did not finish (recorded in OUT/inputs.json)")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=run_fit)
 
@@ -64,19 +66,30 @@ def run_fit(args) -> int:
     from neuro.api import fit
     from workbench.corpus import load_corpus
 
-    cache = None
+    from pathlib import Path
+
+    from neuro.api import default_cache_root
+    from workbench.atomic import artifact_dir
+
+    cache, inputs, about = None, {"recording": str(args.recording), "corpus": str(args.corpus)}, {}
     if args.cache:
         from workbench.cache import ActivationCache
+        from workbench.cache.inputs import cache_inputs, require_complete
 
         cache = ActivationCache.open(args.cache)
-    res = fit(args.recording, load_corpus(args.corpus), args.out, model=args.model, hooks=args.hooks, sae=args.sae,
-              cache=cache, cache_root=args.cache_root, channels=args.channels, sfreq=args.sfreq, tmin=args.tmin,
-              tmax=args.tmax, corr_tmax=args.corr_tmax, folds=args.folds, n_components=args.n_components,
-              sae_features=args.sae_features, n_draws=args.draws, seed=args.seed, delta_r2=not args.no_delta_r2,
-              progress=not args.quiet, command="workbench " + " ".join(sys.argv[1:]))
+        about = {"cache": str(cache.root), "cache_state": require_complete(cache, args.allow_incomplete)}
+        inputs.update(cache_inputs(cache))
+    cache_root = args.cache_root or default_cache_root(Path(args.out))  # beside OUT, not beside its temporary folder
+    # OUT is replaced only when the fit finished (locked meanwhile): a failed or refused fit leaves the old one
+    with artifact_dir(args.out, inputs, about=about) as tmp:
+        res = fit(args.recording, load_corpus(args.corpus), tmp, model=args.model, hooks=args.hooks, sae=args.sae,
+                  cache=cache, cache_root=cache_root, channels=args.channels, sfreq=args.sfreq, tmin=args.tmin,
+                  tmax=args.tmax, corr_tmax=args.corr_tmax, folds=args.folds, n_components=args.n_components,
+                  sae_features=args.sae_features, n_draws=args.draws, seed=args.seed, delta_r2=not args.no_delta_r2,
+                  progress=not args.quiet, command="workbench " + " ".join(sys.argv[1:]))
     cols = ["feature", "r_mean", "r_max", "best_channel", "n_significant", "delta_r2_mean"]
     print(res.layers[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"wrote {res.out} ({res.meta['data']}, {res.meta['seconds']} s)")
+    print(f"wrote {args.out} ({res.meta['data']}, {res.meta['seconds']} s)")
     return 0
 
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from workbench.atomic import DirectoryLock, read_json, write_jsonl
+from workbench.atomic import read_json, write_jsonl
+from workbench.lock import DirectoryLock
 from workbench.cache import frames as ft
 from workbench.cache.store import (
     CACHE_JSON, CORPUS_JSONL, ERRORS_JSONL, FORMAT, INT_DTYPE, SUMMARY_JSON, Store, hook_dtypes, is_foreign_dir,
