@@ -24,7 +24,7 @@ torch.Size([4096, 384])
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ class StreamSource(ModelSource):
         self.max_norm_ratio = max_norm_ratio
         self.norm_sample_clips = int(norm_sample_clips)
         self._limit: dict[str, float | None] | None = None
-        self.meta = {"source": "model-stream", "model_name": self.meta.get("model_name", ""), "clips": int(len(self.index)),
+        self.meta = {"source": "model-stream", "model_name": self.meta.get("model_name", ""), "clips": len(self.index),
                      "buffer_frames": self.buffer, "max_norm_ratio": max_norm_ratio}
 
     def limits(self) -> dict[str, float | None]:
