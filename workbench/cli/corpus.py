@@ -12,6 +12,7 @@ $ workbench corpus info work/synth --json
 $ workbench corpus tts --n 200 --out work/tts --exclude-text work/heldout/manifest.jsonl
 $ workbench corpus augment work/train work/tts --passes 4 --noise work/nonspeech --exclude heldout.txt --out work/aug
 $ workbench corpus segment work/naplib --seconds 8 --align --out work/naplib_segments
+$ workbench corpus mix --speech work/heldout --noise work/environment --snr 0 5 10 --out work/noisy
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 
 from workbench.corpus.formats import FORMATS
 from workbench.validate import check_out_dir, positive_float, positive_int
@@ -129,6 +131,22 @@ def _segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mix(args: argparse.Namespace) -> int:
+    from workbench.corpus import load_corpus
+    from workbench.corpus.mix import mix_corpus
+
+    check_out_dir(args.out, resume_flag=None)
+    corpus = mix_corpus(load_corpus(args.speech), args.out, args.snr, noise=load_corpus(args.noise) if args.noise else None,
+                        speakers=args.speakers, reverb=args.reverb, keep_clean=not args.no_clean, seed=args.seed,
+                        verbose=not args.quiet)
+    summary = corpus.summary()
+    summary["conditions"] = dict(sorted(Counter(c.extra["condition"] for c in corpus).items()))
+    _print_summary(summary, args.json, f"wrote {corpus.root / 'manifest.jsonl'}")
+    if not args.json:
+        print(f"  conditions: {', '.join(f'{k} {v}' for k, v in summary['conditions'].items())}")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from workbench.corpus import load_corpus
 
@@ -222,11 +240,23 @@ def register(subparsers) -> None:
     g.add_argument("--out", required=True, help="output folder")
     g.set_defaults(func=_segment)
 
+    m = sub.add_parser("mix", help="noisy / two-speaker / reverberant versions of a speech corpus, clean kept")
+    m.add_argument("--speech", required=True, help="speech corpus (its clips of domain 'speech' are mixed)")
+    m.add_argument("--noise", default=None, help="noise corpus (needed unless --speakers 2)")
+    m.add_argument("--snr", type=float, nargs="+", default=[0.0, 5.0, 10.0],
+                   help="SNRs in dB (signal-to-interferer ratios with --speakers 2; default 0 5 10)")
+    m.add_argument("--speakers", type=int, choices=[1, 2], default=1, help="2: mix with another speaker's clip")
+    m.add_argument("--reverb", type=positive_float, default=None, metavar="RT60", help="synthetic room, RT60 seconds")
+    m.add_argument("--no-clean", action="store_true", help="do not add the clean clips as condition 'clean'")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=_mix)
+
     i = sub.add_parser("info", help="clips, hours, domains, speakers, tiers, phone inventory")
     i.add_argument("src", help="DIR or manifest.jsonl (or a folder tree)")
     i.set_defaults(func=_info)
 
-    for q in (b, s, ns, t, a, g, i):
+    for q in (b, s, ns, t, a, g, m, i):
         q.add_argument("--json", action="store_true", help="print the summary as JSON")
         q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     for q in (b, i):
