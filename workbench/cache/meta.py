@@ -254,4 +254,7 @@ def finalize(store: Store, meta: dict[str, Any], corpus: Corpus, before: dict[st
         )
         for cid, err in list(index["failed"].items())[:10]:
             logger.warning("skipped %s: %s", cid, err)
+    if index["failed"]:  # also when quiet: the cache is incomplete until they are cached
+        logger.warning("cache %s is incomplete: %d clip(s) failed (listed in %s); rerun the same command to "
+                       "retry them", root, len(index["failed"]), root / ERRORS_JSONL)
     return summary

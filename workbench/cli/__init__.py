@@ -35,21 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in BUILTIN:
-        try:
-            mod = importlib.import_module(f"workbench.cli.{name}")
-        except ModuleNotFoundError as e:  # a sub-command whose module is not written yet
-            if e.name == f"workbench.cli.{name}":
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(f"workbench.cli.{name}").register(sub)
     for ep in entry_points(group="workbench.commands"):
         try:
             register = ep.load()
-        except ImportError as e:  # a plugin package that is broken or absent must not kill the CLI
+        except ImportError as e:  # a plugin package that is broken or absent must not kill the CLI ...
+            if strict_plugins():  # ... but under tests and CI it must fail, not vanish into a warning
+                raise
             logging.getLogger(__name__).warning("sub-command %r unavailable: %s", ep.name, e)
             continue
         register(sub)
     return parser
+
+
+def strict_plugins() -> bool:
+    """True under pytest, in CI (``CI`` set) or with ``WORKBENCH_STRICT_PLUGINS=1``: a sub-command that
+    cannot be imported is then an error instead of a warning."""
+    return any(os.environ.get(v, "").lower() not in ("", "0", "false")
+               for v in ("PYTEST_CURRENT_TEST", "CI", "WORKBENCH_STRICT_PLUGINS"))
 
 
 #: what a rerun does after Ctrl-C, per command (the rest: results are written whole or not at all)
