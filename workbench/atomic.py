@@ -240,6 +240,32 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _resume_in_place(out: Path, inputs, about, record: dict, check_inputs: bool) -> Iterator[Path]:
+    """The ``resumable`` branch of :func:`artifact_dir` (called under its lock)."""
+    import shutil
+
+    path = out / INPUTS_JSON
+    old = read_json(path) if path.is_file() else None
+    if inputs is not None and check_inputs and old is not None:
+        diff = input_differences(old.get("inputs", {}), inputs)
+        if diff:
+            diff += [f"(about) {d}" for d in input_differences(old.get("about", {}), about or {})]
+            raise InputsMismatchError(f"{out} was made from other inputs ({path}):\n  " + "\n  ".join(diff)
+                                      + "\nRerun with the original inputs to continue it, or use a new --out.")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    same = old is not None and not input_differences(old.get("inputs", {}), inputs or {}) \
+        and not input_differences(old.get("about", {}), about or {})
+    if inputs is not None and not same:  # written first: a crashed run is continued only from the same inputs
+        write_json(path, record, indent=2, default=str)
+    try:
+        yield out
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [INPUTS_JSON]:  # refused before writing anything else
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 @contextlib.contextmanager
 def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *, about: dict[str, Any] | None = None,
                  resumable: bool = False, check_inputs: bool = True, command: str | None = None) -> Iterator[Path]:
@@ -268,18 +294,7 @@ def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *
     record.pop("pid"), record.pop("host")
     with DirectoryLock(out.parent / f".{out.name}.lock", what=str(out), command=command):
         if resumable:
-            old_path = out / INPUTS_JSON
-            if inputs is not None and check_inputs and old_path.is_file():
-                old = read_json(old_path)
-                diff = input_differences(old.get("inputs", {}), inputs)
-                if diff:
-                    diff += [f"(about) {d}" for d in input_differences(old.get("about", {}), about or {})]
-                    raise InputsMismatchError(f"{out} was made from other inputs ({old_path}):\n  " + "\n  ".join(diff)
-                                              + "\nRerun with the original inputs to continue it, or use a new --out.")
-            out.mkdir(parents=True, exist_ok=True)
-            if inputs is not None:
-                write_json(old_path, record, indent=2, default=str)
-            yield out
+            yield from _resume_in_place(out, inputs, about, record, check_inputs)
             return
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
         try:
