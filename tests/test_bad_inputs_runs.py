@@ -187,3 +187,15 @@ def test_failed_sae_eval_leaves_the_earlier_evaluation(capsys, tmp_path, fresh, 
                      "--erasure-probe", "fixed", "--max-frames", "500")
     assert_error(rc, err, "simulated failure")
     assert tree_hash(tmp_path) == before and sorted(os.listdir(out)) == [HOOKS[1]]
+
+
+def test_artifact_dir_keeps_what_other_tools_put_beside(tmp_path):
+    out = tmp_path / "eval" / "hook"
+    with artifact_dir(out, {"a": 1}) as tmp:
+        write_json(tmp / "eval.json", {"v": 1})
+        write_json(tmp / "splice.json", {"v": 1})
+    (out / "explanations.csv").write_text("feature,explanation\n0,vowels\n")  # sae bench, later, same folder
+    with artifact_dir(out, {"a": 2}, keep=("explanations.csv",)) as tmp:
+        write_json(tmp / "eval.json", {"v": 2})
+    assert sorted(os.listdir(out)) == ["eval.json", "explanations.csv", "inputs.json"]  # the stale splice.json is gone
+    assert (out / "explanations.csv").read_text().endswith("vowels\n")

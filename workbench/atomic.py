@@ -240,6 +240,22 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _carry(old: Path, new: Path, patterns: Iterable[str]) -> None:
+    """Hard-link (else copy) the files of ``old`` matching ``patterns`` that ``new`` lacks into ``new``."""
+    import shutil
+
+    for pattern in patterns if old.is_dir() else ():
+        for src in old.glob(pattern):
+            dst = new / src.relative_to(old)
+            if not src.is_file() or dst.exists():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dst)  # the old folder is deleted after the swap: the file lives on here
+            except OSError:
+                shutil.copy2(src, dst)
+
+
 def _resume_in_place(out: Path, inputs, about, record: dict, check_inputs: bool) -> Iterator[Path]:
     """The ``resumable`` branch of :func:`artifact_dir` (called under its lock)."""
     import shutil
@@ -268,7 +284,8 @@ def _resume_in_place(out: Path, inputs, about, record: dict, check_inputs: bool)
 
 @contextlib.contextmanager
 def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *, about: dict[str, Any] | None = None,
-                 resumable: bool = False, check_inputs: bool = True, command: str | None = None) -> Iterator[Path]:
+                 resumable: bool = False, check_inputs: bool = True, command: str | None = None,
+                 keep: Iterable[str] = ()) -> Iterator[Path]:
     """Write the artifact folder ``out`` safely; yields the folder to write into.
 
     - A lock (``.<name>.lock`` beside ``out``) is held throughout: a second run into ``out``
@@ -279,6 +296,8 @@ def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *
     - Default: the body writes into a fresh temporary folder beside ``out``, which replaces
       ``out`` only when the body returns; if it raises, the temporary folder is removed and the
       old ``out`` is left exactly as it was.
+    - ``keep``: glob patterns of files other tools add to ``out`` (e.g. ``explanations.csv`` beside
+      an evaluation); those the body did not write are carried from the old folder into the new.
     - ``resumable=True`` (runs that checkpoint into ``out`` and continue after a crash): the body
       writes into ``out`` itself; if ``out/inputs.json`` records other ``inputs`` (and
       ``check_inputs``), :class:`InputsMismatchError` names every differing input before
@@ -302,6 +321,7 @@ def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *
             yield tmp
             if inputs is not None or about is not None:
                 write_json(tmp / INPUTS_JSON, record, indent=2, default=str)
+            _carry(out, tmp, keep)
             _swap_into_place(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
