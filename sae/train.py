@@ -13,11 +13,16 @@ leaves the last good checkpoint in place.
 
 Example
 -------
->>> from workbench.cache import ActivationCache                                 # doctest: +SKIP
->>> cache = ActivationCache.open("work/cache")                                  # doctest: +SKIP
->>> saes = train(cache, ["encoder.blocks.3.hook_resid_post"],                   # doctest: +SKIP
-...              TrainConfig(expansion=8, k=50, tokens=5_000_000), out="work/saes/run1")
->>> saes["encoder.blocks.3.hook_resid_post"].encode(x).shape                    # doctest: +SKIP
+On a cache: ``train(ActivationCache.open("work/cache"), ["encoder.blocks.3.hook_resid_post"],
+TrainConfig(expansion=8, k=50, tokens=5_000_000), out="work/saes/run1")``; here on a tensor:
+
+>>> import tempfile
+>>> x = torch.randn(2048, 16, generator=torch.Generator().manual_seed(0))
+>>> out = tempfile.mkdtemp()
+>>> saes = train({"h": x}, ["h"], TrainConfig(expansion=4, k=4, tokens=2048, batch_size=256, dtype="float32"),
+...              out=out, verbose=False)
+>>> saes["h"].encode(x[:3]).shape, sorted(p.name for p in Path(out, "h").iterdir())
+(torch.Size([3, 64]), ['cfg.json', 'sae_weights.safetensors', 'training_log.jsonl'])
 """
 from __future__ import annotations
 
