@@ -2,8 +2,8 @@
 
 A docstring whose every example is ``# doctest: +SKIP`` is an illustration (it needs model weights,
 a workspace or a server), not a test: it is not collected, so the report's "skipped" count lists
-only tests that really could not run. Examples that run stay doctests; tests/test_suite_rules.py
-lists the illustration-only docstrings so that turning them into running examples stays visible.
+only tests that really could not run. Examples that run stay doctests. To turn an illustration into
+a test, make its example run on tiny inputs and drop the ``+SKIP`` (as in ``sae/train.py``).
 """
 from __future__ import annotations
 
