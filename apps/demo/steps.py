@@ -59,9 +59,17 @@ class DemoSettings:
     neuro: str = "auto"  # naplib | simulated | auto (naplib when installed, except in --quick)
     host: str = "127.0.0.1"
     port: int = 8050
+    #: replaces entries of :attr:`sizes` (tests run each step on a tiny workspace: tests/test_demo_steps.py)
+    size_overrides: dict = field(default_factory=dict)
 
     @property
     def sizes(self) -> dict:
+        unknown = set(self.size_overrides) - set(self._sizes())
+        if unknown:
+            raise ValueError(f"unknown demo sizes {sorted(unknown)}; the sizes are {sorted(self._sizes())}")
+        return {**self._sizes(), **self.size_overrides}
+
+    def _sizes(self) -> dict:
         if self.quick:
             return {"speech": 24, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
                     "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000,
