@@ -210,3 +210,17 @@ def test_every_sub_command_loads(monkeypatch):
     assert "broken" not in next(a for a in cli.build_parser()._actions
                                 if a.__class__.__name__ == "_SubParsersAction").choices  # a user's CLI survives
 
+
+
+def test_a_missing_tool_skips_locally_and_fails_in_ci(monkeypatch):
+    import pytest
+
+    from ci import require
+
+    require("/usr/bin/chromium", "chromium")  # present: nothing happens
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium not available"):
+        require(None, "chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI.*fails instead of skipping: chromium not available"):
+        require(None, "chromium")
