@@ -22,7 +22,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,tts]"
+	# the naplib sample (real audiobook speech + simulated iEEG): naplib pins numpy<2 and heavy extras, so only its wheel
+	$(PY) -m pip install -q --no-deps naplib==2.6.0
 	touch $@
 
 demo: setup

@@ -78,14 +78,19 @@ def create_app(workspace: str | os.PathLike, jobs: Jobs | None = None, sessions:
 
 def _warm(ws: Workspace) -> None:
     """Compute once, in the background, what first clicks would otherwise wait for (the SAE
-    quantile samples, the cochleagram's centre frequencies)."""
+    samples, each example clip's codes and mel power, the cochleagram's centre frequencies)."""
     from apps.pages.tokens import centre_hz
+    from apps.spectrogram import segment_log_mel
 
     try:
         centre_hz()
         for ref in ws.saes():
             if ref.eval_dir is not None:
                 ws.quantile_examples(ref, 0)
+                cache = ws.sae_cache(ref)
+                for clip in list(cache.corpus)[:48]:  # the caches hold 64
+                    ws.clip_codes(ref, clip.id)
+                    segment_log_mel(cache.corpus.audio_path(clip), 0.0, 0.1)
     except Exception as e:  # warming is an optimisation: the page reports real problems itself
         log.warning("warming the app's caches failed (first clicks will be slower; the page shows the "
                     "problem): %s: %s", type(e).__name__, e, exc_info=log.isEnabledFor(logging.DEBUG))

@@ -73,16 +73,21 @@ def _tier_traces(tiers: Mapping[str, Sequence], t0: float, t1: float) -> list[di
     return traces
 
 
-def activation_figure(times: np.ndarray, freqs: np.ndarray, db: np.ndarray, act_times: np.ndarray,
-                      acts: np.ndarray, tiers: Mapping[str, Sequence] | None = None, title: str = "",
-                      marker: tuple[float, float] | None = None, act_max: float | None = None) -> go.Figure:
+def activation_figure(*args, **kwargs) -> go.Figure:
+    """:func:`activation_spec` as a plotly Figure (for tests and scripts)."""
+    return go.Figure(activation_spec(*args, **kwargs), _validate=False)
+
+
+def activation_spec(times: np.ndarray, freqs: np.ndarray, db: np.ndarray, act_times: np.ndarray,
+                    acts: np.ndarray, tiers: Mapping[str, Sequence] | None = None, title: str = "",
+                    marker: tuple[float, float] | None = None, act_max: float | None = None) -> dict:
     """Log-mel spectrogram with the feature's activation drawn over it, tier rows beneath.
 
     ``db [n_mels, T]`` at ``times``; ``acts`` at ``act_times`` (frame centres), drawn on a second
     axis (``act_max``: its top, shared by every card of a feature so they compare); ``tiers``
     ``{name: [(start_s, end_s, label), ...]}``; ``marker`` shades the example frame.
-    Built as one figure spec without per-property validation: the features page draws eight of
-    these per click, and plotly's validation alone took ~100 ms each.
+    A plain figure dict (``dcc.Graph`` takes it as is): the features page draws fifteen of these per
+    click, and plotly's validation and deep copies of a Figure took ~100 ms each.
     """
     tiers = dict(tiers or {})
     times, acts = np.asarray(times, dtype=float), np.asarray(acts, dtype=float)
@@ -109,7 +114,11 @@ def activation_figure(times: np.ndarray, freqs: np.ndarray, db: np.ndarray, act_
     if marker is not None:
         layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "y domain", "x0": marker[0], "x1": marker[1],
                              "y0": 0, "y1": 1, "fillcolor": "rgba(255,255,255,0.25)", "line": {"width": 0}}]
-    return go.Figure({"data": data, "layout": layout}, _validate=False)
+    from _plotly_utils.utils import convert_to_base64  # numpy arrays as typed arrays, as plotly's Figure does
+
+    for trace in data[:2]:  # the numeric traces (tier rows are short label lists)
+        convert_to_base64(trace)
+    return {"data": data, "layout": layout}
 
 
 def features_over_time_figure(times: np.ndarray, codes: np.ndarray, top: int = 12, title: str = "") -> go.Figure:

@@ -77,3 +77,25 @@ def segment(path, start_s: float, end_s: float) -> np.ndarray:
     a = int(round(max(start_s, 0.0) * SR))
     b = max(int(round(end_s * SR)), a + int(0.01 * SR))
     return audio[a:b]
+
+
+@functools.lru_cache(maxsize=64)
+def _clip_power(path: str, mtime: float) -> np.ndarray:
+    return _mel_power(_clip_audio(path, mtime))
+
+
+def segment_log_mel(path, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`log_mel` of a clip segment, cut from the whole clip's mel power (computed once per clip
+    and kept: the features page shows many segments of the same clips). dB relative to the segment's peak."""
+    from pathlib import Path
+
+    p = Path(path)
+    st = p.stat()
+    if st.st_size > 50 * 2**20:
+        return log_mel(segment(path, start_s, end_s), offset_s=max(start_s, 0.0))
+    power = _clip_power(str(p), st.st_mtime_ns)
+    a = max(int(round(max(start_s, 0.0) * SR / HOP)), 0)
+    b = min(max(int(round(end_s * SR / HOP)), a + 1), power.shape[1])
+    db = 10 * np.log10(np.maximum(power[:, a:b], 1e-10))
+    db = np.maximum(db - db.max(), -80.0) if db.size else db
+    return a * HOP / SR + np.arange(db.shape[1]) * HOP / SR, mel_centres(), db.astype(np.float32)

@@ -41,7 +41,7 @@ def channel_adjacency(info, ch_names: list[str]):
 
     picked = mne.pick_info(info, [info.ch_names.index(c) for c in ch_names])
     try:
-        adj, names = mne.channels.find_ch_adjacency(picked, ch_type=None)
+        adj, names = mne.channels.find_ch_adjacency(picked, ch_type=None, verbose="error")
     except Exception as e:  # no positions, or a channel type without a template
         log.warning("no channel adjacency for the cluster test: %s", e)
         return None
@@ -58,7 +58,7 @@ def cluster_test(z: np.ndarray, adjacency, n_perm: int = 10000, seed: int = 0, a
     threshold = float(sp_stats.t.ppf(1 - alpha, n - 1))
     _, clusters, p_clusters, _ = permutation_cluster_1samp_test(
         z, threshold=threshold, n_permutations=min(n_perm, 2**n), tail=1, adjacency=adjacency, out_type="mask",
-        seed=seed, verbose="error")
+        rng=seed, verbose="error")
     out = np.ones(z.shape[1])
     for mask, p in zip(clusters, p_clusters):
         out[np.asarray(mask, dtype=bool)] = np.minimum(out[np.asarray(mask, dtype=bool)], p)

@@ -32,7 +32,10 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="sae_command", metavar="SAE_COMMAND", required=True)
 
     t = sub.add_parser("train", help="train one SAE per hook on a cache (one pass, side by side)")
-    t.add_argument("--cache", required=True, help="activation cache directory")
+    t.add_argument("--cache", default=None, help="activation cache directory (or --model + --corpus to stream)")
+    t.add_argument("--model", default=None, help="stream activations from this model (no cache; with --corpus)")
+    t.add_argument("--corpus", default=None, help="corpus directory or manifest.jsonl to stream (with --model)")
+    t.add_argument("--buffer-batches", type=positive_int, default=16, help="streaming shuffle buffer, in batches")
     t.add_argument("--hook", action="append", required=True, help="hook name or glob (repeat for several)")
     t.add_argument("--expansion", type=positive_int, default=8)
     t.add_argument("--k", type=positive_int, default=50)
@@ -170,6 +173,8 @@ def _run_train(args, dist) -> int:
     from workbench.cache.inputs import cache_inputs, require_complete
     from workbench.names import check_component
 
+    if args.cache is None:
+        return _run_train_streaming(args, dist)
     cache = ActivationCache.open(args.cache)
     allowed = require_complete(cache, args.allow_incomplete)  # an unfinished cache only when asked, and recorded
     hooks = [check_component(h, "hook", cache.root / "cache.json") for h in _resolve_hooks(args.hook, cache.hooks)]
@@ -213,6 +218,25 @@ def _locked_run(dist, out: Path, inputs: dict, about: dict, check: bool):
     if msg is not None:
         raise RuntimeError(f"rank 0 refused {out}: {msg}")
     return stack
+
+
+def _run_train_streaming(args, dist) -> int:
+    """``sae train --model M --corpus C``: activations streamed from the model (:mod:`sae.stream`)."""
+    from sae.config import TrainConfig
+    from sae.stream import stream_source
+    from sae.train import train
+
+    if not (args.model and args.corpus):
+        raise ValueError("sae train needs --cache, or --model and --corpus to stream activations without a cache")
+    cfg = TrainConfig(expansion=args.expansion, k=args.k, tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
+                      k_anneal_from=args.k_anneal_from, seed=args.seed, dtype=_dtype_arg(args), threads=args.threads)
+    data = stream_source(args.model, args.corpus, args.hook, args.batch_size, args.seed, out=args.out,
+                         holdout_fraction=args.holdout_clips, holdout_by=args.holdout_by,
+                         holdout_file=args.holdout_file, buffer_batches=args.buffer_batches)
+    saes = train(data, data.hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
+    for h in saes if dist.is_main else ():
+        print(f"{h}: {Path(args.out) / h}")
+    return 0
 
 
 def _sae_dirs(path: Path) -> list[Path]:

@@ -42,10 +42,15 @@ def app(layout):
 HOSTILE = ["../outside/probes/run", "../../outside", "/etc", "../../etc", "run/../../outside/probes/run", "..", ""]
 
 
-def _body(app, first_input: str, value, state=()) -> str:
+STATE = {"probe-run.value": ([None], "probe-info"), "steer-run.value": ([], "steer-info"),
+         "eeg-run.value": ([], "")}
+
+
+def _body(app, first_input: str, value, state=None) -> str:
     from apps.app import post_callback
 
-    r = post_callback(app, app.server.test_client(), first_input, [value], list(state))
+    st, out = STATE.get(first_input, ([], ""))
+    r = post_callback(app, app.server.test_client(), first_input, [value], list(state if state is not None else st), out)
     assert r.status_code in (200, 204), r.data[:300]
     return json.dumps(json.loads(r.get_data(as_text=True) or "{}"))  # "/" unescaped
 

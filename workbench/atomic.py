@@ -46,7 +46,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-__all__ = ["INPUTS_JSON", "DirectoryLock", "InputsMismatchError", "JSONFileError", "LockedError", "artifact_dir",
+from workbench.lock import DirectoryLock, LockedError, holder_record, lock_holder
+
+__all__ = ["INPUTS_JSON", "DirectoryLock", "DiskFullError", "InputsMismatchError", "JSONFileError", "LockedError", "artifact_dir",
            "atomic_path", "input_differences", "lock_holder", "read_json", "write_bytes", "write_json", "write_jsonl",
            "write_text"]
 
@@ -99,12 +101,44 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = isinstance(e, Exception) and _disk_full(e, path.parent)  # before the partial file frees its space
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if full:
+            raise DiskFullError(path, e) from e
         raise
     if fsync:
         _fsync_dir(path.parent)
+
+
+class DiskFullError(OSError):
+    """A write failed because the file system is full; names the file (the old one is unchanged)."""
+
+    def __init__(self, path: str | os.PathLike, cause: BaseException) -> None:
+        import errno
+
+        super().__init__(errno.ENOSPC, f"no space left on device writing {path} (the previous version, if any, is "
+                                       f"unchanged; free some space and rerun): {cause}", str(path))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _disk_full(e: BaseException, folder: Path) -> bool:
+    """``e`` is, or (a library's own error, e.g. torch.save's) coincides with, a full file system."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(e, OSError):
+        return False
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    free = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return free * st.f_frsize < (1 << 20)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes | bytearray | memoryview, fsync: bool = False) -> Path:
@@ -163,118 +197,6 @@ def read_json(path: str | os.PathLike) -> Any:
         raise JSONFileError(path, f"not valid JSON{empty}: {e.msg} at line {e.lineno} column {e.colno}") from None
     except UnicodeDecodeError as e:
         raise JSONFileError(path, f"not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-
-
-# --- locks -------------------------------------------------------------------------------------------
-class LockedError(RuntimeError):
-    """Another process holds the lock; the message names it (pid, host, since when, command)."""
-
-
-def _holder_record(command: str | None) -> dict[str, Any]:
-    import socket
-    import sys
-    import time
-
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": command if command is not None else " ".join(["workbench", *sys.argv[1:]])}
-
-
-def _describe(holder: dict[str, Any] | None) -> str:
-    if not holder:
-        return "a process that did not say who it is"
-    cmd = f" ({holder['command']})" if holder.get("command") else ""
-    return f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}{cmd}"
-
-
-class DirectoryLock:
-    """An exclusive ``flock`` on ``path`` that records its holder (pid, host, start, command).
-
-    The kernel frees the lock when the holder exits, even killed, so a stale file never blocks
-    a rerun; the file is removed on release. ``what`` names the thing locked in the refusal.
-
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), ".run.lock")
-    >>> with DirectoryLock(p, what="run") as lock:
-    ...     lock_holder(p)["pid"] == os.getpid()
-    True
-    >>> lock_holder(p) is None
-    True
-    """
-
-    def __init__(self, path: str | os.PathLike, what: str | None = None, command: str | None = None,
-                 who: str = "run") -> None:
-        self.path = Path(path)
-        self.what = what or str(self.path.parent)
-        self.command = command
-        self.who = who
-        self._fd: int | None = None
-
-    def acquire(self) -> "DirectoryLock":
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(20):  # the file may be removed by a releasing holder between open and flock
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise LockedError(f"another {self.who} is writing {self.what}: {_describe(lock_holder(self.path, check=False))}"
-                                  f"; it holds {self.path}. Wait for it to finish (or stop it), then rerun") from None
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, json.dumps(_holder_record(self.command)).encode())
-                self._fd = fd
-                return self
-            os.close(fd)
-        raise LockedError(f"could not lock {self.path}: it keeps being replaced")
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-            os.close(self._fd)  # closing frees the flock
-            self._fd = None
-
-    def __enter__(self) -> "DirectoryLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def lock_holder(path: str | os.PathLike, check: bool = True) -> dict[str, Any] | None:
-    """Who holds the lock file ``path``: its record (pid, host, started, command), or None if free.
-
-    With ``check`` (default) the lock itself is tested, so a file left by a killed process
-    reads as free; a holder on another host is reported as recorded (``"alive": None``).
-    """
-    import fcntl
-
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        if check:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pass  # held
-            else:
-                return None  # nobody holds it (a leftover file)
-        raw = os.read(fd, 65536)
-    finally:
-        os.close(fd)  # also frees the shared lock taken to test it
-    try:
-        holder = json.loads(raw.decode()) if raw.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        holder = {}
-    return holder
 
 
 # --- artifact directories ----------------------------------------------------------------------------
@@ -342,7 +264,7 @@ def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is a file, not a folder: choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    record = {**_holder_record(command), "inputs": inputs or {}, "about": about or {}}
+    record = {**holder_record(command), "inputs": inputs or {}, "about": about or {}}
     record.pop("pid"), record.pop("host")
     with DirectoryLock(out.parent / f".{out.name}.lock", what=str(out), command=command):
         if resumable:

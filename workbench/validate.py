@@ -31,7 +31,13 @@ import os
 from pathlib import Path
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "probability",
-           "int_list", "port", "torch_device", "check_device", "check_out_dir", "check_sae_cfg"]
+           "int_list", "port", "torch_device", "check_device", "check_out_dir", "check_sae_cfg",
+           "WorkbenchWarning"]
+
+
+class WorkbenchWarning(UserWarning):
+    """Base of the warnings a user must see (bad audio, odd rates): the ``workbench`` command
+    shows them through ``logging``, whatever ``PYTHONWARNINGS`` or ``-W`` says."""
 
 
 def _int(text: str, what: str) -> int:

@@ -11,7 +11,7 @@ from dash import dcc, html, no_update
 
 from apps import figures
 from apps.data import PartError, Workspace
-from apps.spectrogram import log_mel, segment
+from apps.spectrogram import segment_log_mel
 
 log = logging.getLogger(__name__)
 CONTEXT_S = 0.6  # audio shown either side of an example frame
@@ -155,13 +155,13 @@ def example_card(ws: Workspace, corpus, clip, start_s: float, end_s: float, capt
     a, b = window(start_s, end_s, clip.duration_s)
     url = ws.clip_url(corpus, clip, a, b)
     try:
-        times, freqs, db = log_mel(segment(corpus.audio_path(clip), a, b), offset_s=a)
+        times, freqs, db = segment_log_mel(corpus.audio_path(clip), a, b)
     except (OSError, ValueError) as e:
         return html.Div([html.Div(caption, className="wb-caption"), message(f"audio unreadable: {e}", "warn")],
                         className="wb-example")
     at, av = trace if trace is not None else (np.zeros(0), np.zeros(0))
     keep = (at >= a) & (at <= b)
-    fig = figures.activation_figure(times, freqs, db, at[keep], av[keep], tiers_of(clip), marker=(start_s, end_s),
+    fig = figures.activation_spec(times, freqs, db, at[keep], av[keep], tiers_of(clip), marker=(start_s, end_s),
                                      act_max=act_max)
     player = html.Audio(src=url, controls=True, className="wb-audio", preload="none") if url else message(
         "audio lies outside the workspace: not served", "warn")

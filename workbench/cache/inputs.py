@@ -27,7 +27,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from workbench.atomic import lock_holder, read_json
+from workbench.atomic import read_json
+from workbench.lock import lock_holder
 
 __all__ = ["IncompleteCacheError", "build_state", "cache_fingerprint", "cache_inputs", "require_complete"]
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from workbench.atomic import DirectoryLock, read_json, write_jsonl
+from workbench.atomic import read_json, write_jsonl
+from workbench.lock import DirectoryLock
 from workbench.cache import frames as ft
 from workbench.cache.store import (
     CACHE_JSON, CORPUS_JSONL, ERRORS_JSONL, FORMAT, INT_DTYPE, SUMMARY_JSON, Store, hook_dtypes, is_foreign_dir,
@@ -253,4 +254,7 @@ def finalize(store: Store, meta: dict[str, Any], corpus: Corpus, before: dict[st
         )
         for cid, err in list(index["failed"].items())[:10]:
             logger.warning("skipped %s: %s", cid, err)
+    if index["failed"]:  # also when quiet: the cache is incomplete until they are cached
+        logger.warning("cache %s is incomplete: %d clip(s) failed (listed in %s); rerun the same command to "
+                       "retry them", root, len(index["failed"]), root / ERRORS_JSONL)
     return summary

@@ -14,10 +14,12 @@ $ workbench models info whisper-tiny.en
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
 import sys
+import warnings
 
 # Spinning OpenMP threads make torch many times slower on a busy 2-core machine; set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -51,22 +53,58 @@ def strict_plugins() -> bool:
                for v in ("PYTEST_CURRENT_TEST", "CI", "WORKBENCH_STRICT_PLUGINS"))
 
 
+#: what a rerun does after Ctrl-C, per command (the rest: results are written whole or not at all)
+_RESUME = {"cache": "rerun the same command to resume", "probe": "rerun the same command to resume",
+           "sae train": "rerun the same command with --resume to continue from the last checkpoint"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    with warnings.catch_warnings():
+        _show_user_warnings()
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    name = " ".join(str(v) for v in (args.command, *(getattr(args, k) for k in vars(args) if k.endswith("_command")))
+                    if v)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, not a traceback; every write is atomic, so nothing is left half-written
+        hint = _RESUME.get(name) or _RESUME.get(args.command) or "results are written whole or not at all"
+        print(f"workbench {name}: interrupted; {hint}", file=sys.stderr)
+        return 130
     except (OSError, ValueError, KeyError, RuntimeError, *_library_errors()) as e:
         # One clear line naming the problem instead of a traceback; -v shows the traceback.
         # OSError covers FileExistsError/NotADirectoryError/PermissionError (their message names the path).
         if args.verbose:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str) else e
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC and "no space left" not in str(e).lower():
+            msg = f"no space left on device writing {e.filename or 'a file'}: {e}"
         print(f"workbench {args.command}: error: {msg}", file=sys.stderr)
         return 2
+
+
+def _show_user_warnings() -> None:
+    """Show :class:`~workbench.validate.WorkbenchWarning` s through logging, whatever the warnings filter says."""
+    from workbench.validate import WorkbenchWarning
+
+    warnings.filterwarnings("default", category=WorkbenchWarning)  # ahead of PYTHONWARNINGS=ignore / -W ignore
+    plain = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, WorkbenchWarning):
+            logging.getLogger("workbench").warning("%s", message)
+        else:
+            plain(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def _library_errors() -> tuple[type[BaseException], ...]:

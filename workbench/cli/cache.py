@@ -121,6 +121,13 @@ def run_info(args) -> int:
                   "only their sizes were checked", file=out)
     for h, d in info["hooks"].items():
         print(f"  {h}: {d['frames']} frames x {d['d_model']} @ {d['frame_rate']:g} Hz", file=out)
+    if cache.skipped:  # failed clips: not cached, retried by the next `workbench cache` run
+        print(f"  failed clips ({len(cache.skipped)}; rerun `workbench cache` with the same settings to retry):",
+              file=out)
+        for cid, err in list(cache.skipped.items())[:10]:
+            print(f"    {cid}: {err}", file=out)
+        if len(cache.skipped) > 10:
+            print(f"    ... and {len(cache.skipped) - 10} more in {cache.root / 'errors.jsonl'}", file=out)
     s = info["summary"] or {}
     if s:
         print(f"  frames per domain: {s.get('frames_per_domain')}; disk {s.get('disk_bytes', 0) / 2**20:.1f} MB",

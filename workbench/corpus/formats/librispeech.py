@@ -9,12 +9,12 @@ Speaker = the speaker folder; ``chapter`` and ``subset`` (e.g. ``train-clean-100
 No ``source_id`` is set: a chapter is one recording of one speaker, so grouping by speaker (the
 convention's next key) already keeps a chapter's utterances on one side of a split.
 
-Example
--------
->>> from workbench.corpus.formats import iter_clips
->>> clip = next(iter_clips("LibriSpeech/dev-clean", "librispeech"))   # doctest: +SKIP
->>> clip.id, clip.speaker, clip.extra["chapter"]                        # doctest: +SKIP
-('1272-128104-0000', '1272', '128104')
+Usage (on a real corpus in that layout)::
+
+    from workbench.corpus.formats import iter_clips
+    clip = next(iter_clips("LibriSpeech/dev-clean", "librispeech"))
+    clip.id, clip.speaker, clip.extra["chapter"]
+    # -> ('1272-128104-0000', '1272', '128104')
 """
 from __future__ import annotations
 

@@ -7,12 +7,12 @@
 
 Neither layout can be told from a plain folder tree, so name them: ``--format musan``.
 
-Example
--------
->>> from workbench.corpus.formats import iter_clips
->>> clips = list(iter_clips("musan", "musan"))      # doctest: +SKIP
->>> sorted({c.domain for c in clips})                 # doctest: +SKIP
-['music', 'noise', 'speech']
+Usage (on a real corpus in that layout)::
+
+    from workbench.corpus.formats import iter_clips
+    clips = list(iter_clips("musan", "musan"))
+    sorted({c.domain for c in clips})
+    # -> ['music', 'noise', 'speech']
 """
 from __future__ import annotations
 

@@ -13,12 +13,12 @@ sit on both sides of a split.
   ``FSD50K.dev_audio/`` and ``FSD50K.eval_audio/``; multi-label: ``domain`` = the first label,
   ``labels`` = all of them.
 
-Example
--------
->>> from workbench.corpus.formats import iter_clips
->>> clip = next(iter_clips("ESC-50-master", "esc50"))        # doctest: +SKIP
->>> clip.domain, clip.extra["fold"], clip.extra["source_id"]  # doctest: +SKIP
-('dog', 1, '100032')
+Usage (on a real corpus in that layout)::
+
+    from workbench.corpus.formats import iter_clips
+    clip = next(iter_clips("ESC-50-master", "esc50"))
+    clip.domain, clip.extra["fold"], clip.extra["source_id"]
+    # -> ('dog', 1, '100032')
 """
 from __future__ import annotations
 

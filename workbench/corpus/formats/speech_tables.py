@@ -9,11 +9,11 @@
 
 ``ctx.options["split"]`` (a name or list of names) limits the tables read.
 
-Example
--------
->>> from workbench.corpus.formats import iter_clips, ReadContext
->>> ctx = ReadContext(options={"split": "dev"})
->>> clips = list(iter_clips("cv-corpus/en", "commonvoice", ctx))    # doctest: +SKIP
+Usage (on a real corpus in that layout)::
+
+    from workbench.corpus.formats import iter_clips, ReadContext
+    ctx = ReadContext(options={"split": "dev"})
+    clips = list(iter_clips("cv-corpus/en", "commonvoice", ctx))
 """
 from __future__ import annotations
 

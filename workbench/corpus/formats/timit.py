@@ -10,12 +10,12 @@ folder (its first letter is the sex), ``dialect`` = ``DR<n>``, ``split`` = ``tra
 are read too. Shorten-compressed SPHERE files (the LDC discs) are reported: convert them with
 ``sph2pipe`` first.
 
-Example
--------
->>> from workbench.corpus.formats import iter_clips
->>> clip = next(iter_clips("data/TIMIT", "timit"))                       # doctest: +SKIP
->>> clip.speaker, clip.extra["dialect"], clip.tiers["phones61"][0].label   # doctest: +SKIP
-('fcjf0', 'dr1', 'h#')
+Usage (on a real corpus in that layout)::
+
+    from workbench.corpus.formats import iter_clips
+    clip = next(iter_clips("data/TIMIT", "timit"))
+    clip.speaker, clip.extra["dialect"], clip.tiers["phones61"][0].label
+    # -> ('fcjf0', 'dr1', 'h#')
 """
 from __future__ import annotations
 
