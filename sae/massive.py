@@ -82,10 +82,13 @@ def recorded_filter(sae_dir: str | os.PathLike, hook: str, default=_MISSING):
     conf = _train_config(sae_dir)
     source = (conf or {}).get("source") or {}
     if "frame_filter" not in source:
-        if source.get("source") == "cache":
-            return {"max_norm_ratio": MASSIVE_RATIO, "median_norm": None, "norm_limit": None, "legacy": True,
-                    "rule": "not recorded: trained before the filter was written to train_config.json, with "
-                            "the default 10x median-norm filter"}
+        if source.get("source") == "cache" or "max_norm_ratio" in source:  # old cache runs; streamed runs
+            ratio = source.get("max_norm_ratio", MASSIVE_RATIO)
+            if ratio is None:
+                return None
+            return {"max_norm_ratio": float(ratio), "median_norm": None, "norm_limit": None, "legacy": True,
+                    "rule": "limit not recorded (a run from before the filter was written to train_config.json, "
+                            "or a streamed run): max_norm_ratio x the median norm"}
         return None if default is _MISSING else default
     filters = source["frame_filter"]
     if filters is None:
