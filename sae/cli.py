@@ -346,12 +346,15 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     frames = cache.frames(hook).iloc[rows].reset_index(drop=True)
     # massive frames (sae.massive): the SAE's own training filter decides which frames it is scored on
     trained_filter = recorded_filter(folder, hook)
-    massive, limit = split_massive(X, trained_filter["norm_limit"] if trained_filter else None)
+    massive, limit = split_massive(X, trained_filter["norm_limit"] if trained_filter else None,
+                                   (trained_filter or {}).get("max_norm_ratio") or 10.0)
     both = {"metrics_all_frames": to_json(evaluate(sae, X.split(8192))),
             "metrics_without_massive": to_json(evaluate(sae, X[torch.from_numpy(~massive)].split(8192)))
             if (~massive).any() else None}
-    massive_info = {**summary(X, massive, limit, "train_config.json" if trained_filter else
-                              "10 x the median norm of the evaluated frames (the SAE trained on all frames)"),
+    massive_info = {**summary(X, massive, limit, "10 x the median norm of the evaluated frames (the SAE trained "
+                              "on all frames)" if trained_filter is None else "train_config.json"
+                              if trained_filter["norm_limit"] is not None else "the evaluated frames' median norm "
+                              "x the default ratio (a run from before the filter was recorded)"),
                     "trained_on_massive": trained_filter is None}
     if trained_filter is not None:  # score the SAE on the frames it is a model of; the splice passes the rest
         keep = torch.from_numpy(~massive)
@@ -399,7 +402,7 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     feature_summaries(sae, X, frames, dest)
     if model is not None:
         result["splice"] = _splice(model, sae, hook, cache, selection["clips"], splice_clips, dest, verbose,
-                                   norm_limit=trained_filter["norm_limit"] if trained_filter else None)
+                                   norm_limit=limit if trained_filter else None)
     write_json(dest / "eval.json", result, indent=2, default=_json_default)
     return result
 
