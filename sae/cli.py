@@ -285,7 +285,7 @@ def run_eval(args) -> int:
     for folder, hook in zip(folders, hooks):
         # out/HOOK is replaced only when its evaluation finished: a failed one leaves the old one as it was
         about = {"cache": str(cache.root), "cache_state": allowed, "sae": str(folder), "model": args.model}
-        with artifact_dir(out / hook, {**cache_inputs(cache), "hook": hook}, about=about) as dest:
+        with artifact_dir(out / hook, {**cache_inputs(cache), "hook": hook}, about=about, keep=_NOT_EVAL) as dest:
             result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
                                   splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
                                   verbose=not args.quiet, holdout_file=args.holdout_file,
@@ -306,6 +306,8 @@ def run_eval(args) -> int:
     return 0
 
 
+#: files other commands put beside an evaluation (``sae bench --out`` the same folder): kept when it is redone
+_NOT_EVAL = ("explanations.csv", "bench*")
 _ERASURE = {"fixed": ("fixed",), "retrained": ("retrained",), "both": ("fixed", "retrained")}
 _SPLICE_HEADLINE = ("clips", "rel_error_hook", "rel_error_output", "wer_clean", "wer_spliced", "wer_change", "wer_clips")
 
