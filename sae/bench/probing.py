@@ -106,7 +106,7 @@ def sparse_probing(Z: np.ndarray, X: np.ndarray, frames: pd.DataFrame, ks=KS, n_
         per = {}
         for c in classes:
             y = (labels == c).to_numpy().astype(int)
-            if y[train].min() == y[train].max():
+            if len(set(y[train])) < 2 or len(set(y[~train])) < 2:
                 continue
             per[c] = sparse_probe_task(Z[rows], X[rows], y, train, ks, dense, seed)
         if per:
