@@ -35,6 +35,7 @@ def register(subparsers) -> None:
     t.add_argument("--model", default=None, help="stream activations from this model (no cache; with --corpus)")
     t.add_argument("--corpus", default=None, help="corpus directory or manifest.jsonl to stream (with --model)")
     t.add_argument("--buffer-batches", type=positive_int, default=16, help="streaming shuffle buffer, in batches")
+    t.add_argument("--model-device", default="cpu", help="device of the streamed model (cpu, cuda); training stays on CPU")
     t.add_argument("--hook", action="append", required=True, help="hook name or glob (repeat for several)")
     t.add_argument("--expansion", type=positive_int, default=8)
     t.add_argument("--k", type=positive_int, default=50)
@@ -185,7 +186,8 @@ def _run_train_streaming(args, dist) -> int:
                       k_anneal_from=args.k_anneal_from, seed=args.seed, dtype=_dtype_arg(args), threads=args.threads)
     data = stream_source(args.model, args.corpus, args.hook, args.batch_size, args.seed, out=args.out,
                          holdout_fraction=args.holdout_clips, holdout_by=args.holdout_by,
-                         holdout_file=args.holdout_file, buffer_batches=args.buffer_batches)
+                         holdout_file=args.holdout_file, buffer_batches=args.buffer_batches,
+                         device=args.model_device)
     saes = train(data, data.hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
     for h in saes if dist.is_main else ():
         print(f"{h}: {Path(args.out) / h}")
