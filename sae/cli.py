@@ -11,7 +11,7 @@ $ workbench sae bench --sae work/saes/run1 work/saes/run2 --cache work/cache --m
 """
 from __future__ import annotations
 
-import fnmatch
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.conventions import resolve_hooks
 from workbench.validate import non_negative_int, positive_float, positive_int, probability
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,15 @@ def register(subparsers) -> None:
     t.add_argument("--holdout-clips", type=probability, default=None, metavar="FRACTION",
                    help="hold out this fraction of each domain's clips (by --holdout-by) from training; "
                         "written to OUT/holdout.json, which `sae eval` scores on")
-    t.add_argument("--holdout-by", choices=["speaker", "clip"], default="speaker")
+    t.add_argument("--holdout-by", choices=["speaker", "clip"], default="speaker",
+                   help="speaker: clips sharing a source recording or a speaker stay together; clip: clips sharing "
+                        "a source recording (workbench.conventions.groups_of)")
+    t.add_argument("--max-norm-ratio", type=non_negative_float_or_none, default=10.0,
+                   help="do not train on frames above this multiple of the median norm (Whisper's massive frames; "
+                        "recorded in train_config.json, and sae eval / the splice treat them alike); 0: all frames")
     t.add_argument("--holdout-file", default=None, help="hold out exactly these clips (holdout.json or id list)")
+    t.add_argument("--allow-incomplete", action="store_true",
+                   help="train on a cache whose build did not finish (recorded in OUT/inputs.json)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=run_train)
 
@@ -75,6 +83,10 @@ def register(subparsers) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--erasure-probe", choices=["fixed", "retrained", "both"], default="both",
                    help="concept erasure read-out: fixed probe, strict retrained probe (slow), or both")
+    e.add_argument("--allow-incomplete", action="store_true",
+                   help="evaluate on a cache whose build did not finish (recorded in OUT/HOOK/inputs.json)")
+    e.add_argument("--force", action="store_true",
+                   help="evaluate with --hook even when it is not the hook the SAE was trained on")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=run_eval)
     _register_bench(sub)
@@ -122,14 +134,19 @@ def run_bench_cmd(args) -> int:
     return 0
 
 
+def non_negative_float_or_none(text: str) -> float | None:
+    """``--max-norm-ratio``: a positive float, or 0 / "none" for no filter."""
+    if text.strip().lower() in ("0", "none", "0.0"):
+        return None
+    value = positive_float(text)
+    if value <= 1:
+        raise argparse.ArgumentTypeError(f"must be > 1 (a multiple of the median norm) or 0 for no filter, got {text!r}")
+    return value
+
+
 def _resolve_hooks(patterns, available) -> list[str]:
-    hooks = []
-    for p in patterns:
-        hits = [h for h in available if fnmatch.fnmatchcase(h, p)]
-        if not hits:
-            raise ValueError(f"--hook {p!r} matches no cached hook; cached: {available}")
-        hooks += [h for h in hits if h not in hooks]
-    return hooks
+    """``--hook`` names/globs -> cached hooks (the one resolver: :func:`workbench.conventions.resolve_hooks`)."""
+    return resolve_hooks(patterns, available, what="the cache (--hook)", allow_all=False)
 
 
 def _dtype_arg(args) -> str:
@@ -152,13 +169,16 @@ def run_train(args) -> int:
 
 def _run_train(args, dist) -> int:
     from sae.config import TrainConfig
-    from sae.train import train
+    from sae.train import CHECKPOINT, train
     from workbench.cache import ActivationCache
+    from workbench.cache.inputs import cache_inputs, require_complete
+    from workbench.names import check_component
 
     if args.cache is None:
         return _run_train_streaming(args, dist)
     cache = ActivationCache.open(args.cache)
-    hooks = _resolve_hooks(args.hook, cache.hooks)
+    allowed = require_complete(cache, args.allow_incomplete)  # an unfinished cache only when asked, and recorded
+    hooks = [check_component(h, "hook", cache.root / "cache.json") for h in _resolve_hooks(args.hook, cache.hooks)]
     cfg = TrainConfig(expansion=args.expansion, k=args.k, tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
                       k_anneal_from=args.k_anneal_from, seed=args.seed, dtype=_dtype_arg(args), threads=args.threads)
     from sae.holdout import (  # held-out clips never reach training
@@ -166,12 +186,39 @@ def _run_train(args, dist) -> int:
         source_without_heldout,
     )
 
-    split = for_training(cache, args.out, args.holdout_clips, args.holdout_by, args.seed, args.holdout_file)
-    data = source_without_heldout(cache, hooks, cfg, split)
-    saes = train(data, hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
+    out = Path(args.out)
+    if (out / CHECKPOINT).exists() and not args.resume:  # before holdout.json is written into the old run
+        raise FileExistsError(f"{out / CHECKPOINT} exists: pass --resume to continue it, or use another --out")
+    inputs = {**cache_inputs(cache), "hooks": hooks}
+    with _locked_run(dist, out, inputs, {"cache": str(cache.root), "cache_state": allowed},
+                     check=(out / CHECKPOINT).exists()):
+        split = for_training(cache, args.out, args.holdout_clips, args.holdout_by, args.seed, args.holdout_file)
+        data = source_without_heldout(cache, hooks, cfg, split, max_norm_ratio=args.max_norm_ratio)
+        saes = train(data, hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
     for h in saes if dist.is_main else ():
         print(f"{h}: {Path(args.out) / h}")
     return 0
+
+
+def _locked_run(dist, out: Path, inputs: dict, about: dict, check: bool):
+    """Rank 0 locks ``out`` and checks/records its inputs (:func:`workbench.atomic.artifact_dir`,
+    in place: the checkpoint lives there); a refusal reaches every rank before any trains."""
+    import contextlib
+
+    from workbench.atomic import artifact_dir
+
+    stack, problem = contextlib.ExitStack(), None
+    if dist.is_main:
+        try:
+            stack.enter_context(artifact_dir(out, inputs, about=about, resumable=True, check_inputs=check))
+        except Exception as e:  # tell the other ranks before raising here
+            problem = e
+    msg = dist.broadcast(None if problem is None else f"{type(problem).__name__}: {problem}")
+    if problem is not None:
+        raise problem
+    if msg is not None:
+        raise RuntimeError(f"rank 0 refused {out}: {msg}")
+    return stack
 
 
 def _run_train_streaming(args, dist) -> int:
@@ -210,24 +257,41 @@ def run_eval(args) -> int:
     out = Path(args.out)
     folders = _sae_dirs(Path(args.sae))
     from sae.io import load_sae
+    from workbench.cache.inputs import cache_inputs, require_complete
+    from workbench.names import check_component
 
+    allowed = require_complete(cache, args.allow_incomplete)  # an unfinished cache only when asked, and recorded
+    hooks = []
     for folder in folders:  # a damaged or mismatched SAE fails here, naming its file, before the model load
-        hook = args.hook or load_sae(folder).cfg.hook_name
-        if hook and hook not in cache.hooks:
+        trained = load_sae(folder).cfg.hook_name
+        hook = args.hook or trained
+        if not hook:
+            raise ValueError(f"{folder}: the SAE does not say which hook it was trained on; pass --hook")
+        if args.hook and trained and args.hook != trained:
+            msg = f"{folder} was trained on {trained!r}, not --hook {args.hook!r}: its figures there mean little"
+            if not args.force:
+                raise ValueError(f"{msg}; pass --force to evaluate it on that hook anyway")
+            log.warning("%s (--force)", msg)
+        if hook not in cache.hooks:
             raise ValueError(f"{folder}: hook {hook!r} is not in cache {cache.root}; cached hooks: {cache.hooks}")
-        if hook:
-            load_sae(folder, d_in=cache.d_model(hook), hook=hook)
+        load_sae(folder, d_in=cache.d_model(hook), hook=hook)
+        hooks.append(check_component(hook, "hook", folder / "cfg.json"))
     model = None
     if args.model:
         import workbench.models
 
         model = workbench.models.load(args.model)
+    from workbench.atomic import artifact_dir
+
     results = []
-    for folder in folders:
-        result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
-                              splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
-                              verbose=not args.quiet, holdout_file=args.holdout_file,
-                              erasure_probes=_ERASURE[args.erasure_probe])
+    for folder, hook in zip(folders, hooks):
+        # out/HOOK is replaced only when its evaluation finished: a failed one leaves the old one as it was
+        about = {"cache": str(cache.root), "cache_state": allowed, "sae": str(folder), "model": args.model}
+        with artifact_dir(out / hook, {**cache_inputs(cache), "hook": hook}, about=about) as dest:
+            result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
+                                  splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
+                                  verbose=not args.quiet, holdout_file=args.holdout_file,
+                                  erasure_probes=_ERASURE[args.erasure_probe], dest=dest)
         results.append(result)
         shown = {k: result[k] for k in ("hook", "in_sample", "metrics") if k in result}
         if "splice" in result:  # the headline of the spliced-in effect, without the per-clip transcripts
@@ -250,7 +314,7 @@ _SPLICE_HEADLINE = ("clips", "rel_error_hook", "rel_error_output", "wer_clean", 
 
 def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, max_frames: int = 100_000,
                  splice_clips: int = 20, compare=None, seed: int = 0, verbose: bool = True,
-                 holdout_file=None, erasure_probes=("fixed", "retrained")) -> dict:
+                 holdout_file=None, erasure_probes=("fixed", "retrained"), dest: Path | None = None) -> dict:
     """Everything ``workbench sae eval`` reports for one SAE; writes ``out/<hook>/eval.json`` and friends.
 
     Every figure is on held-out clips when the SAE's run recorded a split (``holdout.json``, see
@@ -260,7 +324,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     from sae.analyses import concept_erasure, domain_specialization, seed_consistency
     from sae.holdout import eval_selection
     from sae.io import load_sae
-    from sae.metrics import density_histogram, evaluate_by_domain, to_json
+    from sae.massive import recorded_filter, split_massive, summary
+    from sae.metrics import density_histogram, evaluate, evaluate_by_domain, to_json
     from sae.summaries import feature_summaries
     from workbench.atomic import write_json
 
@@ -271,7 +336,7 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     if hook not in cache.hooks:
         raise ValueError(f"hook {hook!r} is not in cache {cache.root}; cached hooks: {cache.hooks}")
     sae = load_sae(folder, d_in=cache.d_model(hook), hook=hook)
-    dest = out / hook
+    dest = dest if dest is not None else out / hook  # run_eval passes the temporary folder of out/hook
     selection = eval_selection(cache, folder, holdout_file)
     if selection["in_sample"]:
         log.warning("%s: no holdout.json from its training run and no --holdout-file: figures are IN-SAMPLE "
@@ -281,13 +346,27 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     rows = np.sort(rng.choice(pool, size=min(len(pool), max_frames), replace=False))
     X = torch.from_numpy(cache.load(hook, rows))
     frames = cache.frames(hook).iloc[rows].reset_index(drop=True)
+    # massive frames (sae.massive): the SAE's own training filter decides which frames it is scored on
+    trained_filter = recorded_filter(folder, hook)
+    massive, limit = split_massive(X, trained_filter["norm_limit"] if trained_filter else None)
+    both = {"metrics_all_frames": to_json(evaluate(sae, X.split(8192))),
+            "metrics_without_massive": to_json(evaluate(sae, X[torch.from_numpy(~massive)].split(8192)))
+            if (~massive).any() else None}
+    massive_info = {**summary(X, massive, limit, "train_config.json" if trained_filter else
+                              "10 x the median norm of the evaluated frames (the SAE trained on all frames)"),
+                    "trained_on_massive": trained_filter is None}
+    if trained_filter is not None:  # score the SAE on the frames it is a model of; the splice passes the rest
+        keep = torch.from_numpy(~massive)
+        X, frames = X[keep], frames[~massive].reset_index(drop=True)
     domains = frames["domain"].fillna("unknown").astype(str).to_numpy() if "domain" in frames else None
     by_domain = evaluate_by_domain(sae, X, domains if domains is not None else np.full(len(X), "unknown"))
     metrics = by_domain["all"]
     density_histogram(metrics["density"], dest / "density.html", title=f"Feature density, {hook}")
     result = {"sae": str(folder), "hook": hook, "cache": str(cache.root), "in_sample": selection["in_sample"],
               "holdout": {"source": selection["source"], "clips": len(selection["clips"])},
-              "metrics": to_json(metrics), "metrics_by_domain": {d: to_json(m) for d, m in by_domain.items()}}
+              "metrics": to_json(metrics), "metrics_scope": "frames without massive ones (as trained)"
+              if trained_filter is not None else "all frames (as trained)", **both, "massive_frames": massive_info,
+              "metrics_by_domain": {d: to_json(m) for d, m in by_domain.items()}}
     if domains is not None and len(set(domains)) > 1:
         spec = domain_specialization(sae, X, domains)
         result["domain_specialization"] = {k: v for k, v in spec.items() if k != "table"}
@@ -321,7 +400,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
                         other.cfg.hook_name, hook)
     feature_summaries(sae, X, frames, dest)
     if model is not None:
-        result["splice"] = _splice(model, sae, hook, cache, selection["clips"], splice_clips, dest, verbose)
+        result["splice"] = _splice(model, sae, hook, cache, selection["clips"], splice_clips, dest, verbose,
+                                   norm_limit=trained_filter["norm_limit"] if trained_filter else None)
     write_json(dest / "eval.json", result, indent=2, default=_json_default)
     return result
 
@@ -329,7 +409,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
 _CLEAN_MEMO: dict = {}  # clean transcripts / outputs per (model, clip), shared by the SAEs of one eval run
 
 
-def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, verbose: bool) -> dict:
+def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, verbose: bool,
+            norm_limit: float | None = None) -> dict:
     """Spliced-in effect on up to ``n_clips`` held-out clips with transcripts and as many without;
     the per-clip table goes to ``dest/splice_clips.csv``."""
     from sae.splice import select_clips, spliced_effect
@@ -342,7 +423,7 @@ def _splice(model, sae, hook: str, cache, clip_ids, n_clips: int, dest: Path, ve
     groups = [str(c.extra.get("source") or "unknown") for c in chosen]  # e.g. espeak-ng vs each real corpus
     res = spliced_effect(model, sae, hook, audio, [c.transcript for c in chosen], verbose=verbose,
                          ids=[c.id for c in chosen], domains=[c.domain for c in chosen], groups=groups,
-                         clean_memo=_CLEAN_MEMO)
+                         clean_memo=_CLEAN_MEMO, norm_limit=norm_limit)
     table = res.pop("clips_table")
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest / "splice_clips.csv") as tmp:

@@ -41,7 +41,8 @@ def _world(absorbed: bool = True, seed: int = 0):
         W_dec[5 + i] = (Q[4] + Q[30 + i]) / np.sqrt(2) if absorbed else Q[30 + i]
     W_dec[11:] = Q[11:24]
     code = np.zeros((N, M))
-    c = lambda n: rng.uniform(1.0, 2.0, n)
+    def c(n):
+        return rng.uniform(1.0, 2.0, n)
     for f, mask in ((0, phones == "A"), (1, np.isin(phones, ["B", "C"])), (2, speaker == "s2"), (3, domain == "music")):
         code[mask, f] = c(mask.sum())
     g_general = phones == "D" if absorbed else np.isin(phones, ["D"] + [f"R{i}" for i in range(6)])
