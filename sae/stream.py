@@ -59,18 +59,28 @@ class StreamSource(ModelSource):
         self._limit: dict[str, float | None] | None = None
         self.meta = {"source": "model-stream", "model_name": self.meta.get("model_name", ""), "clips": len(self.index),
                      "buffer_frames": self.buffer, "max_norm_ratio": max_norm_ratio}
+        self.limits()  # before training starts: train_config.json records the filter
 
     def limits(self) -> dict[str, float | None]:
         """Per hook: the norm above which a frame is dropped (``max_norm_ratio`` x the median norm of
-        the first ``norm_sample_clips`` training clips; the same on every rank)."""
+        the first ``norm_sample_clips`` training clips; the same on every rank). Recorded in
+        ``meta["frame_filter"]`` like the cache source's, so ``sae eval`` and ``sae bench`` score and
+        splice the SAE on the frames it was trained on (:mod:`sae.massive`)."""
         if self._limit is None:
             if self.max_norm_ratio is None:
                 self._limit = {h: None for h in self.hooks}
+                self.meta["frame_filter"] = None
             else:
+                from sae.massive import describe
+
                 clips = [self._load(int(i)) for i in self.index[: self.norm_sample_clips]]
                 acts = self.model.run_with_cache(clips, self.hooks)
-                self._limit = {h: float(self.max_norm_ratio) * float(torch.cat(
-                    [a[h].float().cpu().reshape(-1, a[h].shape[-1]) for a in acts]).norm(dim=1).median()) for h in self.hooks}
+                filters = {}
+                for h in self.hooks:
+                    norms = torch.cat([a[h].float().cpu().reshape(-1, a[h].shape[-1]) for a in acts]).norm(dim=1).numpy()
+                    filters[h] = describe(self.max_norm_ratio, float(np.median(norms)), norms)
+                self._limit = {h: f["norm_limit"] for h, f in filters.items()}
+                self.meta["frame_filter"] = filters
         return self._limit
 
     def _clip_frames(self, order: np.ndarray) -> Iterator[dict[str, torch.Tensor]]:

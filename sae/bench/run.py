@@ -48,24 +48,34 @@ def _selection(cache, folder: Path, hook: str, holdout_file, max_frames: int, se
 
 def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: torch.Tensor, descriptors,
               model=None, clip_ids=None, splice_clips: int = 5, seed: int = 0, families=None,
-              dest: Path | None = None, verbose: bool = False, clean_memo: dict | None = None) -> tuple[dict, dict]:
+              dest: Path | None = None, verbose: bool = False, clean_memo: dict | None = None,
+              norm_limit: float | None = None) -> tuple[dict, dict]:
     """All bench families for one SAE on frames ``X`` (rows ``rows`` of ``cache``), described by
-    ``frames`` and ``descriptors``. Returns ``(flat row, nested results)``; writes ``dest/explanations.csv``."""
+    ``frames`` and ``descriptors``. ``norm_limit``: the SAE's training filter (:mod:`sae.massive`):
+    massive frames are spliced through and left out of every family but the all-frames core figures.
+    Returns ``(flat row, nested results)``; writes ``dest/explanations.csv``."""
     from sae.bench import absorption as ab
     from sae.bench import core, erasure, explain, labels, probing
     from workbench.atomic import atomic_path
 
     families = set(families or ("core", "splice", "probing", "absorption", "erasure", "explain"))
-    row: dict = {"hook": hook, "d_sae": sae.d_sae, "k": sae.cfg.k, "frames": len(X)}
+    row: dict = {"hook": hook, "d_sae": sae.d_sae, "k": sae.cfg.k, "frames": len(X),
+                 "trained_on_massive": norm_limit is None}
     nested: dict = {}
     t0 = time.perf_counter()
     if "core" in families:
-        m = core.core_metrics(sae, X)
+        m = core.core_metrics(sae, X, norm_limit)
         m.pop("density")
         row.update(m)
     if "splice" in families and model is not None:
         row.update(core.splice_metrics(model, sae, hook, cache, clip_ids, splice_clips, verbose=verbose,
-                                       clean_memo=clean_memo))
+                                       clean_memo=clean_memo, norm_limit=norm_limit))
+    if norm_limit is not None:  # the other families read the frames the SAE is a model of (sae.massive)
+        from sae.massive import split_massive
+
+        keep = ~split_massive(X, norm_limit)[0]
+        X, frames = X[torch.from_numpy(keep)], frames[keep].reset_index(drop=True)
+        descriptors = descriptors[keep].reset_index(drop=True) if descriptors is not None else None
     Z = None
     if families & {"probing", "explain"}:
         Z = sae.encode_numpy(X.numpy())
@@ -100,7 +110,9 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
         row.update({f"erase_{k}_frac": v for k, v in fr.items()})
     if "explain" in families:
         concepts = labels.frame_concepts(frames, descriptors)
-        fit = explain.split_by_group(frames["clip_id"].astype(str).to_numpy(), 0.5, seed)
+        from workbench.conventions import frame_groups
+
+        fit = explain.split_by_group(frame_groups(frames, by="clip"), 0.5, seed)
         table = explain.explain_features(Z, concepts, fit)
         dist = explain.f1_distribution(table)
         nested["explanations"] = dist
@@ -114,9 +126,9 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
 
 
 def _groups(frames: pd.DataFrame) -> np.ndarray:
-    spk = frames["speaker"].to_numpy(dtype=object) if "speaker" in frames else np.full(len(frames), None)
-    return np.array([str(s) if pd.notna(s) else "clip:" + str(c)
-                     for s, c in zip(spk, frames["clip_id"].to_numpy(dtype=object))])
+    from workbench.conventions import frame_groups
+
+    return frame_groups(frames, by="speaker")
 
 
 def run_bench(sae_args, cache, model, out: str | os.PathLike, hook: str | None = None, max_frames: int = 20_000,
@@ -124,6 +136,7 @@ def run_bench(sae_args, cache, model, out: str | os.PathLike, hook: str | None =
     """Bench every SAE named by ``sae_args`` (see :func:`sae.bench.saes.find_saes`) on ``cache``; writes the
     files listed in the module docstring and returns the bench table."""
     from sae.analyses import seed_consistency
+    from sae.massive import recorded_filter
     from workbench.acoustics import corpus_descriptors
     from workbench.atomic import write_json
 
@@ -150,8 +163,10 @@ def run_bench(sae_args, cache, model, out: str | os.PathLike, hook: str | None =
         if key not in descriptor_memo:
             descriptor_memo[key] = corpus_descriptors(frames, cache.corpus, progress=verbose)
         sub = (Path(name.split("/")[0]) if several else Path()) / h
+        trained = recorded_filter(path if path.is_dir() else path.parent, h)
         row, nested = bench_one(sae, cache, h, sel_rows, frames, X, descriptor_memo[key], model, sel["clips"],
-                                splice_clips, seed, families, out / sub, verbose, clean_memo)
+                                splice_clips, seed, families, out / sub, verbose, clean_memo,
+                                norm_limit=trained["norm_limit"] if trained else None)
         row = {"name": name, "path": str(path), "format": sae.format, "in_sample": sel["in_sample"], **row,
                "explanations": str(out / sub / "explanations.csv") if (out / sub / "explanations.csv").is_file() else ""}
         row["seconds_total"] = time.perf_counter() - t_start
