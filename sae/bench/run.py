@@ -63,10 +63,19 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
                  "trained_on_massive": norm_limit is None}
     nested: dict = {}
     t0 = time.perf_counter()
+    last = [t0]
+
+    def lap(family: str) -> None:  # seconds per family, where the time goes
+        now = time.perf_counter()
+        if family in families:
+            row[f"seconds_{family}"] = now - last[0]
+        last[0] = now
+
     if "core" in families:
         m = core.core_metrics(sae, X, norm_limit)
         m.pop("density")
         row.update(m)
+    lap("core")
     if "splice" in families and model is not None:
         row.update(core.splice_metrics(model, sae, hook, cache, clip_ids, splice_clips, verbose=verbose,
                                        clean_memo=clean_memo, norm_limit=norm_limit))
@@ -79,6 +88,7 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
     Z = None
     if families & {"probing", "explain"}:
         Z = sae.encode_numpy(X.numpy())
+    lap("splice")
     if "probing" in families:
         res = probing.sparse_probing(Z, X.numpy(), frames, seed=seed)
         nested["sparse_probing"] = res
@@ -89,6 +99,7 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
                 row[f"probe_{task}_raw_k{k}"] = v
             if "raw_full" in r:
                 row[f"probe_{task}_raw_full"] = r["raw_full"]
+    lap("probing")
     if "absorption" in families:
         res = ab.phone_class_absorption(sae, X.numpy(), frames, seed=seed)
         nested["absorption"] = res
@@ -96,6 +107,7 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
             row["absorption_mean"] = res["mean_absorption_rate"]
             for name, r in res["classes"].items():
                 row[f"absorption_{name}"] = r.get("absorption_rate")
+    lap("absorption")
     if "erasure" in families:
         concepts = erasure.frame_erasure_concepts(frames, ab.PHONE_CLASSES)
         if concepts:
@@ -108,6 +120,7 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
         fr = erasure.erasure_fractions(sae, X, frames, seed=seed, vowels=_vowels())
         nested["erasure_fraction"] = fr
         row.update({f"erase_{k}_frac": v for k, v in fr.items()})
+    lap("erasure")
     if "explain" in families:
         concepts = labels.frame_concepts(frames, descriptors)
         from workbench.conventions import frame_groups
@@ -121,6 +134,7 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
             dest.mkdir(parents=True, exist_ok=True)
             with atomic_path(dest / "explanations.csv") as tmp:
                 table.to_csv(tmp, index=False, float_format="%.4f")
+    lap("explain")
     row["seconds"] = time.perf_counter() - t0
     return row, nested
 
@@ -160,8 +174,10 @@ def run_bench(sae_args, cache, model, out: str | os.PathLike, hook: str | None =
         X = torch.from_numpy(cache.load(h, sel_rows))
         frames = cache.frames(h).iloc[sel_rows].reset_index(drop=True)
         key = (h, tuple(sel_rows[:50]), len(sel_rows))
+        t_desc = time.perf_counter()
         if key not in descriptor_memo:
             descriptor_memo[key] = corpus_descriptors(frames, cache.corpus, progress=verbose)
+        t_desc = time.perf_counter() - t_desc
         sub = (Path(name.split("/")[0]) if several else Path()) / h
         trained = recorded_filter(path if path.is_dir() else path.parent, h)
         row, nested = bench_one(sae, cache, h, sel_rows, frames, X, descriptor_memo[key], model, sel["clips"],
@@ -169,6 +185,7 @@ def run_bench(sae_args, cache, model, out: str | os.PathLike, hook: str | None =
                                 norm_limit=trained["norm_limit"] if trained else None)
         row = {"name": name, "path": str(path), "format": sae.format, "in_sample": sel["in_sample"], **row,
                "explanations": str(out / sub / "explanations.csv") if (out / sub / "explanations.csv").is_file() else ""}
+        row["seconds_descriptors"] = t_desc
         row["seconds_total"] = time.perf_counter() - t_start
         rows.append(row)
         nested_all[name] = nested
