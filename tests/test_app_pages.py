@@ -243,7 +243,11 @@ def test_steering_page_live(served, tmp_path):
     assert base.strip() and isinstance(steered, str)
     served.wait_for_element("#steer-history-rows", timeout=30)
     assert "%" in served.find_element("#steer-history-rows").text  # WER against the reference
-    served.find_element("#steer-strength").clear()  # an empty strength is an error, not a silent default
+    from selenium.webdriver.common.keys import Keys
+
+    box = served.find_element("#steer-strength")  # an empty strength is an error, not a silent default
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.BACKSPACE)
     served.find_element("#steer-go").click()
     served.wait_for_contains_text("#steer-live", "strength is empty", timeout=30)
     screenshot(served, "steering", tmp_path)
