@@ -55,7 +55,7 @@ def scenarios(ws) -> dict[str, list[tuple[str, list, list]]]:
         out["features: filter table"] = [("feat-sae.value", [ref.key, d, p, t, sc], [], "feat-table")
                                          for d, p, t, sc in ((None, None, None, None), (None, "AA", None, None),
                                                              ("speech", None, None, None), (None, None, "a", 0.1))]
-        out["features: choose feature"] = [("feat-feature.value", [f], [ref.key]) for f in feats]
+        out["features: choose feature"] = [("feat-feature.value", [f], [ref.key], "feat-hist") for f in feats]
         out["features: choose clip"] = [("feat-clip.value", [c], [ref.key]) for c in clips]
     sources = ws.token_sources()
     if sources:
@@ -65,7 +65,7 @@ def scenarios(ws) -> dict[str, list[tuple[str, list, list]]]:
 
         tokens = [int(t) for t in np.unique(ids)[:6]]
         clips = src["tokens"].clip_ids[:6]
-        out["tokens: choose cache"] = [("tok-source.value", [src["name"]], [])]
+        out["tokens: choose cache"] = [("tok-source.value", [src["name"]], [None], "tok-status")]
         out["tokens: show clip"] = [("tok-clip.value", [c, tokens[0]], [src["name"]]) for c in clips]
         out["tokens: choose token"] = [("tok-token.value", [t], [src["name"]]) for t in tokens]
     for run in ws.folders("probes")[:1]:
@@ -78,7 +78,7 @@ def scenarios(ws) -> dict[str, list[tuple[str, list, list]]]:
         except PartError as e:  # e.g. a run still being written
             print(f"app_latency: skipping neuro/{run.name}: {e}", file=sys.stderr)
             continue
-        out["eeg: choose run"] = [("eeg-run.value", [run.name], [])]
+        out["eeg: choose run"] = [("eeg-run.value", [run.name], [None], "eeg-status")]
         if n["layers"] is not None:
             from apps.pages.eeg import layer_table
 

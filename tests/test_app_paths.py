@@ -43,7 +43,7 @@ HOSTILE = ["../outside/probes/run", "../../outside", "/etc", "../../etc", "run/.
 
 
 STATE = {"probe-run.value": ([None], "probe-info"), "steer-run.value": ([], "steer-info"),
-         "eeg-run.value": ([], "")}
+         "eeg-run.value": ([None], "eeg-status")}
 
 
 def _body(app, first_input: str, value, state=None) -> str:
