@@ -193,6 +193,7 @@ def test_tokens_page(served, tmp_path):
     assert_audio(audio_sources(served, "#tok-clips")[0])
     served.wait_for_element("#tok-patch .js-plotly-plot", timeout=20)
     assert "distinct tokens" in served.find_element("#tok-stats").text
+    wait_until(lambda: f"token={token}" in served.driver.current_url, what="the URL to follow the token")
     screenshot(served, "tokens", tmp_path)
     no_console_errors(served)
 
@@ -224,6 +225,13 @@ def test_eeg_page(served, tmp_path):
         assert r.headers["Content-Type"] == "image/png"
     served.wait_for_element("#eeg-trf-graph .js-plotly-plot")
     screenshot(served, "eeg", tmp_path)
+    # an SAE feature id in the correlation table links to its feature page
+    link = served.find_element("#eeg-corr-table a[href*='/features?sae=']")
+    feature = int(link.text.lstrip("f"))
+    link.click()
+    served.wait_for_contains_text("#feat-title", f"Feature {feature}:", timeout=30)
+    served.driver.get(served.server_url + "/eeg?run=../../etc")
+    served.wait_for_contains_text("#eeg-url-note", "no such neuro run; valid: fixture", timeout=30)
     no_console_errors(served)
 
 
