@@ -41,7 +41,7 @@ def channel_adjacency(info, ch_names: list[str]):
 
     picked = mne.pick_info(info, [info.ch_names.index(c) for c in ch_names])
     try:
-        adj, names = mne.channels.find_ch_adjacency(picked, ch_type=None, verbose="error")
+        adj, names = mne.channels.find_ch_adjacency(picked, ch_type=None)
     except Exception as e:  # no positions, or a channel type without a template
         log.warning("no channel adjacency for the cluster test: %s", e)
         return None
