@@ -63,3 +63,18 @@ def add_file_route(server: Flask, root: str | os.PathLike) -> None:
         # through to Dash's catch-all page route and answer 200 with the app's HTML
         if request.path.startswith(FILES_PREFIX) and request.endpoint != "workspace_file":
             abort(404)
+
+
+def add_upload_route(server: Flask, sessions) -> None:
+    """Register ``/upload/<session>/<key>.wav``: a session's own uploaded audio (for its players).
+
+    Both parts must be ids :mod:`apps.sessions` issued; anything else, or another session's key, is 404."""
+    from apps.data import PartError
+
+    @server.route("/upload/<sid>/<key>.wav")
+    def session_upload(sid: str, key: str):
+        try:
+            path = sessions.upload_path(sid, key)
+        except PartError:
+            abort(404)
+        return send_file(path, mimetype="audio/wav", conditional=True)

@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     f.add_argument("--bad-samples", choices=["error", "interpolate", "drop-channel"], default="error",
                    help="NaN/inf samples in a recording: refuse (default), interpolate them, or drop their channels")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--allow-incomplete", action="store_true",
+                   help="use a --cache whose build did not finish (recorded in OUT/inputs.json)")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=run_fit)
 
@@ -77,34 +79,49 @@ def run_fit(args) -> int:
     from neuro.api import fit
     from workbench.corpus import load_corpus
 
-    cache = None
+    from pathlib import Path
+
+    from neuro.api import default_cache_root
+    from workbench.atomic import artifact_dir
+
+    cache, about = None, {}
+    inputs = {"recording": [str(r) for r in args.recording or []], "bids": args.bids and str(args.bids),
+              "corpus": str(args.corpus)}
     if args.cache:
         from workbench.cache import ActivationCache
+        from workbench.cache.inputs import cache_inputs, require_complete
 
         cache = ActivationCache.open(args.cache)
+        about = {"cache": str(cache.root), "cache_state": require_complete(cache, args.allow_incomplete)}
+        inputs.update(cache_inputs(cache))
     if bool(args.recording) == bool(args.bids):
         raise ValueError("give --recording R1 [R2 ...] or --bids ROOT --task TASK (one of them)")
-    kw = dict(model=args.model, hooks=args.hooks, sae=args.sae, cache=cache, cache_root=args.cache_root,
+    cache_root = args.cache_root or default_cache_root(Path(args.out))  # beside OUT, not beside its temporary folder
+    kw = dict(model=args.model, hooks=args.hooks, sae=args.sae, cache=cache, cache_root=cache_root,
               channels=args.channels, sfreq=args.sfreq, tmin=args.tmin, tmax=args.tmax, corr_tmax=args.corr_tmax,
               folds=args.folds, n_components=args.n_components, sae_features=args.sae_features, n_draws=args.draws,
               seed=args.seed, bad_samples=args.bad_samples, progress=not args.quiet,
               command="workbench " + " ".join(sys.argv[1:]))
     corpus = load_corpus(args.corpus)
-    if args.bids or len(args.recording) > 1:
-        from neuro.multi import fit_group
+    # OUT is replaced only when the fit finished (locked meanwhile): a failed or refused fit leaves the old one
+    with artifact_dir(args.out, inputs, about=about) as tmp:
+        if args.bids or len(args.recording) > 1:
+            from neuro.multi import fit_group
 
-        g = fit_group(args.recording, corpus, args.out, bids=args.bids, task=args.task, joint=not args.no_delta_r2,
-                      group_perms=args.group_perms, **kw)
+            g = fit_group(args.recording, corpus, tmp, bids=args.bids, task=args.task, joint=not args.no_delta_r2,
+                          group_perms=args.group_perms, **kw)
+        else:
+            res = fit(args.recording[0], corpus, tmp, delta_r2=not args.no_delta_r2, **kw)
+    if args.bids or len(args.recording) > 1:
         cols = ["feature", "r_mean", "r_ci_low", "r_ci_high", "n_significant", "delta_r2_mean"]
         print(g["layers"][cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         m = g["meta"]
         print(f"wrote {args.out} ({len(m['subjects'])} subjects; {m['n_sign_flips']} sign flips, smallest p "
               f"{m['min_p']:.2g}; {m['seconds']} s)")
         return 0
-    res = fit(args.recording[0], corpus, args.out, delta_r2=not args.no_delta_r2, **kw)
     cols = ["feature", "r_mean", "r_max", "best_channel", "n_significant", "delta_r2_mean"]
     print(res.layers[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"wrote {res.out} ({res.meta['data']}, {res.meta['seconds']} s)")
+    print(f"wrote {args.out} ({res.meta['data']}, {res.meta['seconds']} s)")
     return 0
 
 

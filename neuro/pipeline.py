@@ -13,7 +13,6 @@ Example
 """
 from __future__ import annotations
 
-import fnmatch
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,14 +110,10 @@ def _resolve_hooks(hooks, cache, model) -> list[str]:
         raise ValueError("--hooks / --sae need --model (or --cache)")
     from workbench.models import load
 
+    from workbench.conventions import resolve_hooks
+
     available = cache.hooks if cache is not None else load(model).hook_points
-    resolved: list[str] = []
-    for pat in hooks:
-        hits = [h for h in available if fnmatch.fnmatchcase(h, pat)]
-        if not hits:
-            raise ValueError(f"--hooks {pat!r} matches no hook of {model or cache.root}; hooks: {available}")
-        resolved += [h for h in hits if h not in resolved]
-    return resolved
+    return resolve_hooks(hooks, available, what=f"{model or cache.root} (--hooks)", allow_all=False)
 
 
 def _signature(rec: Recording) -> tuple:

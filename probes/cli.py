@@ -65,30 +65,43 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory (CSV, JSON, HTML)")
     p.add_argument("--no-resume", action="store_true", help="recompute hooks already finished in --out")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="probe a cache whose build did not finish (recorded in OUT/inputs.json)")
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
-    from pathlib import Path
 
+    from workbench.atomic import artifact_dir
     from workbench.cache import ActivationCache
-
-    from probes.estimator import LinearProbe
-    from probes.report import write_report
-    from probes.sweep import sweep
+    from workbench.cache.inputs import cache_inputs, require_complete
 
     # Everything checkable without fitting is checked before the sweep (which may take minutes).
     if args.topk and not args.sae:
         raise ValueError("--topk needs --sae (it ranks SAE features)")
     check_out_dir(args.out, resume_flag=None)  # a rerun resumes from --out/checkpoints
     cache = ActivationCache.open(args.cache)
+    allowed = require_complete(cache, args.allow_incomplete)  # an unfinished cache only when asked, and recorded
     hooks = "all" if args.hooks == ["all"] else args.hooks
     _check_columns(cache, args)
     if args.sae:
         from workbench.features import load_feature_dictionaries
 
         load_feature_dictionaries(args.sae)  # a damaged SAE fails here, naming its file
+    # locked while it runs, inputs recorded; checkpoints of another cache are keyed apart and not reused (sweep)
+    with artifact_dir(args.out, cache_inputs(cache), about={"cache": str(cache.root), "cache_state": allowed},
+                      resumable=True, check_inputs=False):
+        return _run(args, cache, hooks)
+
+
+def _run(args, cache, hooks) -> int:
+    from pathlib import Path
+
+    from probes.estimator import LinearProbe
+    from probes.report import write_report
+    from probes.sweep import sweep
+
     ckpt = None if args.no_resume else Path(args.out) / "checkpoints"
     result = sweep(
         cache, args.target, hooks=hooks, features=args.sae or "raw", split=args.split, folds=args.folds,

@@ -68,6 +68,9 @@ def read_saelens(weights_file: str | Path, cfg_file: str | Path | None = None) -
     missing = [k for k in ("W_enc", "b_enc", "W_dec", "b_dec") if k not in w]
     if missing:
         raise ValueError(f"{weights_file}: missing tensors {missing} (has {sorted(w)})")
+    from workbench.validate import check_sae_cfg
+
+    check_sae_cfg(cfg, w, cfg_file, weights_file)  # edited fields and NaN weights, named by file and field
     return cfg, w
 
 

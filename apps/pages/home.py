@@ -10,7 +10,7 @@ from apps.pages.common import message
 
 PATH, TITLE = "/", "Workspace"
 PAGE_OF = {"saes": ("/features", "sae"), "caches": ("/tokens", "source"), "probes": ("/probes", "run"),
-           "neuro": ("/eeg", "run"), "steering": ("/steering", "run")}
+           "neuro": ("/eeg", "run"), "steering": ("/steering", "artifact")}
 
 
 def _fmt(v) -> str:

@@ -147,6 +147,8 @@ class Store:
                 index["pieces"].append(rec)
                 known.add(piece_id(rec))
             index["failed"].update(rec.get("failed", {}))
+        for cid in Store.done_ids(index):  # a failed clip that a later run cached is no longer failed
+            index["failed"].pop(cid, None)
         return index
 
     def fold_progress(self) -> dict[str, Any]:
@@ -159,7 +161,9 @@ class Store:
 
     @staticmethod
     def done_ids(index: dict[str, Any]) -> set[str]:
-        done = set(index["failed"])
+        """Clips whose frames are committed. Failed clips (``index["failed"]``) are not done: a rerun
+        tries them again, and the cache is not complete while any failed."""
+        done: set[str] = set()
         if index["final"]:
             done.update(index["final"]["clips"])
         for p in index["pieces"]:

@@ -16,33 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.audio import load_audio  # noqa: F401  (re-exported: tests and older callers import it from here)
 from workbench.validate import torch_device
 
 logger = logging.getLogger(__name__)
-
-
-def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
-    """float32 mono at ``sr``: ``workbench.audio.load_audio`` when present, else soundfile + scipy."""
-    try:
-        from workbench.audio import load_audio as shared_loader
-    except ImportError:
-        shared_loader = None
-    if shared_loader is not None:
-        return shared_loader(path, sr=sr)
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    try:
-        x, sr_in = sf.read(str(path), dtype="float32", always_2d=True)
-    except RuntimeError as e:  # soundfile's error for undecodable files
-        raise ValueError(f"{path}: cannot decode audio ({e})") from e
-    x = x.mean(axis=1)
-    if sr_in != sr:
-        g = np.gcd(int(sr_in), int(sr))
-        x = resample_poly(x, sr // g, sr_in // g).astype(np.float32)
-    return x
 
 
 def _hook_dims(model) -> dict[str, int | None]:
