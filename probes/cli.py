@@ -66,6 +66,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (CSV, JSON, HTML)")
     p.add_argument("--no-resume", action="store_true", help="recompute hooks already finished in --out")
     p.set_defaults(func=run)
+    from probes.tokens.cli import register as register_tokens
+
+    register_tokens(subparsers)  # `workbench tokens` (analyze, units, compare)
     return p
 
 
