@@ -16,7 +16,7 @@ Example
 >>> import numpy as np
 >>> ids = np.array([0, 0, 1, 1, 2, 2])
 >>> row = usage(ids).iloc[0]
->>> int(row["codes_used"]), round(row["entropy_bits"], 3), round(row["perplexity"], 3)
+>>> int(row["codes_used"]), round(float(row["entropy_bits"]), 3), round(float(row["perplexity"]), 3)
 (3, 1.585, 3.0)
 >>> labels = np.array(["a", "a", "b", "b", "c", "c"], dtype=object)
 >>> round(purity_mi(ids, labels)["purity"], 3), round(purity_mi(ids, labels)["mi_bits"], 3)
