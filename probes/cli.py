@@ -68,6 +68,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--allow-incomplete", action="store_true",
                    help="probe a cache whose build did not finish (recorded in OUT/inputs.json)")
     p.set_defaults(func=run)
+    from probes.tokens.cli import register as register_tokens
+
+    register_tokens(subparsers)  # `workbench tokens` (analyze, units, compare)
     return p
 
 
