@@ -179,6 +179,11 @@ class NSNet2Model(AudioModel):
         frames = x.unfold(0, fe.win, fe.hop)[:n] * self.window
         return torch.fft.rfft(frames.double(), n=fe.n_fft)
 
+    def _run_batch(self, clips: list[np.ndarray], names: list[str]) -> list[dict[str, torch.Tensor]]:
+        # one clip per forward: a batched GRU gives other float bits than a single one, and a clip's
+        # activations must not depend on what it was batched with
+        return [super(NSNet2Model, self)._run_batch([c], names)[0] for c in clips]
+
     def _forward(self, audio: list[np.ndarray]) -> None:
         specs = [self.stft(a) for a in audio]
         feats = [torch.log10((s.real ** 2 + s.imag ** 2).clamp_min(1e-12)).float() for s in specs]
