@@ -141,3 +141,63 @@ def test_cli_enhance_writes_same_names_at_the_input_rate(tmp_path):
     assert info.samplerate == 22050 and info.frames == len(x)
     assert main(["models", "enhance", "whisper-tiny.en", str(tmp_path / "in" / "noisy one.wav"), "--out",
                  str(tmp_path / "o2")]) == 2  # no enhancer: one clear error
+
+
+def test_cka_null_and_identity():
+    from probes.conditions import linear_cka
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 32))
+    assert linear_cka(X, X) == pytest.approx(1.0)
+    assert linear_cka(X, 5 * X + 3) == pytest.approx(1.0)
+    assert linear_cka(X, X[rng.permutation(len(X))]) < 0.05
+
+
+def test_robustness_planted_and_null():
+    """A code that noise corrupts only in the last layer; a null with shuffled labels stays at chance."""
+    from probes.conditions import robustness_by_layer
+
+    rng = np.random.default_rng(0)
+    labels, acts = {}, {"clean": {}, "noise_0db": {}}
+    for u in range(12):
+        y = rng.integers(0, 3, 200)
+        code = np.eye(3)[y] * 3 + 0.3 * rng.standard_normal((200, 3))
+        labels[f"u{u}"] = y.astype(object)
+        acts["clean"][f"u{u}"] = {"early": code, "late": code}
+        acts["noise_0db"][f"u{u}"] = {"early": code + 0.3 * rng.standard_normal((200, 3)),
+                                     "late": rng.standard_normal((200, 3))}  # the late layer lost the label
+    df = robustness_by_layer(acts, labels, ["early", "late"]).set_index(["hook", "condition"]).accuracy
+    assert df["early", "clean"] > 0.95 and df["early", "noise_0db"] > 0.9
+    assert df["late", "clean"] > 0.95 and df["late", "noise_0db"] < 0.5
+    shuffled = {k: rng.permutation(v) for k, v in labels.items()}
+    null = robustness_by_layer(acts, shuffled, ["early"]).set_index(["hook", "condition"]).accuracy
+    assert null["early", "clean"] < 0.45  # three classes: chance is 1/3
+
+
+@pytest.mark.slow
+def test_conditions_end_to_end_on_real_whisper(tmp_path):
+    """corpus mix -> workbench conditions with whisper-tiny.en and NSNet2 on speech with phone tiers."""
+    from workbench.audio import save_audio
+    from workbench.cli import main
+    from workbench.corpus import Corpus
+    from workbench.corpus.synth import synth_corpus
+
+    speech = synth_corpus(4, tmp_path / "speech", seed=0, n_speakers=2, verbose=False)
+    save_audio(tmp_path / "noise" / "n.flac", 0.1 * np.random.default_rng(0).standard_normal(48000).astype(np.float32),
+               16000)
+    Corpus([__import__("workbench.corpus", fromlist=["Clip"]).Clip("n", "n.flac", "environment")],
+           root=tmp_path / "noise").save(tmp_path / "noise" / "manifest.jsonl")
+    assert main(["corpus", "mix", "--speech", str(tmp_path / "speech"), "--noise", str(tmp_path / "noise"),
+                 "--snr", "0", "--out", str(tmp_path / "mix"), "-q"]) == 0
+    assert main(["conditions", "--corpus", str(tmp_path / "mix"), "--enhancers", "nsnet2", "--hooks",
+                 "encoder.blocks.*.hook_resid_post", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    import pandas as pd
+
+    q = pd.read_csv(tmp_path / "out" / "quality.csv")
+    assert len(q) == 4 and q.improvement_db.mean() > 0
+    sim = pd.read_csv(tmp_path / "out" / "similarity.csv")
+    assert set(sim.condition) == {"noise_0db", "noise_0db+nsnet2"} and sim.cka.between(0, 1).all()
+    wer = pd.read_csv(tmp_path / "out" / "wer.csv").set_index("condition").wer
+    assert wer["clean"] <= wer["noise_0db"]
+    rob = pd.read_csv(tmp_path / "out" / "robustness.csv")
+    assert set(rob.condition) >= {"clean", "noise_0db"}
