@@ -182,7 +182,7 @@ def test_conditions_end_to_end_on_real_whisper(tmp_path):
     from workbench.corpus import Corpus
     from workbench.corpus.synth import synth_corpus
 
-    speech = synth_corpus(4, tmp_path / "speech", seed=0, n_speakers=2, verbose=False)
+    synth_corpus(4, tmp_path / "speech", seed=0, n_speakers=2, verbose=False)
     save_audio(tmp_path / "noise" / "n.flac", 0.1 * np.random.default_rng(0).standard_normal(48000).astype(np.float32),
                16000)
     Corpus([__import__("workbench.corpus", fromlist=["Clip"]).Clip("n", "n.flac", "environment")],
