@@ -69,6 +69,7 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
         now = time.perf_counter()
         if family in families:
             row[f"seconds_{family}"] = now - last[0]
+            log.info("%s: %s %.1f s", dest or "", family, now - last[0])
         last[0] = now
 
     if "core" in families:
