@@ -176,12 +176,12 @@ def run_bench(sae_args, cache, model, out: str | os.PathLike, hook: str | None =
         frames = cache.frames(h).iloc[sel_rows].reset_index(drop=True)
         key = (h, tuple(sel_rows[:50]), len(sel_rows))
         t_desc = time.perf_counter()
-        if key not in descriptor_memo:
+        if key not in descriptor_memo and (families is None or "explain" in families):
             descriptor_memo[key] = corpus_descriptors(frames, cache.corpus, progress=verbose)
         t_desc = time.perf_counter() - t_desc
         sub = (Path(name.split("/")[0]) if several else Path()) / h
         trained = recorded_filter(path if path.is_dir() else path.parent, h)
-        row, nested = bench_one(sae, cache, h, sel_rows, frames, X, descriptor_memo[key], model, sel["clips"],
+        row, nested = bench_one(sae, cache, h, sel_rows, frames, X, descriptor_memo.get(key), model, sel["clips"],
                                 splice_clips, seed, families, out / sub, verbose, clean_memo,
                                 norm_limit=trained["norm_limit"] if trained else None)
         row = {"name": name, "path": str(path), "format": sae.format, "in_sample": sel["in_sample"], **row,
