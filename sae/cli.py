@@ -293,7 +293,7 @@ def run_eval(args) -> int:
     for folder, hook in zip(folders, hooks):
         # out/HOOK is replaced only when its evaluation finished: a failed one leaves the old one as it was
         about = {"cache": str(cache.root), "cache_state": allowed, "sae": str(folder), "model": args.model}
-        with artifact_dir(out / hook, {**cache_inputs(cache), "hook": hook}, about=about) as dest:
+        with artifact_dir(out / hook, {**cache_inputs(cache), "hook": hook}, about=about, keep=_NOT_EVAL) as dest:
             result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
                                   splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
                                   verbose=not args.quiet, holdout_file=args.holdout_file,
@@ -314,6 +314,8 @@ def run_eval(args) -> int:
     return 0
 
 
+#: files other commands put beside an evaluation (``sae bench --out`` the same folder): kept when it is redone
+_NOT_EVAL = ("explanations.csv", "bench*")
 _ERASURE = {"fixed": ("fixed",), "retrained": ("retrained",), "both": ("fixed", "retrained")}
 _SPLICE_HEADLINE = ("clips", "rel_error_hook", "rel_error_output", "wer_clean", "wer_spliced", "wer_change", "wer_clips")
 
@@ -354,12 +356,15 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     frames = cache.frames(hook).iloc[rows].reset_index(drop=True)
     # massive frames (sae.massive): the SAE's own training filter decides which frames it is scored on
     trained_filter = recorded_filter(folder, hook)
-    massive, limit = split_massive(X, trained_filter["norm_limit"] if trained_filter else None)
+    massive, limit = split_massive(X, trained_filter["norm_limit"] if trained_filter else None,
+                                   (trained_filter or {}).get("max_norm_ratio") or 10.0)
     both = {"metrics_all_frames": to_json(evaluate(sae, X.split(8192))),
             "metrics_without_massive": to_json(evaluate(sae, X[torch.from_numpy(~massive)].split(8192)))
             if (~massive).any() else None}
-    massive_info = {**summary(X, massive, limit, "train_config.json" if trained_filter else
-                              "10 x the median norm of the evaluated frames (the SAE trained on all frames)"),
+    massive_info = {**summary(X, massive, limit, "10 x the median norm of the evaluated frames (the SAE trained "
+                              "on all frames)" if trained_filter is None else "train_config.json"
+                              if trained_filter["norm_limit"] is not None else "the evaluated frames' median norm "
+                              "x the default ratio (a run from before the filter was recorded)"),
                     "trained_on_massive": trained_filter is None}
     if trained_filter is not None:  # score the SAE on the frames it is a model of; the splice passes the rest
         keep = torch.from_numpy(~massive)
@@ -407,7 +412,7 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     feature_summaries(sae, X, frames, dest)
     if model is not None:
         result["splice"] = _splice(model, sae, hook, cache, selection["clips"], splice_clips, dest, verbose,
-                                   norm_limit=trained_filter["norm_limit"] if trained_filter else None)
+                                   norm_limit=limit if trained_filter else None)
     write_json(dest / "eval.json", result, indent=2, default=_json_default)
     return result
 
