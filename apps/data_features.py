@@ -41,11 +41,13 @@ class SaeExamples:
 
     def explanations_file(self, ref: "SaeRef") -> Path | None:
         """Where the SAE bench's ``explanations.csv`` of ``ref`` is (None when not written): beside
-        the SAE's ``eval.json``, in the SAE folder, or in a ``bench`` folder beside them. The one
-        place that knows the location."""
+        the SAE's ``eval.json`` (``sae bench --out saes/NAME/eval``: ``eval/HOOK/``), in the SAE folder,
+        in a ``bench`` folder beside them, or in the workspace's ``bench/NAME/HOOK/`` (``sae bench --out
+        bench/`` over several SAEs). The one place that knows the location."""
         folder = ref.sae_dir.parent
-        for d in (ref.eval_dir, ref.sae_dir, ref.sae_dir / "bench", folder / "bench" / ref.hook, folder / "bench",
-                  folder / "eval" / ref.hook, folder / "eval"):
+        bench = self.root / "bench"  # `sae bench --out bench/` over several SAEs: bench/NAME/HOOK/
+        for d in (ref.eval_dir, folder / "eval" / ref.hook, ref.sae_dir, ref.sae_dir / "bench", folder / "bench" / ref.hook,
+                  folder / "bench", folder / "eval", bench / ref.name / ref.hook, bench / ref.hook):
             if d is not None and (d / "explanations.csv").is_file():
                 return d / "explanations.csv"
         return None
