@@ -161,7 +161,7 @@ def _hook_features(model_spec: str, corpus, hook: str, sfreq: float) -> dict:
     for c in corpus:
         acts = model.run_with_cache(clip_audio(corpus, c.id, model.sample_rate or AUDIO_SR), [hook])[hook]
         out[c.id] = to_rate(acts.float().numpy(), model.frame_rate(hook), sfreq,
-                            int(round(clip_duration(corpus, c) * sfreq)))
+                            int(round(clip_duration(corpus, c) * sfreq)), t0=float(model.frame_centres(hook, 1)[0]))
     return out
 
 

@@ -41,7 +41,7 @@ def channel_adjacency(info, ch_names: list[str]):
 
     picked = mne.pick_info(info, [info.ch_names.index(c) for c in ch_names])
     try:
-        adj, names = mne.channels.find_ch_adjacency(picked, ch_type=None, verbose="error")
+        adj, names = mne.channels.find_ch_adjacency(picked, ch_type=None)
     except Exception as e:  # no positions, or a channel type without a template
         log.warning("no channel adjacency for the cluster test: %s", e)
         return None
@@ -68,15 +68,15 @@ def cluster_test(z: np.ndarray, adjacency, n_perm: int = 10000, seed: int = 0, a
 def layer_consistency(curves: pd.DataFrame) -> dict[str, Any]:
     """``curves``: subjects x model sets (mean r). Leave-one-out Spearman correlation of each subject's
     curve with the mean of the others, and how many subjects share the group's best set."""
-    if curves.shape[1] < 3 or len(curves) < 2:
+    if curves.shape[1] < 2 or len(curves) < 2:
         return {"loo_spearman_mean": None, "loo_spearman": {}, "best": None, "best_agreement": None}
     loo = {}
-    for s in curves.index:
+    for s in curves.index if curves.shape[1] >= 3 else []:  # a rank correlation of 2 points is +-1
         others = curves.drop(index=s).mean(0)
         loo[s] = float(sp_stats.spearmanr(curves.loc[s], others).statistic)
     best = str(curves.mean(0).idxmax())
-    return {"loo_spearman_mean": float(np.nanmean(list(loo.values()))), "loo_spearman": loo, "best": best,
-            "best_agreement": float((curves.idxmax(axis=1) == best).mean())}
+    return {"loo_spearman_mean": float(np.nanmean(list(loo.values()))) if loo else None, "loo_spearman": loo,
+            "best": best, "best_agreement": float((curves.idxmax(axis=1) == best).mean())}
 
 
 def _ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:

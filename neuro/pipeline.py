@@ -52,6 +52,7 @@ class SubjectResult:
     ceiling: pd.DataFrame | None = None
     responses: list[np.ndarray] = field(default_factory=list, repr=False)
     hooks: list[str] = field(default_factory=list)
+    fold_groups: str = "clip"
 
 
 def centre(trials: Sequence[np.ndarray], scale: bool = True) -> list[np.ndarray]:
@@ -147,7 +148,14 @@ def run_subjects(recs: Mapping[str, Recording], corpus, *, model: str | None = N
                                sae=sae_dicts, n_components=n_components, sae_features=sae_features, progress=progress)
         for fs in sets:  # trial-level offsets of a feature are not tracking (and bias CV r negative)
             fs.trials = centre(fs.trials, scale=False)
-        groups = [group_of(cid) if group_of else cid for cid, _ in trials]
+        groups, how = [cid for cid, _ in trials], "clip"
+        if group_of is not None:
+            keys = [group_of(cid) for cid, _ in trials]
+            if len(set(keys)) >= 3:
+                groups, how = keys, "workbench.conventions.group_of (source, then speaker, then clip)"
+            else:
+                log.warning("trials fall into %d group(s) by source/speaker: folds group them by clip instead",
+                            len(set(keys)))
         fits = fit_sets(sets, responses, sfreq, tmin=tmin, tmax=tmax, folds=folds, alphas=alphas, n_draws=n_draws,
                         seed=seed, joint=joint, groups=groups, progress=progress)
         per_feature = [s for s in sets if s.name == "envelope" or s.kind == "sae"]
@@ -158,7 +166,7 @@ def run_subjects(recs: Mapping[str, Recording], corpus, *, model: str | None = N
             rec = recs[s]
             idx = slice(off, off + len(rec.ch_names))
             out[s] = _subject(s, rec, fits, idx, corr, off, sets, per_sub[s], alphas)
-            out[s].hooks = resolved
+            out[s].hooks, out[s].fold_groups = resolved, how
             off += len(rec.ch_names)
     return out
 
@@ -215,7 +223,7 @@ def write_subject(out: Path, res: SubjectResult, meta: dict[str, Any]) -> dict:
     set_info = {s.name: {"kind": s.kind, "hook": s.hook, "width": s.width, "columns": s.columns} for s in res.sets}
     meta = dict(meta, feature_sets=set_info, files=files, has_montage=rec.has_montage, channels=rec.ch_names,
                 trials=[t.clip_id for t in rec.trials], n_samples=int(sum(len(t.data) for t in rec.trials)),
-                sfreq=rec.sfreq, bad_samples=rec.meta.get("bad_samples"),
+                sfreq=rec.sfreq, bad_samples=rec.meta.get("bad_samples"), fold_groups=res.fold_groups,
                 kernel_lags_s=(lag_samples(meta["tmin"], meta["tmax"], rec.sfreq) / rec.sfreq).tolist(),
                 statistics=_statistics(meta))
     outputs.write_meta(meta, out / "neuro.json")
