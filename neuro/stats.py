@@ -30,6 +30,8 @@ from typing import Sequence
 import numpy as np
 from scipy import fft as sp_fft
 
+from workbench.conventions import permutation_p
+
 __all__ = ["draw_shifts", "lagged_correlation", "fdr", "p_value", "sign_flips", "sign_flip_test", "paired_sign_flip"]
 
 
@@ -45,7 +47,7 @@ def draw_shifts(lengths: Sequence[int], n_draws: int, min_shift: int, seed: int 
 
 def p_value(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
     """``(1 + #(null >= observed)) / (1 + n_draws)`` along the first axis of ``null``."""
-    return (1.0 + (null >= observed[None]).sum(0)) / (1.0 + len(null))
+    return permutation_p(observed, null, axis=0)  # the one rule: workbench.conventions
 
 
 def _standardise(trials: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -68,6 +68,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--allow-incomplete", action="store_true",
                    help="probe a cache whose build did not finish (recorded in OUT/inputs.json)")
     p.set_defaults(func=run)
+    from probes.tokens.cli import register as register_tokens
+
+    register_tokens(subparsers)  # `workbench tokens` (analyze, units, compare)
+    register_conditions(subparsers)  # workbench conditions: noise, enhancement, layerwise similarity
     return p
 
 
@@ -137,3 +141,29 @@ def _check_columns(cache, args) -> None:
         raise KeyError(f"--split {args.split!r}: no column {split!r} in the frame table of {cache.root}")
     if args.control_types not in ("context", "label") and args.control_types not in columns:
         raise KeyError(f"--control-types {args.control_types!r}: use 'context', 'label' or a frame-table column")
+
+
+def register_conditions(subparsers) -> None:
+    """``workbench conditions``: :mod:`probes.enhancement` on a ``workbench corpus mix`` corpus."""
+    c = subparsers.add_parser("conditions", help="noisy vs clean vs enhanced: SI-SNR, WER, layerwise CKA, probe "
+                              "robustness (a corpus from `workbench corpus mix`)")
+    c.add_argument("--corpus", required=True, help="corpus written by workbench corpus mix (clean + noisy versions)")
+    c.add_argument("--model", default="whisper-tiny.en", help="the ASR model compared across conditions")
+    c.add_argument("--enhancers", nargs="*", default=["nsnet2"], help="nsnet2 | nsnet2-48k | gtcrn | deepfilternet3")
+    c.add_argument("--hooks", default="encoder.blocks.*.hook_resid_post", help="hook glob of the ASR model")
+    c.add_argument("--noise-only", default=None, help="corpus of noise clips: hallucination rate plain vs enhanced")
+    c.add_argument("--out", required=True, help="output folder (tables, plots, enhanced audio)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=_run_conditions)
+
+
+def _run_conditions(args) -> int:
+    from probes.enhancement import evaluate_conditions
+
+    t = evaluate_conditions(args.corpus, args.model, args.enhancers, args.out, hooks=args.hooks,
+                            noise_only=args.noise_only, verbose=not args.quiet)
+    print(t["wer"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if len(t["quality"]):
+        print(t["quality"].groupby(["condition", "enhancer"]).improvement_db.mean().round(2).to_string())
+    print(f"wrote {args.out}")
+    return 0

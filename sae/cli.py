@@ -36,6 +36,7 @@ def register(subparsers) -> None:
     t.add_argument("--model", default=None, help="stream activations from this model (no cache; with --corpus)")
     t.add_argument("--corpus", default=None, help="corpus directory or manifest.jsonl to stream (with --model)")
     t.add_argument("--buffer-batches", type=positive_int, default=16, help="streaming shuffle buffer, in batches")
+    t.add_argument("--model-device", default="cpu", help="device of the streamed model (cpu, cuda); training stays on CPU")
     t.add_argument("--hook", action="append", required=True, help="hook name or glob (repeat for several)")
     t.add_argument("--expansion", type=positive_int, default=8)
     t.add_argument("--k", type=positive_int, default=50)
@@ -126,7 +127,7 @@ def run_bench_cmd(args) -> int:
     table = run_bench(args.sae, cache, model, args.out, hook=args.hook, max_frames=args.max_frames,
                       splice_clips=args.splice_clips, holdout_file=args.holdout_file, seed=args.seed,
                       families=args.only, verbose=not args.quiet)
-    cols = [c for c in ("name", "fvu", "rel_error_median_normal", "l0", "dead_frac", "wer_change", "kl_mean",
+    cols = [c for c in ("name", "fvu", "rel_error_median_no_massive", "l0", "dead_frac", "wer_change", "kl_mean",
                         "probe_phones_sae_k1", "absorption_mean", "tpp", "expl_frac_f1_ge_0.5", "seconds") if c in table]
     print(table[cols].to_string(index=False))
     print(f"bench: {Path(args.out) / 'bench.csv'}, {Path(args.out) / 'bench.html'}")
@@ -224,16 +225,23 @@ def _run_train_streaming(args, dist) -> int:
     """``sae train --model M --corpus C``: activations streamed from the model (:mod:`sae.stream`)."""
     from sae.config import TrainConfig
     from sae.stream import stream_source
-    from sae.train import train
+    from sae.train import CHECKPOINT, train
 
     if not (args.model and args.corpus):
         raise ValueError("sae train needs --cache, or --model and --corpus to stream activations without a cache")
     cfg = TrainConfig(expansion=args.expansion, k=args.k, tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
                       k_anneal_from=args.k_anneal_from, seed=args.seed, dtype=_dtype_arg(args), threads=args.threads)
-    data = stream_source(args.model, args.corpus, args.hook, args.batch_size, args.seed, out=args.out,
-                         holdout_fraction=args.holdout_clips, holdout_by=args.holdout_by,
-                         holdout_file=args.holdout_file, buffer_batches=args.buffer_batches)
-    saes = train(data, data.hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
+    out = Path(args.out)
+    if (out / CHECKPOINT).exists() and not args.resume:
+        raise FileExistsError(f"{out / CHECKPOINT} exists: pass --resume to continue it, or use another --out")
+    inputs = {"model": args.model, "corpus": str(args.corpus), "hooks": list(args.hook)}
+    with _locked_run(dist, out, inputs, {"model": args.model, "corpus": str(args.corpus), "streamed": True},
+                     check=(out / CHECKPOINT).exists()):
+        data = stream_source(args.model, args.corpus, args.hook, args.batch_size, args.seed, out=args.out,
+                             holdout_fraction=args.holdout_clips, holdout_by=args.holdout_by,
+                             holdout_file=args.holdout_file, buffer_batches=args.buffer_batches,
+                             device=args.model_device, max_norm_ratio=args.max_norm_ratio)
+        saes = train(data, data.hooks, cfg, out=args.out, resume=args.resume, verbose=not args.quiet)
     for h in saes if dist.is_main else ():
         print(f"{h}: {Path(args.out) / h}")
     return 0
@@ -285,7 +293,7 @@ def run_eval(args) -> int:
     for folder, hook in zip(folders, hooks):
         # out/HOOK is replaced only when its evaluation finished: a failed one leaves the old one as it was
         about = {"cache": str(cache.root), "cache_state": allowed, "sae": str(folder), "model": args.model}
-        with artifact_dir(out / hook, {**cache_inputs(cache), "hook": hook}, about=about) as dest:
+        with artifact_dir(out / hook, {**cache_inputs(cache), "hook": hook}, about=about, keep=_NOT_EVAL) as dest:
             result = evaluate_sae(folder, cache, out, hook=args.hook, model=model, max_frames=args.max_frames,
                                   splice_clips=args.splice_clips, compare=args.compare, seed=args.seed,
                                   verbose=not args.quiet, holdout_file=args.holdout_file,
@@ -306,6 +314,8 @@ def run_eval(args) -> int:
     return 0
 
 
+#: files other commands put beside an evaluation (``sae bench --out`` the same folder): kept when it is redone
+_NOT_EVAL = ("explanations.csv", "bench*")
 _ERASURE = {"fixed": ("fixed",), "retrained": ("retrained",), "both": ("fixed", "retrained")}
 _SPLICE_HEADLINE = ("clips", "rel_error_hook", "rel_error_output", "wer_clean", "wer_spliced", "wer_change", "wer_clips")
 
@@ -346,12 +356,15 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     frames = cache.frames(hook).iloc[rows].reset_index(drop=True)
     # massive frames (sae.massive): the SAE's own training filter decides which frames it is scored on
     trained_filter = recorded_filter(folder, hook)
-    massive, limit = split_massive(X, trained_filter["norm_limit"] if trained_filter else None)
+    massive, limit = split_massive(X, trained_filter["norm_limit"] if trained_filter else None,
+                                   (trained_filter or {}).get("max_norm_ratio") or 10.0)
     both = {"metrics_all_frames": to_json(evaluate(sae, X.split(8192))),
             "metrics_without_massive": to_json(evaluate(sae, X[torch.from_numpy(~massive)].split(8192)))
             if (~massive).any() else None}
-    massive_info = {**summary(X, massive, limit, "train_config.json" if trained_filter else
-                              "10 x the median norm of the evaluated frames (the SAE trained on all frames)"),
+    massive_info = {**summary(X, massive, limit, "10 x the median norm of the evaluated frames (the SAE trained "
+                              "on all frames)" if trained_filter is None else "train_config.json"
+                              if trained_filter["norm_limit"] is not None else "the evaluated frames' median norm "
+                              "x the default ratio (a run from before the filter was recorded)"),
                     "trained_on_massive": trained_filter is None}
     if trained_filter is not None:  # score the SAE on the frames it is a model of; the splice passes the rest
         keep = torch.from_numpy(~massive)
@@ -399,7 +412,7 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     feature_summaries(sae, X, frames, dest)
     if model is not None:
         result["splice"] = _splice(model, sae, hook, cache, selection["clips"], splice_clips, dest, verbose,
-                                   norm_limit=trained_filter["norm_limit"] if trained_filter else None)
+                                   norm_limit=limit if trained_filter else None)
     write_json(dest / "eval.json", result, indent=2, default=_json_default)
     return result
 

@@ -74,12 +74,21 @@ def recorded_filter(sae_dir: str | os.PathLike, hook: str, default=_MISSING):
     """The frame filter the SAE in ``sae_dir`` was trained with, from its ``train_config.json``.
 
     Returns the record (a dict with ``norm_limit``), or None when it trained on every frame. An
-    SAE without ``train_config.json`` (imported), or trained before filters were recorded, returns
-    ``default`` (by default: None, i.e. treated as trained on every frame).
+    SAE trained from a cache before filters were recorded used the then-silent default (10x the
+    median norm): it gets ``{"max_norm_ratio": 10, "norm_limit": None, "legacy": True}`` (the
+    caller estimates the limit from the frames at hand). An SAE without ``train_config.json``
+    (imported) returns ``default`` (by default None: treated as trained on every frame).
     """
     conf = _train_config(sae_dir)
     source = (conf or {}).get("source") or {}
     if "frame_filter" not in source:
+        if source.get("source") == "cache" or "max_norm_ratio" in source:  # old cache runs; streamed runs
+            ratio = source.get("max_norm_ratio", MASSIVE_RATIO)
+            if ratio is None:
+                return None
+            return {"max_norm_ratio": float(ratio), "median_norm": None, "norm_limit": None, "legacy": True,
+                    "rule": "limit not recorded (a run from before the filter was written to train_config.json, "
+                            "or a streamed run): max_norm_ratio x the median norm"}
         return None if default is _MISSING else default
     filters = source["frame_filter"]
     if filters is None:
@@ -87,12 +96,12 @@ def recorded_filter(sae_dir: str | os.PathLike, hook: str, default=_MISSING):
     return filters.get(hook)
 
 
-def split_massive(X: torch.Tensor, limit: float | None) -> tuple[np.ndarray, float]:
-    """``(mask of frames with norm > limit, limit)``; with ``limit`` None the conventional 10x
-    the median norm of ``X`` is used (for reporting)."""
+def split_massive(X: torch.Tensor, limit: float | None, ratio: float = MASSIVE_RATIO) -> tuple[np.ndarray, float]:
+    """``(mask of frames with norm > limit, limit)``; with ``limit`` None, ``ratio`` x the median
+    norm of ``X`` is used (for reporting, or for an SAE whose limit was not recorded)."""
     norms = torch.linalg.vector_norm(X.float(), dim=1).numpy()
     if limit is None:
-        limit = norm_limit(float(np.median(norms)) if len(norms) else 0.0, MASSIVE_RATIO)
+        limit = norm_limit(float(np.median(norms)) if len(norms) else 0.0, ratio)
     return norms > limit, float(limit)
 
 

@@ -20,18 +20,13 @@ Example
 from __future__ import annotations
 
 import math
-import re
 from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-
-def normalize_text(s: str) -> str:
-    """Lower case, no punctuation (apostrophes kept), single spaces: what WER compares."""
-    s = re.sub(r"[^a-z0-9' ]+", " ", s.lower().replace("-", " "))
-    return re.sub(r"\s+", " ", s).strip()
+from workbench.text import normalize_text  # noqa: F401 (re-exported: sae.steer and benchmarks import it here)
 
 
 def _real_frames(model, hook: str, n_samples: int) -> list[int] | None:

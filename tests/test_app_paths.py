@@ -43,7 +43,7 @@ HOSTILE = ["../outside/probes/run", "../../outside", "/etc", "../../etc", "run/.
 
 
 STATE = {"probe-run.value": ([None], "probe-info"), "steer-run.value": ([], "steer-info"),
-         "eeg-run.value": ([], "")}
+         "eeg-run.value": ([None], "eeg-status")}
 
 
 def _body(app, first_input: str, value, state=None) -> str:
@@ -87,3 +87,20 @@ def test_part_dir_is_an_allow_list(layout):
     for bad in ("link", "../outside/probes/run", str(outside / "probes" / "run"), None, 3):
         with pytest.raises(PartError, match="runs: run"):
             w.part_dir("probes", bad)
+
+
+def test_density_pages_are_served_from_sae_folders_only(tmp_path):
+    from apps import create_app
+
+    ws = tmp_path / "ws"
+    for d in ("saes/s/eval", "probes/p"):
+        (ws / d).mkdir(parents=True)
+        (ws / d / "density.html").write_text("<html>density</html>")
+        (ws / d / "plotly.min.js").write_text("/* js */")
+    (ws / "saes" / "s" / "eval" / "other.html").write_text("<html>other</html>")
+    client = create_app(ws).server.test_client()
+    assert client.get("/files/saes/s/eval/density.html").status_code == 200
+    assert client.get("/files/saes/s/eval/plotly.min.js").status_code == 200
+    for bad in ("/files/probes/p/density.html", "/files/probes/p/plotly.min.js", "/files/saes/s/eval/other.html",
+                "/files/saes/s/eval/../../../probes/p/density.html"):
+        assert client.get(bad).status_code == 404, bad

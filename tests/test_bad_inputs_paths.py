@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_bad_inputs import cli, tree_hash
+from test_bad_inputs import cli, synth, tree_hash  # noqa: F401  (synth is a fixture)
+from test_bad_inputs_cache import fresh  # noqa: F401  (a fixture)
 
 from workbench.names import (
     UnsafeNameError,
@@ -99,3 +100,34 @@ def test_steer_prepare_writes_segments_only_inside_out(capsys, tmp_path):
     assert _new_files(tmp_path, before, out) == []
     audio = sorted(p.name for p in (out / "segments" / "audio").iterdir())
     assert len(audio) == 6 and all(is_safe_component(n) for n in audio)
+
+
+@pytest.mark.parametrize("edit", ["index", "hook"])
+def test_edited_cache_files_cannot_point_outside_the_cache(capsys, tmp_path, fresh, edit):
+    """index.json names the files a reader opens and cache.json the hook folders: ``../`` there is refused."""
+    import shutil
+
+    from test_bad_inputs_cache import HOOKS
+
+    cache = Path(shutil.copytree(fresh, tmp_path / "cache"))
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\0" * 1024)
+    if edit == "index":
+        index = json.loads((cache / "index.json").read_text())
+        index["final"]["hooks"][HOOKS[1]]["file"] = "../secret.bin"
+        (cache / "index.json").write_text(json.dumps(index))
+        named = "'../secret.bin' is outside the cache"
+    else:
+        for name in ("cache.json", "index.json"):
+            text = (cache / name).read_text().replace(HOOKS[1], "../../x")
+            (cache / name).write_text(text)
+        named = "is outside the cache"  # the files of hook ../../x
+    before = tree_hash(tmp_path)
+    rc, _, err = cli(capsys, "probe", "--cache", cache, "--target", "phones", "--hooks", "all", "--split", "clip",
+                     "--folds", "2", "--out", tmp_path / "probe")
+    assert rc == 2 and named in err and "Traceback" not in err, err
+    assert tree_hash(tmp_path) == before
+    from workbench.cache.store import Store
+
+    with pytest.raises(UnsafeNameError, match=r"hook '../x' in .*cache.json"):
+        Store(cache).hook_dir("../x")  # where a build would write a hook's shards

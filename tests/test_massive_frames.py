@@ -96,3 +96,16 @@ def test_cache_reader_keeps_every_frame_unless_asked(cache):
     n = cache.n_frames(HOOK)
     assert sum(len(b) for b in cache.batches(HOOK, 64)) == n
     assert sum(len(b) for b in cache.batches(HOOK, 64, max_norm_ratio=1.1)) < n
+
+
+def test_runs_without_a_recorded_limit_are_treated_as_trained(tmp_path):
+    """Old cache runs used the silent 10x default; streamed runs record only the ratio."""
+    from sae.massive import recorded_filter
+
+    for source, expect in (({"source": "cache"}, 10.0), ({"source": "model-stream", "max_norm_ratio": 5.0}, 5.0),
+                           ({"source": "model-stream", "max_norm_ratio": None}, None), ({"source": "tensors"}, None)):
+        d = tmp_path / str(len(list(tmp_path.iterdir())))
+        (d / "h").mkdir(parents=True)
+        (d / "train_config.json").write_text(json.dumps({"source": source}))
+        got = recorded_filter(d / "h", "h")
+        assert (got and got["max_norm_ratio"]) == expect and (got is None or got["norm_limit"] is None)

@@ -240,9 +240,52 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _carry(old: Path, new: Path, patterns: Iterable[str]) -> None:
+    """Hard-link (else copy) the files of ``old`` matching ``patterns`` that ``new`` lacks into ``new``."""
+    import shutil
+
+    for pattern in patterns if old.is_dir() else ():
+        for src in old.glob(pattern):
+            dst = new / src.relative_to(old)
+            if not src.is_file() or dst.exists():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dst)  # the old folder is deleted after the swap: the file lives on here
+            except OSError:
+                shutil.copy2(src, dst)
+
+
+def _resume_in_place(out: Path, inputs, about, record: dict, check_inputs: bool) -> Iterator[Path]:
+    """The ``resumable`` branch of :func:`artifact_dir` (called under its lock)."""
+    import shutil
+
+    path = out / INPUTS_JSON
+    old = read_json(path) if path.is_file() else None
+    if inputs is not None and check_inputs and old is not None:
+        diff = input_differences(old.get("inputs", {}), inputs)
+        if diff:
+            diff += [f"(about) {d}" for d in input_differences(old.get("about", {}), about or {})]
+            raise InputsMismatchError(f"{out} was made from other inputs ({path}):\n  " + "\n  ".join(diff)
+                                      + "\nRerun with the original inputs to continue it, or use a new --out.")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    same = old is not None and not input_differences(old.get("inputs", {}), inputs or {}) \
+        and not input_differences(old.get("about", {}), about or {})
+    if inputs is not None and not same:  # written first: a crashed run is continued only from the same inputs
+        write_json(path, record, indent=2, default=str)
+    try:
+        yield out
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [INPUTS_JSON]:  # refused before writing anything else
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 @contextlib.contextmanager
 def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *, about: dict[str, Any] | None = None,
-                 resumable: bool = False, check_inputs: bool = True, command: str | None = None) -> Iterator[Path]:
+                 resumable: bool = False, check_inputs: bool = True, command: str | None = None,
+                 keep: Iterable[str] = ()) -> Iterator[Path]:
     """Write the artifact folder ``out`` safely; yields the folder to write into.
 
     - A lock (``.<name>.lock`` beside ``out``) is held throughout: a second run into ``out``
@@ -253,6 +296,8 @@ def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *
     - Default: the body writes into a fresh temporary folder beside ``out``, which replaces
       ``out`` only when the body returns; if it raises, the temporary folder is removed and the
       old ``out`` is left exactly as it was.
+    - ``keep``: glob patterns of files other tools add to ``out`` (e.g. ``explanations.csv`` beside
+      an evaluation); those the body did not write are carried from the old folder into the new.
     - ``resumable=True`` (runs that checkpoint into ``out`` and continue after a crash): the body
       writes into ``out`` itself; if ``out/inputs.json`` records other ``inputs`` (and
       ``check_inputs``), :class:`InputsMismatchError` names every differing input before
@@ -268,18 +313,7 @@ def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *
     record.pop("pid"), record.pop("host")
     with DirectoryLock(out.parent / f".{out.name}.lock", what=str(out), command=command):
         if resumable:
-            old_path = out / INPUTS_JSON
-            if inputs is not None and check_inputs and old_path.is_file():
-                old = read_json(old_path)
-                diff = input_differences(old.get("inputs", {}), inputs)
-                if diff:
-                    diff += [f"(about) {d}" for d in input_differences(old.get("about", {}), about or {})]
-                    raise InputsMismatchError(f"{out} was made from other inputs ({old_path}):\n  " + "\n  ".join(diff)
-                                              + "\nRerun with the original inputs to continue it, or use a new --out.")
-            out.mkdir(parents=True, exist_ok=True)
-            if inputs is not None:
-                write_json(old_path, record, indent=2, default=str)
-            yield out
+            yield from _resume_in_place(out, inputs, about, record, check_inputs)
             return
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
         try:
@@ -287,6 +321,7 @@ def artifact_dir(out: str | os.PathLike, inputs: dict[str, Any] | None = None, *
             yield tmp
             if inputs is not None or about is not None:
                 write_json(tmp / INPUTS_JSON, record, indent=2, default=str)
+            _carry(out, tmp, keep)
             _swap_into_place(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

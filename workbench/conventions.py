@@ -153,21 +153,31 @@ def frame_groups(frames, by: str = "speaker") -> np.ndarray:
     Same rule as :func:`groups_of`; a per-frame speaker tier that gives one clip several speakers
     joins them all into the clip's group.
     """
+    import pandas as pd
+
     by = _check_by(by)
-    clip = frames["clip_id"].astype(str).to_numpy()
-    src = frames["source_id"].to_numpy() if "source_id" in frames else np.full(len(frames), None, dtype=object)
-    spk = frames["speaker"].to_numpy() if "speaker" in frames else np.full(len(frames), None, dtype=object)
-    keys, seen = [], set()
-    for c, s, p in zip(clip, src, spk):
-        row = (c, c if _blank(s) else str(s), None if _blank(p) else str(p))
-        if row not in seen:
-            seen.add(row)
-            keys.append(row)
+    n = len(frames)
+    cols = [frames["clip_id"].astype(str).to_numpy(),
+            frames["source_id"].to_numpy() if "source_id" in frames else np.full(n, None, object),
+            frames["speaker"].to_numpy() if "speaker" in frames else np.full(n, None, object)]
+    codes, uniques = zip(*(pd.factorize(pd.Series(c, dtype=object), use_na_sentinel=True) for c in cols))
+    sizes = [len(u) + 1 for u in uniques]  # code -1 (missing) -> 0
+    flat = (codes[0] + 1).astype(np.int64)
+    for c, m in zip(codes[1:], sizes[1:]):
+        flat = flat * m + (c + 1)
+    combos, inverse = np.unique(flat, return_inverse=True)
+    value = lambda j, i: None if i < 0 else uniques[j][i]  # noqa: E731
+    keys = []
+    for code in combos:
+        pi, rest = int(code % sizes[2]) - 1, int(code // sizes[2])
+        si, ci = rest % sizes[1] - 1, rest // sizes[1] - 1
+        c, s, p = value(0, ci), value(1, si), value(2, pi)
+        keys.append((c, c if _blank(s) else str(s), None if _blank(p) else str(p)))
     labels = _components(keys, by)
     by_clip: dict[str, str] = {}
     for (c, _s, _p), g in zip(keys, labels):
         by_clip.setdefault(c, g)
-    return np.array([by_clip[c] for c in clip], dtype=object)
+    return np.array([by_clip[k[0]] for k in keys], dtype=object)[inverse.reshape(-1)]
 
 
 # --- frame centres ----------------------------------------------------------------------------------

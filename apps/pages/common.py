@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from urllib.parse import urlencode
 
 import numpy as np
@@ -96,7 +97,8 @@ def url_choice(query: dict, key: str, valid: Sequence, what: str, default=None):
     return fallback, message(f"?{key}={str(asked)[:80]}: no such {what}; valid: {shown or 'none'}", "error")
 
 
-def url_int(query: dict, key: str, lo: int, hi: int, what: str, valid=None):
+def url_int(query: dict, key: str, lo: int, hi: int, what: str, valid=None,
+            absent: str = "has no summary (it never fired on the evaluated frames)"):
     """Validate an integer ``?key=`` in ``lo..hi`` (and in ``valid`` when given): ``(value or None, note)``.
 
     A bare number or ``f42`` are accepted; anything else gets a message with the valid range."""
@@ -111,8 +113,8 @@ def url_int(query: dict, key: str, lo: int, hi: int, what: str, valid=None):
     if not lo <= value <= hi:
         return None, message(f"?{key}={value}: no such {what}; valid: {lo}..{hi}", "error")
     if valid is not None and value not in valid:
-        return None, message(f"?{key}={value}: {what} {value} has no summary (it never fired on the evaluated "
-                             f"frames); valid: {lo}..{hi}, {len(valid)} of them summarised", "error")
+        return None, message(f"?{key}={value}: {what} {value} {absent}; valid: {lo}..{hi}, {len(valid)} of them",
+                             "error")
     return value, None
 
 
@@ -126,6 +128,58 @@ def url_location(prefix: str) -> dcc.Location:
     """The page's own URL writer: a callback setting ``(f"{prefix}-url", "search")`` changes the
     address bar (``pushState``) without reloading or re-routing, so the URL follows the choices."""
     return dcc.Location(id=f"{prefix}-url", refresh=False)
+
+
+def follow_url(app, prefix: str, **pickers: str) -> None:
+    """Register the callback that writes the page's URL (``{prefix}-url``, see :func:`url_location`)
+    from its pickers' values, e.g. ``follow_url(app, "eeg", run="eeg-run", feature="eeg-feature")``."""
+    from dash import Input, Output
+
+    names = list(pickers)
+
+    @app.callback(Output(f"{prefix}-url", "search"), [Input(i, "value") for i in pickers.values()],
+                  prevent_initial_call=True)
+    def _follow(*values):
+        return url_search(**dict(zip(names, values)))
+
+
+def sae_key_for(ws: Workspace, hook: str, hint: str | None = None) -> str | None:
+    """Key (``NAME/HOOK``) of the workspace SAE on ``hook`` (the one saved at ``hint`` when given and
+    found, else the first), or None: for linking feature ids that name only their hook."""
+    refs = [r for r in ws.saes() if r.hook == hook]
+    if hint:
+        exact = ws.sae_at(hint if Path(hint).is_absolute() else ws.root / hint)
+        if exact is not None and exact.hook == hook:
+            return exact.key
+    return refs[0].key if refs else None
+
+
+def link_sae_features(ws: Workspace, df, meta: dict | None = None, set_col: str = "feature_set",
+                      feat_col: str = "feature") -> tuple[list[dict], list[dict]]:
+    """``(records, columns)`` for a DataTable of ``df`` whose SAE feature ids (``f1234`` in rows whose
+    ``set_col`` is ``sae:HOOK``, neuro's ``features.csv``) are links to their feature pages
+    (a markdown column). ``meta``: the run's record; its ``sae`` path picks the SAE when given::
+
+        records, columns = link_sae_features(ws, corr, run["meta"])
+    """
+    import re
+
+    recs = df.to_dict("records")
+    hint = (meta or {}).get("sae") or ((meta or {}).get("inputs") or {}).get("sae")
+    keys: dict = {}
+    linked = False
+    for r in recs:
+        fs, f = str(r.get(set_col, "")), str(r.get(feat_col, ""))
+        m = re.fullmatch(r"f(\d+)", f)
+        if fs.startswith("sae:") and m:
+            hook = fs.removeprefix("sae:")
+            if hook not in keys:
+                keys[hook] = sae_key_for(ws, hook, hint)
+            if keys[hook]:
+                r[feat_col] = feature_markdown(keys[hook], int(m.group(1)))
+                linked = True
+    cols = [{"name": c, "id": c, **({"presentation": "markdown"} if c == feat_col and linked else {})} for c in df.columns]
+    return recs, cols
 
 
 def picker(id_: str, options: Sequence, value=None, label: str = "", **kw) -> html.Div:

@@ -17,7 +17,7 @@ from dash import Input, Output, State, dash_table, dcc, html
 
 from apps import figures
 from apps.data import PartError, Workspace
-from apps.pages.common import feature_markdown, guarded, message, picker
+from apps.pages.common import follow_url, guarded, link_sae_features, message, picker, url_choice, url_location
 
 PATH, TITLE = "/eeg", "EEG"
 ACOUSTIC = ("envelope", "spectrogram", "mel", "cochleagram", "onset", "acoustic", "baseline")
@@ -84,9 +84,10 @@ def layout(ws: Workspace, query: dict) -> html.Div:
     if not runs:
         return html.Div([html.H2(TITLE), message(f"no neural results in {ws.root / 'neuro'}: run the neuro "
                                                  "encoding step into WORKSPACE/neuro/NAME", "warn")])
-    run = query.get("run") if query.get("run") in runs else runs[0]
+    run, note = url_choice(query, "run", runs, "neuro run")
     return html.Div([
-        html.H2(TITLE),
+        html.H2(TITLE), url_location("eeg"), html.Div(note, id="eeg-url-note"),
+        dcc.Store(id="eeg-want-feature", data=query.get("feature") if note is None else None),
         html.Div([picker("eeg-run", runs, run, "run"), picker("eeg-layer", [], None, "layer"),
                   picker("eeg-feature", [], None, "feature", searchable=True)], className="wb-row"),
         html.Div(id="eeg-status"), html.Div(id="eeg-stats", className="wb-note"),
@@ -163,33 +164,6 @@ def trf_image(lags_s: np.ndarray, k: np.ndarray, chans: list[str], picked, title
     return fig
 
 
-def _sae_key(meta: dict, feature_set: str) -> str | None:
-    """The features page's key (``NAME/HOOK``) of the SAE behind ``sae:HOOK``, when the run names it."""
-    if not str(feature_set).startswith("sae:") or not meta.get("sae"):
-        return None
-    hook = str(feature_set)[4:]
-    p = str(meta["sae"]).rstrip("/").split("/")
-    name = p[-2] if p[-1] == hook and len(p) > 1 else p[-1]
-    return f"{name}/{hook}"
-
-
-def features_table(corr: pd.DataFrame, meta: dict) -> dash_table.DataTable:
-    """The per-feature table; SAE features (``f123``) link to the features page."""
-    corr = corr.round(4)
-    cols = [{"name": c, "id": c} for c in corr]
-    if {"feature_set", "feature"} <= set(corr.columns):
-        keys = corr["feature_set"].map(lambda fs: _sae_key(meta, fs))
-        ids = corr["feature"].astype(str).str.fullmatch(r"f\d+")
-        corr["feature"] = [feature_markdown(k, int(f[1:])) if ok and k else f
-                           for f, k, ok in zip(corr["feature"].astype(str), keys, ids)]
-        cols = [dict(c, presentation="markdown") if c["id"] == "feature" else c for c in cols]
-    return dash_table.DataTable(data=corr.to_dict("records"), columns=cols, sort_action="native",
-                                filter_action="native", page_size=15, markdown_options={"link_target": "_self"},
-                                sort_by=[{"column_id": "p_fdr" if "p_fdr" in corr else "r",
-                                          "direction": "asc" if "p_fdr" in corr else "desc"}],
-                                style_cell={"fontSize": 12}, id="eeg-corr-table")
-
-
 def _extra(ws: Workspace, run: dict, name: str, key: str) -> pd.DataFrame | None:
     """A run's optional table ``key`` (``partition``, ``ceiling``, ``layer_tests``) at the path its
     ``neuro.json`` gives inside the run folder (``group/...`` for a group run)."""
@@ -202,12 +176,13 @@ def _extra(ws: Workspace, run: dict, name: str, key: str) -> pd.DataFrame | None
 
 
 def register(app, ws: Workspace, jobs) -> None:
+    follow_url(app, "eeg", run="eeg-run", feature="eeg-feature")
     @app.callback(Output("eeg-status", "children"), Output("eeg-layer", "options"), Output("eeg-layer", "value"),
                   Output("eeg-feature", "options"), Output("eeg-feature", "value"), Output("eeg-images", "children"),
                   Output("eeg-trf", "options"), Output("eeg-trf", "value"), Output("eeg-table", "children"),
-                  Input("eeg-run", "value"))
+                  Input("eeg-run", "value"), State("eeg-want-feature", "data"))
     @guarded(9)
-    def choose_run(name):
+    def choose_run(name, want=None):
         run = ws.neuro(name)
         s = run["summary"]
         missing = [c for c in ("feature", "channel", "r") if c not in s]
@@ -220,10 +195,17 @@ def register(app, ws: Workspace, jobs) -> None:
         fopts = [{"label": f"{f} (max r {r:.3f})", "value": str(f)} for f, r in feats.items()]
         imgs = [html.Img(src=u, className="wb-img", alt=u.rsplit("/", 1)[-1]) for u in run["images"]]
         corr = run["features"] if run["features"] is not None else s  # features.csv: per-feature correlations
-        table = features_table(corr, run["meta"])
+        records, cols = link_sae_features(ws, corr.round(4), run["meta"])  # f1234 -> its feature page
+        table = dash_table.DataTable(data=records, columns=cols, markdown_options={"link_target": "_self"},
+                                     sort_action="native", filter_action="native", page_size=15,
+                                     sort_by=[{"column_id": "p_fdr" if "p_fdr" in corr else "r",
+                                               "direction": "asc" if "p_fdr" in corr else "desc"}],
+                                     style_cell={"fontSize": 12}, id="eeg-corr-table")
         trf = sorted(run["trf"])
         note = "" if layers is not None else message("no layers.csv in this run: no layer curve", "info")
-        return (note, lopts, best_layer, fopts, fopts[0]["value"] if fopts else None, imgs, trf,
+        fvalue, bad = url_choice({"feature": want} if want else {}, "feature", [o["value"] for o in fopts], "feature set")
+        note = bad or note
+        return (note, lopts, best_layer, fopts, fvalue, imgs, trf,
                 trf[0] if trf else None, table)
 
     @app.callback(Output("eeg-status", "children", allow_duplicate=True), Output("eeg-layers", "figure"),

@@ -233,7 +233,7 @@ def register(app, ws: Workspace, jobs) -> None:
         fig = figures.histogram_figure(hist, f"feature {feature}: activation histogram") if hist else \
             figures.empty_figure(f"feature {feature} never fired on the evaluated frames")
         url = ws.density_url(ref)
-        density = html.Iframe(src=url, className="wb-iframe", title="density") if url else message(
+        density = html.Iframe(src=url, className="wb-iframe", title="density", sandbox="allow-scripts") if url else message(
             "no density.html (written by `workbench sae eval`)", "info")
         exs = ws.feature_examples(ref, feature, N_TOP)
         n_s, n_all = exs["sampled"]

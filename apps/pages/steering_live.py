@@ -15,8 +15,10 @@ EDIT_HELP = {
     "ablate": "z' = (1 - s)·z: 0 = no change, 1 = ablate",
     "negate": "z' = -s·z: 0 = ablate, 1 = negate",
     "clamp": "z' = s on every edited frame (the gate limits where)",
+    "clamp_target": "z' = z + s (target - z): 0 = no change, 1 = set to the target code",
     "project": "x - s (x·û) û: 0 = no change, 1 = remove the direction",
     "subtract": "x - s u: 0 = no change, negative adds the concept",
+    "add": "x + s u: 0 = no change",
 }
 HISTORY = 20  # runs kept per session (newest first)
 
@@ -33,7 +35,7 @@ def section() -> html.Div:
                   picker("steer-edit", [], None, "edit"),
                   html.Div([html.Label("strength", htmlFor="steer-strength"),
                             dcc.Input(id="steer-strength", type="number", step=0.5)], className="wb-picker"),
-                  picker("steer-gate", ["none", "frame"], "none", "gate"),
+                  picker("steer-gate", [], None, "gate"),
                   html.Button("Run", id="steer-go", className="wb-button")], className="wb-row"),
         html.Div(id="steer-strength-help", className="wb-strength-help"), html.Div(id="steer-chosen-links",
                                                                                    className="wb-info"),
@@ -81,10 +83,10 @@ def _wer(reference: str | None, text: str) -> float | None:
 def register(app, ws: Workspace, jobs) -> None:
     @app.callback(Output("steer-clip", "options"), Output("steer-clip", "value"), Output("steer-features", "options"),
                   Output("steer-features", "value"), Output("steer-edit", "options"), Output("steer-edit", "value"),
-                  Output("steer-strength", "value"), Output("steer-gate", "value"),
+                  Output("steer-strength", "value"), Output("steer-gate", "options"), Output("steer-gate", "value"),
                   Output("steer-url-note", "children", allow_duplicate=True),
                   Input("steer-run", "value"), State("steer-want-clip", "data"), prevent_initial_call="initial_duplicate")
-    @guarded(9, status_index=8)
+    @guarded(10, status_index=9)
     def choose_run(name, want_clip):
         from workbench.steering import DIRECTION_EDITS, SAE_EDITS
 
@@ -102,8 +104,9 @@ def register(app, ws: Workspace, jobs) -> None:
                                f"{', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''}", "error")
         chosen = [int(f["index"]) for f in (spec.get("features") or [])[: spec.get("n_features") or 0]]
         edits = SAE_EDITS if spec.get("method") == "sae" else DIRECTION_EDITS
+        gates = ["none", "frame"] + (["detector"] if spec.get("detector") else [])
         return (ids, clip, _feature_options(ws, ref, spec), chosen, list(edits), spec.get("edit"),
-                spec.get("strength"), spec.get("gate", "none"), note)
+                spec.get("strength"), gates, spec.get("gate", "none"), note)
 
     @app.callback(Output("steer-strength-help", "children"), Output("steer-chosen-links", "children"),
                   Input("steer-edit", "value"), Input("steer-features", "value"), State("steer-run", "value"))

@@ -104,7 +104,7 @@ def absorption(sae, X, y, train, max_main: int = 3, min_gain: float = 0.03, min_
 def phone_class_absorption(sae, X, frames: pd.DataFrame, seed: int = 0, classes=PHONE_CLASSES,
                            max_frames: int = 8000, **kw) -> dict:
     """:func:`absorption` for each broad phone class on the phone-labelled frames (not silence),
-    train/test split by speaker (clips without a speaker are their own group)."""
+    train/test split by speaker (:func:`workbench.conventions.frame_groups`)."""
     if "phones" not in frames:
         return {}
     frames = frames.reset_index(drop=True)
@@ -115,9 +115,9 @@ def phone_class_absorption(sae, X, frames: pd.DataFrame, seed: int = 0, classes=
         rows = np.sort(rng.choice(rows, max_frames, replace=False))
     if not len(rows):
         return {}
-    spk = frames["speaker"].to_numpy(dtype=object)[rows] if "speaker" in frames else np.full(len(rows), None)
-    groups = np.array([str(s) if pd.notna(s) else "clip:" + str(c)
-                       for s, c in zip(spk, frames["clip_id"].to_numpy(dtype=object)[rows])])
+    from workbench.conventions import frame_groups
+
+    groups = frame_groups(frames, by="speaker")[rows]
     names = np.unique(groups)
     if len(names) < 2:
         return {}

@@ -5,7 +5,7 @@ reference transcripts).
 
 Example
 -------
->>> core_metrics(sae, X)["rel_error_median_normal"]                                 # doctest: +SKIP
+>>> core_metrics(sae, X)["rel_error_median_no_massive"]                                 # doctest: +SKIP
 >>> decoder_kl(model, sae, "encoder.blocks.3.hook_resid_post", clips, texts)         # doctest: +SKIP
 {'kl_mean': 0.04, 'kl_median': 0.01, 'tokens': 160, 'clips': 5}
 """
@@ -16,38 +16,29 @@ import math
 import numpy as np
 import torch
 
-#: a frame whose norm exceeds this many times the median norm is "massive" (the cache source's
-#: training filter uses the same ratio; Whisper's last encoder block has ~1% such frames)
-MASSIVE_RATIO = 10.0
-
-
-def massive_mask(X: torch.Tensor, ratio: float = MASSIVE_RATIO) -> np.ndarray:
-    """True for frames whose norm exceeds ``ratio`` x the median frame norm."""
-    norms = torch.linalg.vector_norm(torch.as_tensor(X).float(), dim=1)
-    return (norms > ratio * norms.median()).numpy()
-
-
-def core_metrics(sae, X: torch.Tensor, chunk: int = 8192) -> dict:
-    """:func:`sae.metrics.evaluate` on all frames, plus FVU and relative errors without massive frames
-    (suffix ``_normal``), and ``massive_frac``."""
+def core_metrics(sae, X: torch.Tensor, norm_limit: float | None = None, chunk: int = 8192) -> dict:
+    """:func:`sae.metrics.evaluate` on all frames, plus FVU, relative errors and L0 without massive
+    frames (suffix ``_no_massive``; :mod:`sae.massive`: above ``norm_limit``, the SAE's training
+    filter, or 10x the median norm when it trained on every frame), ``massive_frac`` and ``massive_limit``."""
+    from sae.massive import split_massive
     from sae.metrics import evaluate
 
     X = torch.as_tensor(X).float()
     m = evaluate(sae, X.split(chunk))
     out = {k: m[k] for k in ("frames", "fvu", "rel_error_median", "rel_error_mean", "rel_error_q90", "l0",
                              "dead_frac", "dense_frac", "cosine")}
-    massive = massive_mask(X)
-    out["massive_frac"] = float(massive.mean())
+    massive, limit = split_massive(X, norm_limit)
+    out.update(massive_frac=float(massive.mean()), massive_limit=limit)
     normal = X[torch.from_numpy(~massive)]
     if len(normal):
         n = evaluate(sae, normal.split(chunk))
-        out.update({f"{k}_normal": n[k] for k in ("fvu", "rel_error_median", "rel_error_mean", "l0")})
+        out.update({f"{k}_no_massive": n[k] for k in ("fvu", "rel_error_median", "rel_error_mean", "l0")})
     out["density"] = m["density"]
     return out
 
 
 @torch.no_grad()
-def decoder_kl(model, sae, hook: str, audio, transcripts, n_tokens: int = 32) -> dict:
+def decoder_kl(model, sae, hook: str, audio, transcripts, n_tokens: int = 32, norm_limit: float | None = None) -> dict:
     """KL(clean || spliced) of Whisper's next-token distributions over the first ``n_tokens``
     teacher-forced tokens of each reference transcript (first 30 s window of each clip), the SAE's
     reconstruction replacing the real frames at ``hook``. Models without a text decoder: ``{}``."""
@@ -56,7 +47,7 @@ def decoder_kl(model, sae, hook: str, audio, transcripts, n_tokens: int = 32) ->
     if not all(hasattr(model, a) for a in ("hf", "prompt_ids", "tokenizer")) or model.tokenizer is None:
         return {}
     kls = []
-    fn = SpliceFn(sae)
+    fn = SpliceFn(sae, norm_limit=norm_limit)
     win = int(model.max_window_s * model.sample_rate)
     prompt = model.prompt_ids()
     n_clips = 0
@@ -91,7 +82,7 @@ def _logits(model, feats: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 def splice_metrics(model, sae, hook: str, cache, clip_ids, n_clips: int = 5, n_tokens: int = 32,
-                   verbose: bool = False, clean_memo: dict | None = None) -> dict:
+                   verbose: bool = False, clean_memo: dict | None = None, norm_limit: float | None = None) -> dict:
     """Spliced WER (:func:`sae.splice.spliced_effect`) and :func:`decoder_kl` on up to ``n_clips``
     held-out clips with transcripts (``clip_ids`` of ``cache``'s corpus)."""
     from sae.splice import select_clips, spliced_effect
@@ -103,8 +94,8 @@ def splice_metrics(model, sae, hook: str, cache, clip_ids, n_clips: int = 5, n_t
     audio = [load_audio(cache.corpus.audio_path(c), sr=model.sample_rate) for c in chosen]
     texts = [c.transcript for c in chosen]
     res = spliced_effect(model, sae, hook, audio, texts, verbose=verbose, ids=[c.id for c in chosen],
-                         domains=[c.domain for c in chosen], clean_memo=clean_memo)
+                         domains=[c.domain for c in chosen], clean_memo=clean_memo, norm_limit=norm_limit)
     out = {k: res[k] for k in ("wer_clean", "wer_spliced", "wer_change", "wer_clips", "rel_error_output")
            if k in res and not (isinstance(res[k], float) and math.isnan(res[k]))}
-    out.update(decoder_kl(model, sae, hook, audio, texts, n_tokens))
+    out.update(decoder_kl(model, sae, hook, audio, texts, n_tokens, norm_limit))
     return out

@@ -54,7 +54,7 @@ def targeted_erasure(sae, X, concepts: dict, train, n_remove: int = 20, seed: in
         rows = np.arange(len(X)) if rows is None else np.asarray(rows)
         y = np.asarray(y).astype(int)
         tr, te = rows[train[rows]], rows[~train[rows]]
-        ytr, yte = y[train[rows]], y[~train[rows]]
+        ytr, yte = y[tr], y[te]
         if len(set(ytr)) < 2 or len(set(yte)) < 2:
             continue
         probes[name] = _fit(R[tr], ytr, seed)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-PANELS = [("fvu", "FVU"), ("rel_error_median_normal", "rel. error (median, no massive)"), ("l0", "L0"),
+PANELS = [("fvu", "FVU"), ("rel_error_median_no_massive", "rel. error (median, no massive)"), ("l0", "L0"),
           ("dead_frac", "dead fraction"), ("wer_change", "spliced WER change"), ("kl_mean", "decoder KL (nats)"),
           ("probe_phones_sae_k1", "phone probe, k=1"), ("probe_speaker_sae_k1", "speaker probe, k=1"),
           ("absorption_mean", "absorption"), ("tpp", "targeted erasure (TPP)"),

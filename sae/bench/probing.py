@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 KS = (1, 2, 5, 20)
-#: task -> (frame-table column, column whose values must differ between train and test)
-TASKS = {"phones": ("phones", "speaker"), "words": ("words", "speaker"), "speaker": ("speaker", "clip_id"),
-         "domain": ("domain", "clip_id")}
+#: task -> (frame-table column, how train and test are kept apart: workbench.conventions.frame_groups ``by``)
+TASKS = {"phones": ("phones", "speaker"), "words": ("words", "speaker"), "speaker": ("speaker", "clip"),
+         "domain": ("domain", "clip")}
 
 
 def rank_columns(A: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -77,13 +77,16 @@ def _group_split(groups: np.ndarray, seed: int, fraction: float = 0.3) -> np.nda
 def sparse_probing(Z: np.ndarray, X: np.ndarray, frames: pd.DataFrame, ks=KS, n_classes: int = 5,
                    min_frames: int = 40, max_frames: int = 6000, seed: int = 0, dense: bool = True) -> dict:
     """:func:`sparse_probe_task` for the ``n_classes`` most frequent classes of each task in :data:`TASKS`
-    present in ``frames`` (phones and words split by speaker, speaker and domain by clip; "sil" is not
-    a phone class). Returns ``{task: {"sae": {k: mean acc}, "raw": {...}, "raw_full", "classes": {...}}}``."""
+    present in ``frames`` (phones and words: speaker-disjoint; speaker and domain: clip-disjoint, by
+    :func:`workbench.conventions.frame_groups`; "sil" is not a phone class). Returns ``{task: {"sae": {k: mean acc}, "raw": {...}, "raw_full", "classes": {...}}}``."""
     frames = frames.reset_index(drop=True)
     rng = np.random.default_rng(seed)
     out = {}
+    from workbench.conventions import frame_groups
+
+    groups = {by: frame_groups(frames, by=by) for by in {b for _, b in TASKS.values()}}
     for task, (col, group_col) in TASKS.items():
-        if col not in frames or group_col not in frames:
+        if col not in frames:
             continue
         lab = frames[col].to_numpy(dtype=object)
         has = np.array([pd.notna(v) and v != "sil" for v in lab])
@@ -92,10 +95,7 @@ def sparse_probing(Z: np.ndarray, X: np.ndarray, frames: pd.DataFrame, ks=KS, n_
         rows = np.flatnonzero(has)
         if len(rows) > max_frames:
             rows = np.sort(rng.choice(rows, max_frames, replace=False))
-        g = frames[group_col].to_numpy(dtype=object)[rows]
-        g = np.array([str(v) if pd.notna(v) else "clip:" + str(c)
-                      for v, c in zip(g, frames["clip_id"].to_numpy(dtype=object)[rows])])
-        train = _group_split(g, seed)
+        train = _group_split(groups[group_col][rows], seed)
         if train is None:
             continue
         labels = pd.Series(lab[rows]).astype(str)
@@ -106,7 +106,7 @@ def sparse_probing(Z: np.ndarray, X: np.ndarray, frames: pd.DataFrame, ks=KS, n_
         per = {}
         for c in classes:
             y = (labels == c).to_numpy().astype(int)
-            if y[train].min() == y[train].max():
+            if len(set(y[train])) < 2 or len(set(y[~train])) < 2:
                 continue
             per[c] = sparse_probe_task(Z[rows], X[rows], y, train, ks, dense, seed)
         if per:

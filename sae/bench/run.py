@@ -48,27 +48,47 @@ def _selection(cache, folder: Path, hook: str, holdout_file, max_frames: int, se
 
 def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: torch.Tensor, descriptors,
               model=None, clip_ids=None, splice_clips: int = 5, seed: int = 0, families=None,
-              dest: Path | None = None, verbose: bool = False, clean_memo: dict | None = None) -> tuple[dict, dict]:
+              dest: Path | None = None, verbose: bool = False, clean_memo: dict | None = None,
+              norm_limit: float | None = None) -> tuple[dict, dict]:
     """All bench families for one SAE on frames ``X`` (rows ``rows`` of ``cache``), described by
-    ``frames`` and ``descriptors``. Returns ``(flat row, nested results)``; writes ``dest/explanations.csv``."""
+    ``frames`` and ``descriptors``. ``norm_limit``: the SAE's training filter (:mod:`sae.massive`):
+    massive frames are spliced through and left out of every family but the all-frames core figures.
+    Returns ``(flat row, nested results)``; writes ``dest/explanations.csv``."""
     from sae.bench import absorption as ab
     from sae.bench import core, erasure, explain, labels, probing
     from workbench.atomic import atomic_path
 
     families = set(families or ("core", "splice", "probing", "absorption", "erasure", "explain"))
-    row: dict = {"hook": hook, "d_sae": sae.d_sae, "k": sae.cfg.k, "frames": len(X)}
+    row: dict = {"hook": hook, "d_sae": sae.d_sae, "k": sae.cfg.k, "frames": len(X),
+                 "trained_on_massive": norm_limit is None}
     nested: dict = {}
     t0 = time.perf_counter()
+    last = [t0]
+
+    def lap(family: str) -> None:  # seconds per family, where the time goes
+        now = time.perf_counter()
+        if family in families:
+            row[f"seconds_{family}"] = now - last[0]
+        last[0] = now
+
     if "core" in families:
-        m = core.core_metrics(sae, X)
+        m = core.core_metrics(sae, X, norm_limit)
         m.pop("density")
         row.update(m)
+    lap("core")
     if "splice" in families and model is not None:
         row.update(core.splice_metrics(model, sae, hook, cache, clip_ids, splice_clips, verbose=verbose,
-                                       clean_memo=clean_memo))
+                                       clean_memo=clean_memo, norm_limit=norm_limit))
+    if norm_limit is not None:  # the other families read the frames the SAE is a model of (sae.massive)
+        from sae.massive import split_massive
+
+        keep = ~split_massive(X, norm_limit)[0]
+        X, frames = X[torch.from_numpy(keep)], frames[keep].reset_index(drop=True)
+        descriptors = descriptors[keep].reset_index(drop=True) if descriptors is not None else None
     Z = None
     if families & {"probing", "explain"}:
         Z = sae.encode_numpy(X.numpy())
+    lap("splice")
     if "probing" in families:
         res = probing.sparse_probing(Z, X.numpy(), frames, seed=seed)
         nested["sparse_probing"] = res
@@ -79,6 +99,7 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
                 row[f"probe_{task}_raw_k{k}"] = v
             if "raw_full" in r:
                 row[f"probe_{task}_raw_full"] = r["raw_full"]
+    lap("probing")
     if "absorption" in families:
         res = ab.phone_class_absorption(sae, X.numpy(), frames, seed=seed)
         nested["absorption"] = res
@@ -86,6 +107,7 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
             row["absorption_mean"] = res["mean_absorption_rate"]
             for name, r in res["classes"].items():
                 row[f"absorption_{name}"] = r.get("absorption_rate")
+    lap("absorption")
     if "erasure" in families:
         concepts = erasure.frame_erasure_concepts(frames, ab.PHONE_CLASSES)
         if concepts:
@@ -98,9 +120,12 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
         fr = erasure.erasure_fractions(sae, X, frames, seed=seed, vowels=_vowels())
         nested["erasure_fraction"] = fr
         row.update({f"erase_{k}_frac": v for k, v in fr.items()})
+    lap("erasure")
     if "explain" in families:
         concepts = labels.frame_concepts(frames, descriptors)
-        fit = explain.split_by_group(frames["clip_id"].astype(str).to_numpy(), 0.5, seed)
+        from workbench.conventions import frame_groups
+
+        fit = explain.split_by_group(frame_groups(frames, by="clip"), 0.5, seed)
         table = explain.explain_features(Z, concepts, fit)
         dist = explain.f1_distribution(table)
         nested["explanations"] = dist
@@ -109,14 +134,15 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
             dest.mkdir(parents=True, exist_ok=True)
             with atomic_path(dest / "explanations.csv") as tmp:
                 table.to_csv(tmp, index=False, float_format="%.4f")
+    lap("explain")
     row["seconds"] = time.perf_counter() - t0
     return row, nested
 
 
 def _groups(frames: pd.DataFrame) -> np.ndarray:
-    spk = frames["speaker"].to_numpy(dtype=object) if "speaker" in frames else np.full(len(frames), None)
-    return np.array([str(s) if pd.notna(s) else "clip:" + str(c)
-                     for s, c in zip(spk, frames["clip_id"].to_numpy(dtype=object))])
+    from workbench.conventions import frame_groups
+
+    return frame_groups(frames, by="speaker")
 
 
 def run_bench(sae_args, cache, model, out: str | os.PathLike, hook: str | None = None, max_frames: int = 20_000,
@@ -124,6 +150,7 @@ def run_bench(sae_args, cache, model, out: str | os.PathLike, hook: str | None =
     """Bench every SAE named by ``sae_args`` (see :func:`sae.bench.saes.find_saes`) on ``cache``; writes the
     files listed in the module docstring and returns the bench table."""
     from sae.analyses import seed_consistency
+    from sae.massive import recorded_filter
     from workbench.acoustics import corpus_descriptors
     from workbench.atomic import write_json
 
@@ -147,13 +174,18 @@ def run_bench(sae_args, cache, model, out: str | os.PathLike, hook: str | None =
         X = torch.from_numpy(cache.load(h, sel_rows))
         frames = cache.frames(h).iloc[sel_rows].reset_index(drop=True)
         key = (h, tuple(sel_rows[:50]), len(sel_rows))
+        t_desc = time.perf_counter()
         if key not in descriptor_memo:
             descriptor_memo[key] = corpus_descriptors(frames, cache.corpus, progress=verbose)
+        t_desc = time.perf_counter() - t_desc
         sub = (Path(name.split("/")[0]) if several else Path()) / h
+        trained = recorded_filter(path if path.is_dir() else path.parent, h)
         row, nested = bench_one(sae, cache, h, sel_rows, frames, X, descriptor_memo[key], model, sel["clips"],
-                                splice_clips, seed, families, out / sub, verbose, clean_memo)
+                                splice_clips, seed, families, out / sub, verbose, clean_memo,
+                                norm_limit=trained["norm_limit"] if trained else None)
         row = {"name": name, "path": str(path), "format": sae.format, "in_sample": sel["in_sample"], **row,
                "explanations": str(out / sub / "explanations.csv") if (out / sub / "explanations.csv").is_file() else ""}
+        row["seconds_descriptors"] = t_desc
         row["seconds_total"] = time.perf_counter() - t_start
         rows.append(row)
         nested_all[name] = nested

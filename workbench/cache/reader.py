@@ -198,6 +198,13 @@ class ActivationCache:
             out[a : a + _CHUNK_ROWS] = self._to_float32(self._gather(hook, rows[a : a + _CHUNK_ROWS]))
         return out
 
+    def frame_centres(self, hook: str) -> np.ndarray:
+        """Centre (seconds, within its clip) of each frame of ``hook``: the frame table's
+        ``(start_s + end_s) / 2`` (:class:`workbench.conventions.FrameGrid`; caches written before
+        the frame-centre fix label Whisper frames 10 ms late)."""
+        f = self.frames(hook)
+        return ((f["start_s"] + f["end_s"]) / 2).to_numpy(dtype=np.float64)
+
     def norm_sample(self, hook: str, rows: np.ndarray | None = None, sample: int = _NORM_SAMPLE,
                     seed: int = 0) -> np.ndarray:
         """L2 norms of up to ``sample`` random frames (of ``rows``), float64."""

@@ -32,6 +32,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from workbench.atomic import atomic_path, read_json, write_bytes, write_json
+from workbench.names import UnsafeNameError, check_component
 
 from workbench.cache import frames as ft
 
@@ -103,7 +104,7 @@ class Store:
 
     # --- paths ---------------------------------------------------------------------------------
     def hook_dir(self, hook: str) -> Path:
-        return self.root / "hooks" / hook
+        return self.root / "hooks" / check_component(hook, "hook", self.root / CACHE_JSON)  # never ../ out of the cache
 
     def shard_path(self, hook: str, pid: str) -> Path:
         return self.hook_dir(hook) / f"shard_{pid}.bin"
@@ -118,6 +119,8 @@ class Store:
         return p.relative_to(self.root).as_posix()
 
     def abs(self, rel: str) -> Path:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:  # an edited index.json must not read outside the cache
+            raise UnsafeNameError(f"{self.root / INDEX_JSON}: file {rel!r} is outside the cache {self.root}")
         return self.root / rel
 
     def make_dirs(self, hooks: Iterable[str], groups: Iterable[str]) -> None:

@@ -198,7 +198,7 @@ def forward_batch(
 
 def iter_batches(model: AudioModel, corpus: Corpus, clips: list[Clip], batch_seconds: float, strict: bool):
     """Load clips into :class:`LoadedBatch` es of about ``batch_seconds`` (bad files recorded)."""
-    from workbench.audio import FullScaleWarning, load_audio
+    from workbench.audio import FullScaleWarning, LowRateWarning, load_audio
 
     batch, seconds, seq = LoadedBatch(0), 0.0, 0
     for clip in clips:
@@ -207,8 +207,8 @@ def iter_batches(model: AudioModel, corpus: Corpus, clips: list[Clip], batch_sec
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")  # e.g. "all silent": legal audio, not our business
                 x = load_audio(path, sr=model.sample_rate)
-            for w in caught:  # but audio beyond full scale was rescaled: say so
-                if issubclass(w.category, FullScaleWarning):
+            for w in caught:  # but audio beyond full scale was rescaled, or far below the model's rate: say so
+                if issubclass(w.category, (FullScaleWarning, LowRateWarning)):
                     logger.warning("clip %r: %s", clip.id, w.message)
         except Exception as e:
             if strict:

@@ -18,7 +18,9 @@ import errno
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 
 # Spinning OpenMP threads make torch many times slower on a busy 2-core machine; set before torch loads.
@@ -58,8 +60,24 @@ _RESUME = {"cache": "rerun the same command to resume", "probe": "rerun the same
            "sae train": "rerun the same command with --resume to continue from the last checkpoint"}
 
 
+def _quiet_exit(signum, frame) -> None:  # Ctrl-C while the sub-commands load: nothing started, nothing to say
+    print("workbench: interrupted", file=sys.stderr)
+    os._exit(130)
+
+
+if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _quiet_exit)  # set as early as this module loads: imports take seconds
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:
+        print("workbench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if signal.getsignal(signal.SIGINT) is _quiet_exit:  # from here on Ctrl-C raises, and the command cleans up
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"

@@ -34,6 +34,8 @@ FAMILIES = {
     "codec": "workbench.models.codec",
     "auristream": "workbench.models.auristream",
     "cochleagram": "workbench.models.cochleagram",
+    "nsnet2": "workbench.models.nsnet2",
+    "enhancer": "workbench.models.enhancers",
 }
 
 _MODEL_TYPE_FAMILY = {
@@ -55,6 +57,10 @@ _NAME_HINTS = [
     ("auristream", "auristream"),
     ("wavcoch", "auristream"),
     ("cochleagram", "cochleagram"),
+    ("nsnet2", "nsnet2"),
+    ("gtcrn", "enhancer"),
+    ("deepfilternet", "enhancer"),
+    ("dfn3", "enhancer"),
 ]
 
 
