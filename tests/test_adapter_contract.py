@@ -34,6 +34,7 @@ ADAPTERS = {
     "hubert": (lambda: __import__("workbench.models.hubert", fromlist=["_"]).random_hubert("hubert"), ["*"]),
     "wav2vec2": (lambda: __import__("workbench.models.hubert", fromlist=["_"]).random_hubert("wav2vec2"), ["*"]),
     "cochleagram": (lambda: __import__("workbench.models", fromlist=["_"]).load("cochleagram"), ["cochleagram.*"]),
+    "espnet": (lambda: __import__("workbench.models", fromlist=["_"]).load("espnet-random"), ["*"]),
 }
 
 DURATIONS_S = [1.0, 7.3, 35.0]  # 35 s crosses Whisper's 30 s window
@@ -48,6 +49,8 @@ def _signal(sr: int, seconds: float, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module", params=sorted(ADAPTERS))
 def case(request):
+    if request.param == "espnet":
+        pytest.importorskip("espnet2", reason="the optional `espnet` extra is not installed")
     factory, patterns = ADAPTERS[request.param]
     model = factory()
     hooks = model.resolve_hooks(patterns)

@@ -49,10 +49,13 @@ from workbench.atomic import atomic_path, write_json
 from workbench.models.cochleagram import Cochleagram, CochleagramConfig
 
 __all__ = ["TokenizerOutput", "CochlearCodebook", "TinyGPTConfig", "TinyCochlearGPT", "LMOutput", "train_tiny_lm",
-           "synthetic_corpus"]
+           "synthetic_corpus", "SPEECH_CODEBOOK", "speech_codebook", "codebook_training_audio"]
 
 logger = logging.getLogger(__name__)
 MAX_CODES = 8192
+#: the WavCoch-sized offline codebook (8192 codes, k-means on speech): ``auristream-tiny?codebook=speech-8192``
+SPEECH_CODEBOOK = "speech-8192"
+_SPEECH_VERSION = "v1"
 
 
 @dataclass
@@ -103,11 +106,12 @@ class CochlearCodebook:
 
     def __init__(self, n_codes: int = 1024, seed: int = 0, max_frames: int = 200_000, batch_size: int = 4096,
                  n_init: int = 3, max_iter: int = 100, cochleagram: CochleagramConfig | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, init: str = "k-means++") -> None:
         if not 2 <= int(n_codes) <= MAX_CODES:
             raise ValueError(f"n_codes must be in [2, {MAX_CODES}], got {n_codes}")
         self.n_codes, self.seed, self.max_frames = int(n_codes), int(seed), int(max_frames)
         self.batch_size, self.n_init, self.max_iter, self.verbose = batch_size, n_init, max_iter, verbose
+        self.init = init  # "random" (frames drawn as centres) keeps 8192-code fits fast; k-means++ is O(k^2)
         self.cochleagram = Cochleagram(cochleagram)
         self.centroids_: torch.Tensor | None = None
         self.sample_rate = self.cochleagram.config.sample_rate
@@ -139,7 +143,7 @@ class CochlearCodebook:
             rows = np.random.default_rng(self.seed).choice(len(frames), self.max_frames, replace=False)
             frames = frames[np.sort(rows)]
         km = MiniBatchKMeans(n_clusters=self.n_codes, random_state=self.seed, batch_size=self.batch_size,
-                             n_init=self.n_init, max_iter=self.max_iter, verbose=int(self.verbose))
+                             n_init=self.n_init, max_iter=self.max_iter, verbose=int(self.verbose), init=self.init)
         # small fits run single-threaded: thread start-up and oversubscription dominate them
         small = len(frames) * self.n_codes < 50_000_000
         with threadpool_limits(1) if small else contextlib.nullcontext():
@@ -239,6 +243,64 @@ def synthetic_corpus(n_clips: int = 8, seconds: float = 1.0, seed: int = 0, sr: 
         x[int(len(t) * 0.8):] = 0.0  # every clip ends in silence
         clips.append(x.astype(np.float32))
     return clips
+
+
+def codebook_training_audio(seconds: float = 600.0, seed: int = 0) -> tuple[list[np.ndarray], str]:
+    """Offline training audio for :func:`speech_codebook`, and a description of it.
+
+    About ``seconds`` of espeak-ng speech (every built-in sentence, 16 voices x variants, pitches
+    and rates; :mod:`workbench.corpus.synth`) plus 48 s of seeded synthetic non-speech
+    (:func:`synthetic_corpus`) so that tones, noise and silence get codes too. Deterministic.
+    """
+    from workbench.corpus.synth import SENTENCES, make_speakers, synthesize
+
+    clips = synthetic_corpus(n_clips=48, seconds=1.0, seed=seed)
+    speakers = make_speakers(16, seed)
+    rng = np.random.default_rng(seed)
+    total, i = 0.0, 0
+    while total < seconds:
+        spk, text = speakers[i % len(speakers)], SENTENCES[int(rng.integers(len(SENTENCES)))]
+        audio = synthesize(text, voice=spk.espeak_voice, pitch=spk.pitch, rate=spk.rate, sr=16000).audio
+        clips.append(np.asarray(audio, np.float32))
+        total += len(audio) / 16000
+        i += 1
+    return clips, f"{total:.0f} s espeak-ng speech ({i} utterances, 16 voices) + 48 s synthetic non-speech"
+
+
+def speech_codebook(cache_dir: str | os.PathLike | None = None, n_codes: int = MAX_CODES, seed: int = 0,
+                    audio=None, tag: str | None = None, verbose: bool = False) -> CochlearCodebook:
+    """The WavCoch-sized cochlear codebook (8192 codes), trained once and cached.
+
+    k-means (``MiniBatchKMeans``, random-frame init, 10 passes) over the 211-channel cochleagram
+    frames of :func:`codebook_training_audio` (or of ``audio``: clips or a Corpus, named by
+    ``tag``, e.g. real speech the caller has); saved under ``$WORKBENCH_CACHE_DIR`` (default: the
+    user cache dir) as ``cochlear-codebook-speech-8192-v1-s0/`` and loaded from there afterwards.
+    """
+    from workbench.models.ct2_import import cache_root
+
+    root = Path(cache_dir) if cache_dir else cache_root()
+    if audio is not None and not tag:
+        raise ValueError("speech_codebook(audio=...) needs a tag naming the audio (it keys the cached codebook)")
+    name = f"speech-{n_codes}" if audio is None else f"{tag}-{n_codes}"
+    d = root / f"cochlear-codebook-{name}-{_SPEECH_VERSION}-s{seed}"
+    if (d / "codebook.json").is_file():
+        return CochlearCodebook.load(d)
+    clips, what = codebook_training_audio(seed=seed) if audio is None else (list(_clips(audio)), tag)
+    logger.info("training the %d-code cochlear codebook once on %s (cached in %s)", n_codes, what, d)
+    cb = CochlearCodebook(n_codes=n_codes, seed=seed, n_init=1, max_iter=10, batch_size=8192, init="random",
+                          verbose=verbose)
+    cb.fit(clips)
+    tmp = d.with_name(d.name + f".tmp{os.getpid()}")
+    cb.save(tmp)
+    meta = json.loads((tmp / "codebook.json").read_text())
+    write_json(tmp / "codebook.json", {**meta, "training_audio": what}, indent=2)
+    try:
+        os.replace(tmp, d)  # atomic: a concurrent first use keeps whichever finished first
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return CochlearCodebook.load(d)
 
 
 # --- tiny GPT ---------------------------------------------------------------------------------
