@@ -46,7 +46,7 @@ from torch import nn
 
 from workbench.models.base import AudioModel
 
-__all__ = ["ESPnetAudioModel", "MissingESPnetError", "require_espnet", "random_espnet", "load", "PHONES"]
+__all__ = ["PHONES", "ESPnetAudioModel", "MissingESPnetError", "load", "random_espnet", "require_espnet"]
 
 EXTRA_HINT = ("ESPnet is not installed: `pip install --no-deps espnet==202511 && pip install "
               "\"audio-interp-workbench[espnet]\"` (the `espnet` extra)")
@@ -197,7 +197,7 @@ class _LogMel(nn.Module):
     def __init__(self, n_fft: int = 400, hop_length: int = 160, n_mels: int = 40, sr: int = 16000) -> None:
         super().__init__()
         self.n_fft, self.hop_length, self.n_mels = n_fft, hop_length, n_mels
-        mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731
+        mel = lambda f: 2595 * np.log10(1 + f / 700)
         pts = 700 * (10 ** (np.linspace(mel(0), mel(sr / 2), n_mels + 2) / 2595) - 1)
         freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
         fb = np.maximum(0, np.minimum((freqs[None] - pts[:-2, None]) / (pts[1:-1, None] - pts[:-2, None]),
