@@ -37,7 +37,7 @@ SERVABLE = tuple(AUDIO_EXTENSIONS) + (".png", ".jpg", ".jpeg", ".svg")
 TOKENS_HOOK, COCHLEAGRAM_HOOK = "tokens.hook_ids", "cochleagram.hook_out"
 #: the sae eval metrics shown beside an SAE (names as sae.metrics.evaluate writes them)
 SAE_HEADLINE_METRICS = ("fvu", "l0", "dead_frac")
-QUANTILE_SAMPLE = 20_000  # frames encoded once per SAE for the quantile-sampled examples
+QUANTILE_SAMPLE = 50_000  # frames (of whole clips) encoded once per SAE for the examples and bands
 
 
 class PartError(RuntimeError):
@@ -136,6 +136,27 @@ class Workspace:
     def folders(self, kind: str) -> list[Path]:
         base = self.root / kind
         return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
+
+    def part_dir(self, kind: str, name) -> Path:
+        """The folder of part ``name`` of ``kind`` (``probes``, ``steering``, ``neuro``, ...): the one
+        gate for every part name that comes from a client (a URL, a picker, a callback's input).
+
+        Only the names :meth:`folders` lists are accepted (an allow-list: a single path component,
+        no ``..``, not absolute, resolving inside the workspace); anything else gets the same
+        :class:`PartError` listing the valid names, so a probe like ``../../etc`` learns nothing about
+        what exists outside the workspace.
+
+        >>> Workspace(".").part_dir("probes", "../../etc")          # doctest: +SKIP
+        Traceback (most recent call last):
+        PartError: no probes run '../../etc' in this workspace; runs: phones
+        """
+        if kind not in KINDS:
+            raise PartError(f"no part kind {kind!r}; kinds: {', '.join(KINDS)}")
+        ok = {p.name: p for p in self.folders(kind) if p.resolve().is_relative_to(self.root)}
+        if not isinstance(name, str) or name not in ok:
+            shown = repr(name)[:80]
+            raise PartError(f"no {kind} run {shown} in this workspace; runs: {', '.join(ok) or 'none'}")
+        return ok[name]
 
     def url(self, path: str | os.PathLike) -> str | None:
         """The app URL serving ``path`` (``/files/...``), or None when it lies outside the workspace."""
@@ -294,6 +315,61 @@ class Workspace:
         path = self._eval_file(ref, "eval.json")
         return self.json(path, f"SAE {ref.key} evaluation") if path.is_file() else {}
 
+    def sae_at(self, path: str | os.PathLike) -> SaeRef | None:
+        """The workspace SAE saved at ``path`` (e.g. a steering artifact's ``sae``), or None."""
+        p = Path(path).resolve()
+        return next((r for r in self.saes() if r.sae_dir.resolve() == p), None)
+
+    def explanations_file(self, ref: SaeRef) -> Path | None:
+        """Where the SAE bench's ``explanations.csv`` of ``ref`` is (None when not written): beside
+        the SAE's ``eval.json``, in the SAE folder, or in a ``bench`` folder beside them. The one
+        place that knows the location."""
+        folder = ref.sae_dir.parent
+        for d in (ref.eval_dir, ref.sae_dir, ref.sae_dir / "bench", folder / "bench" / ref.hook, folder / "bench",
+                  folder / "eval" / ref.hook, folder / "eval"):
+            if d is not None and (d / "explanations.csv").is_file():
+                return d / "explanations.csv"
+        return None
+
+    def explanations(self, ref: SaeRef) -> pd.DataFrame | None:
+        """``explanations.csv`` (feature, explanation, precision, recall, f1) indexed by feature, or None."""
+        path = self.explanations_file(ref)
+        if path is None:
+            return None
+        df = self.table(path, f"SAE {ref.key} explanations")
+        if not {"feature", "explanation"} <= set(df.columns):
+            raise PartError(f"SAE {ref.key}: {path} lacks the columns feature, explanation (has {list(df.columns)})")
+        return df.drop_duplicates("feature").set_index("feature")
+
+    def density_url(self, ref: SaeRef) -> str | None:
+        """URL of ``sae eval``'s ``density.html`` of ``ref`` (served by ``/files/``), or None."""
+        if ref.eval_dir is None or not (ref.eval_dir / "density.html").is_file():
+            return None
+        p = (ref.eval_dir / "density.html").resolve()
+        return "/files/" + p.relative_to(self.root).as_posix() if p.is_relative_to(self.root) else None
+
+    def feature_examples(self, ref: SaeRef, feature: int, n_top: int = 10, n_bands: int = 5) -> dict:
+        """A feature's examples (:mod:`apps.examples`): ``top`` (the ``n_top`` strongest firing events,
+        one row each), ``bands`` (activation bands with frame counts over the sampled frames),
+        ``band_examples`` (one event per band), ``act_max`` (for a shared activation axis) and
+        ``sampled`` (frames sampled, of how many). Sources: the sampled whole clips and ``sae eval``'s
+        ``top_frames.parquet``."""
+        from apps.examples import band_examples, events, quantile_bands
+
+        codes, frames = _sampled_codes(self, ref, _mtime(ref.sae_dir / "sae_weights.safetensors"))
+        mine = codes[codes["feature"] == feature]
+        hits = frames.iloc[mine["row"].to_numpy()].reset_index(drop=True).assign(
+            activation=mine["activation"].to_numpy())
+        if ref.eval_dir is not None and (ref.eval_dir / "top_frames.parquet").is_file():
+            top = self.top_frames(ref)
+            hits = pd.concat([top[top["feature"] == feature].drop(columns=["feature", "rank", "row"], errors="ignore"),
+                              hits], ignore_index=True)
+        ev = events(hits)
+        bands = quantile_bands(mine["activation"].to_numpy(), n_bands)
+        act_max = float(hits["activation"].max()) if len(hits) else None
+        return {"top": ev.head(n_top), "n_events": len(ev), "bands": bands, "band_examples": band_examples(ev, bands),
+                "act_max": act_max, "sampled": (len(frames), self.sae_cache(ref).n_frames(ref.hook))}
+
     def sae_cache(self, ref: SaeRef) -> ActivationCache:
         """The cache the SAE was evaluated on (``eval.json``), else a workspace cache with its hook."""
         cache_path = self.sae_eval(ref).get("cache") if ref.eval_dir else None
@@ -358,8 +434,9 @@ class Workspace:
 
     # --- probes, neuro, steering ----------------------------------------------------------------
     def probe(self, name: str) -> dict:
-        """``{"summary", "folds", "confusion", "classes", "config", "best_hook"}`` of ``probes/NAME``."""
-        path = self.root / "probes" / name
+        """``{"summary", "folds", "confusion" (best layer), "confusions" ({hook: matrix}, maybe empty),
+        "config", "best_hook"}`` of ``probes/NAME``."""
+        path = self.part_dir("probes", name)
         doc = self.json(path / "summary.json", f"probe run {name}")
         out = {"summary": pd.DataFrame(doc.get("summary", [])), "config": doc.get("config", {}),
                "best_hook": doc.get("best_hook"), "folds": None, "confusion": None}
@@ -367,6 +444,10 @@ class Workspace:
             out["folds"] = self.table(path / "folds.csv", f"probe run {name}")
         if (path / "confusion.csv").is_file():
             out["confusion"] = self.table(path / "confusion.csv", f"probe run {name}").set_index("true")
+        out["confusions"] = {}  # every layer's, when the run wrote confusion_layers.csv
+        if (path / "confusion_layers.csv").is_file():
+            allc = self.table(path / "confusion_layers.csv", f"probe run {name}")
+            out["confusions"] = {str(h): g.drop(columns="hook").set_index("true") for h, g in allc.groupby("hook")}
         if out["summary"].empty:
             raise PartError(f"probe run {name}: {path / 'summary.json'} lists no layers yet")
         return out
@@ -374,7 +455,7 @@ class Workspace:
     def neuro(self, name: str) -> dict:
         """Tables, TRF kernels and topomaps of ``neuro/NAME`` (the layout :mod:`neuro` documents;
         only ``summary.csv`` is required)."""
-        path = self.root / "neuro" / name
+        path = self.part_dir("neuro", name)
         out: dict[str, Any] = {"summary": self.table(path / "summary.csv", f"neuro {name}"), "path": path}
         for key in ("layers", "features"):
             f = path / f"{key}.csv"
@@ -388,7 +469,7 @@ class Workspace:
 
     def steering(self, name: str) -> dict:
         """``steering.json``, ``sweep.csv`` and ``eval/eval.json`` of ``steering/NAME`` (the last two optional)."""
-        path = self.root / "steering" / name
+        path = self.part_dir("steering", name)
         out: dict[str, Any] = {"spec": self.json(path / "steering.json", f"steering {name}"), "path": path}
         out["sweep"] = self.table(path / "sweep.csv", f"steering {name}") if (path / "sweep.csv").is_file() else None
         ev = path / "eval" / "eval.json"
@@ -432,14 +513,31 @@ def _clip_codes(ws: Workspace, ref: SaeRef, clip_id: str, mtime: float) -> tuple
 
 @functools.lru_cache(maxsize=8)
 def _sampled_codes(ws: Workspace, ref: SaeRef, mtime: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Non-zero codes of up to QUANTILE_SAMPLE seeded random cache frames: encoded once per SAE."""
+    """Non-zero codes (``row``, ``feature``, ``activation``) of whole cache clips, seeded random clips
+    up to QUANTILE_SAMPLE frames (every clip when they fit), and their frame-table rows: encoded once
+    per SAE, in chunks. Whole clips, so a feature's firing events can be told apart."""
     cache = ws.sae_cache(ref)
-    n = cache.n_frames(ref.hook)
-    rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, QUANTILE_SAMPLE), replace=False))
-    z = ws.feature_dictionary(ref).encode_numpy(cache.load(ref.hook, rows))
-    r, f = np.nonzero(z)
-    codes = pd.DataFrame({"row": r, "feature": f, "activation": z[r, f]})
-    return codes, cache.frames(ref.hook).iloc[rows].reset_index(drop=True)
+    frames_all = cache.frames(ref.hook)
+    clip_of = frames_all["clip_id"].to_numpy()
+    clips = pd.unique(clip_of)
+    order = np.random.default_rng(0).permutation(len(clips))
+    sizes = pd.Series(clip_of).value_counts()
+    keep, total = set(), 0
+    for i in order:
+        n = int(sizes[clips[i]])
+        if total and total + n > QUANTILE_SAMPLE:
+            continue
+        keep.add(clips[i])
+        total += n
+    rows = np.flatnonzero(pd.Series(clip_of).isin(keep).to_numpy())
+    fd = ws.feature_dictionary(ref)
+    parts = []
+    for a in range(0, len(rows), 4096):
+        z = fd.encode_numpy(cache.load(ref.hook, rows[a:a + 4096]))
+        r, f = np.nonzero(z)
+        parts.append(pd.DataFrame({"row": r + a, "feature": f, "activation": z[r, f]}))
+    codes = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["row", "feature", "activation"])
+    return codes, frames_all.iloc[rows].reset_index(drop=True)
 
 
 @functools.lru_cache(maxsize=8)

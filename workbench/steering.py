@@ -53,6 +53,7 @@ tensor([[3., 4.]])
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -67,9 +68,10 @@ log = logging.getLogger(__name__)
 
 FORMAT = "workbench.steering/1"
 STEERING_FILE = "steering.json"
-SAE_EDITS = ("scale", "ablate", "negate", "clamp")
-DIRECTION_EDITS = ("project", "subtract")
-GATES = ("none", "frame")
+SAE_EDITS = ("scale", "ablate", "negate", "clamp", "clamp_target")
+DIRECTION_EDITS = ("project", "subtract", "add")
+METHODS = ("sae", "direction", "vector")
+GATES = ("none", "frame", "detector")
 
 
 def canonical_model(spec: str | None) -> str:
@@ -96,6 +98,7 @@ class Steering:
     direction: list[float] | None = None
     midpoint: float = 0.0
     gate: str = "none"
+    detector: dict | None = None
     concept: str | None = None
     selection: dict = field(default_factory=dict)
     sweep: dict = field(default_factory=dict)
@@ -103,26 +106,11 @@ class Steering:
     path: str | None = None
 
     def __post_init__(self) -> None:
-        self.strength = float(self.strength)
-        if self.method == "sae":
-            if self.edit not in SAE_EDITS:
-                raise ValueError(f"edit {self.edit!r} is not an SAE edit; use one of {SAE_EDITS}")
-            if not self.sae:
-                raise ValueError("an SAE steering needs 'sae' (the SAE directory)")
-            if self.n_features is None:
-                self.n_features = len(self.features)
-            if not 0 <= self.n_features <= len(self.features):
-                raise ValueError(f"n_features={self.n_features} but {len(self.features)} features are listed")
-        elif self.method == "direction":
-            if self.edit not in DIRECTION_EDITS:
-                raise ValueError(f"edit {self.edit!r} is not a direction edit; use one of {DIRECTION_EDITS}")
-            if self.direction is None or len(self.direction) != self.d_model:
-                n = None if self.direction is None else len(self.direction)
-                raise ValueError(f"a direction steering needs 'direction' with d_model={self.d_model} values, got {n}")
-        else:
-            raise ValueError(f"method must be 'sae' or 'direction', got {self.method!r}")
-        if self.gate not in GATES:
-            raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
+        from workbench.steering_check import check_fields
+
+        check_fields(self)  # types, finite values, index ranges: errors name the field
+        if self.method == "sae" and self.n_features is None:
+            self.n_features = len(self.features)
         self._fd = None
         self._device_cache: dict = {}
 
@@ -149,6 +137,11 @@ class Steering:
             raise ValueError(f"{file}: {e}") from None
         if s.sae and not Path(s.sae).is_absolute():  # relative SAE paths are relative to the artifact
             s.sae = str((file.parent / s.sae).resolve())
+        if s.method == "sae" and Path(s.sae).is_dir():  # feature indices against the SAE, now
+            try:
+                s.dictionary  # noqa: B018 (loading validates the feature indices)
+            except ValueError as e:
+                raise ValueError(f"{file}: {e}") from None
         return s
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,7 +154,8 @@ class Steering:
 
     # --- variants -----------------------------------------------------------------------------
     def with_(self, *, features: Sequence[int] | None = None, n_features: int | None = None,
-              strength: float | None = None, edit: str | None = None, gate: str | None = None) -> "Steering":
+              strength: float | None = None, edit: str | None = None, gate: str | None = None,
+              detector: dict | None = None) -> "Steering":
         """A copy with other settings, e.g. for live steering in the app.
 
         ``features``: explicit SAE feature indices (ranked entries are kept for listed indices that
@@ -185,8 +179,10 @@ class Steering:
             new.edit = edit
         if gate is not None:
             new.gate = gate
+        if detector is not None:
+            new.detector = dict(detector)
         new.__post_init__()
-        new._fd = self._fd  # share the loaded SAE
+        new._fd = self._fd  # share the loaded SAE (read-only: devices get their own copies)
         return new
 
     @property
@@ -198,22 +194,26 @@ class Steering:
     def is_identity(self) -> bool:
         """True for N = 0 or a zero-strength direction: nothing is attached. (A zero change in SAE
         space, e.g. ``scale`` 1, is still computed: ``x + 0`` is ``x`` exactly, SAE error kept.)"""
-        return not self.chosen if self.method == "sae" else self.strength == 0.0
+        if self.method == "sae":
+            return not self.chosen or (self.edit == "clamp_target" and self.strength == 0.0)
+        return self.strength == 0.0
 
     def describe(self) -> str:
-        what = f"{len(self.chosen)} SAE features" if self.method == "sae" else "the class-mean direction"
+        what = {"sae": f"{len(self.chosen)} SAE features", "direction": "the class-mean direction",
+                "vector": "the optimised vector"}[self.method]
         return f"{self.edit} {what} at {self.hook} (strength {self.strength:g}, gate {self.gate})"
 
     # --- applying -----------------------------------------------------------------------------
     @property
     def dictionary(self):
-        """The SAE as a :class:`~workbench.features.FeatureDictionary` (method ``sae``), loaded once."""
+        """The SAE as a :class:`~workbench.features.FeatureDictionary` (method ``sae``), loaded once
+        and never modified (each device gets its own copy in :meth:`_tensors`)."""
         if self._fd is None and self.method == "sae":
             from workbench.features import FeatureDictionary
+            from workbench.steering_check import check_sae
 
             fd = FeatureDictionary.load(self.sae)
-            if fd.d_in != self.d_model:
-                raise ValueError(f"SAE {self.sae} has d_in={fd.d_in}, the steering expects d_model={self.d_model}")
+            check_sae(self, fd)
             self._fd = fd
         return self._fd
 
@@ -222,15 +222,27 @@ class Steering:
         if key not in self._device_cache:
             if self.method == "sae":
                 fd = self.dictionary
-                t = {"W_dec": fd.W_dec[self.chosen].to(device), "idx": torch.tensor(self.chosen, device=device)}
+                local = copy.copy(fd)  # the shared dictionary stays where it is
+                local.W_enc, local.b_enc, local.b_dec = fd.W_enc.to(device), fd.b_enc.to(device), fd.b_dec.to(device)
+                local.threshold = None if fd.threshold is None else fd.threshold.to(device)
+                target = [float(f.get("target", 0.0)) for f in self.features[: self.n_features or 0]]
+                t = {"fd": local, "W_dec": fd.W_dec[self.chosen].to(device),
+                     "idx": torch.tensor(self.chosen, device=device),
+                     "target": torch.tensor(target, dtype=torch.float32, device=device)}
             else:
                 u = torch.tensor(self.direction, dtype=torch.float32, device=device)
                 t = {"u": u, "unit": u / u.norm().clamp_min(1e-12)}
+            if self.gate == "detector":
+                t["det_w"] = torch.tensor(self.detector["weight"], dtype=torch.float32, device=device)
+                t["det_idx"] = torch.tensor(self.detector.get("features") or [], dtype=torch.long, device=device)
             self._device_cache = {key: t}
         return self._device_cache[key]
 
-    def edit_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``act [..., d_model] -> edited act`` (same dtype); returns ``act`` itself when :attr:`is_identity`."""
+    def edit_fn(self, lengths: Callable[[], list[int] | None] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``act [..., d_model] -> edited act`` (same dtype); returns ``act`` itself when :attr:`is_identity`.
+
+        ``lengths()`` gives the real (unpadded) frame count of each batch row, for the clip-level
+        detector gate (:meth:`applied` supplies it for Whisper; without it all frames count)."""
 
         @torch.no_grad()
         def fn(act: torch.Tensor) -> torch.Tensor:
@@ -240,32 +252,50 @@ class Steering:
                 raise ValueError(f"steering for {self.hook} expects width {self.d_model}, got {tuple(act.shape)}")
             x = act.float()
             t = self._tensors(x.device)
+            z = None
             if self.method == "sae":
-                delta, fires = self._sae_delta(x, t)
+                delta, fires, z = self._sae_delta(x, t)
             else:
                 proj = x @ t["unit"]
-                delta = -self.strength * (proj[..., None] * t["unit"] if self.edit == "project" else t["u"])
+                delta = {"project": lambda: -self.strength * proj[..., None] * t["unit"],
+                         "subtract": lambda: -self.strength * t["u"],
+                         "add": lambda: self.strength * t["u"]}[self.edit]()
                 fires = proj > self.midpoint
             if self.gate == "frame":
                 delta = delta * fires[..., None]
+            elif self.gate == "detector":
+                delta = delta * self._detect(x, z, t, lengths() if lengths else None)[..., None]
             return (x + delta).to(act.dtype)
 
         return fn
 
-    def _sae_delta(self, x: torch.Tensor, t: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        fd = self.dictionary
-        if fd.W_enc.device != x.device:
-            fd.W_enc, fd.b_enc, fd.b_dec = fd.W_enc.to(x.device), fd.b_enc.to(x.device), fd.b_dec.to(x.device)
-            fd.threshold = None if fd.threshold is None else fd.threshold.to(x.device)
-        z = fd.encode(x)[..., t["idx"]]
-        s = self.strength
-        new = {"scale": s * z, "ablate": (1.0 - s) * z, "negate": -s * z,
-               "clamp": torch.full_like(z, s)}[self.edit]
-        return (new - z) @ t["W_dec"], (z > 0).any(-1)
+    def _detect(self, x: torch.Tensor, z, t: dict, lengths) -> torch.Tensor:
+        """Where the detector gate lets the edit act (bool ``[..., T]``): its logit ``f.w + b`` > 0 per
+        frame (``level`` frame) or its mean over each row's real frames > 0 (``level`` clip)."""
+        det = self.detector
+        f = z if det.get("space", "acts") == "sae" else x  # sae: codes of the detector's features
+        logit = f @ t["det_w"] + float(det.get("bias", 0.0))
+        if det.get("level", "frame") == "frame":
+            return logit > 0
+        T = logit.shape[-1]
+        rows = logit.reshape(-1, T)
+        n = [T] * rows.shape[0] if not lengths or len(lengths) != rows.shape[0] else [max(1, min(T, k)) for k in lengths]
+        mean = torch.stack([r[:k].mean() for r, k in zip(rows, n)])
+        return (mean > 0)[:, None].expand(-1, T).reshape(logit.shape)
 
-    def hooks(self) -> dict[str, Callable]:
+    def _sae_delta(self, x: torch.Tensor, t: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        full = t["fd"].encode(x)
+        z = full[..., t["idx"]]
+        s = self.strength
+        new = {"scale": lambda: s * z, "ablate": lambda: (1.0 - s) * z, "negate": lambda: -s * z,
+               "clamp": lambda: torch.full_like(z, s), "clamp_target": lambda: z + s * (t["target"] - z)}[self.edit]()
+        det_idx = t.get("det_idx")
+        codes = full[..., det_idx] if det_idx is not None and len(det_idx) else None
+        return (new - z) @ t["W_dec"], (z > 0).any(-1), codes
+
+    def hooks(self, lengths: Callable[[], list[int] | None] | None = None) -> dict[str, Callable]:
         """``{hook: edit}`` for ``model.hooks(...)`` (empty when the edit is the identity)."""
-        return {} if self.is_identity else {self.hook: self.edit_fn()}
+        return {} if self.is_identity else {self.hook: self.edit_fn(lengths)}
 
     def check_model(self, model) -> None:
         """Refuse a model this artifact was not made for (other hook set, other width, other weights)."""
@@ -286,5 +316,35 @@ class Steering:
         """``with steering.applied(model): model.transcribe(x)`` runs with the edit in place."""
         if check:
             self.check_model(model)
-        with model.hooks(self.hooks()):
+        with contextlib.ExitStack() as stack:
+            lengths = None
+            if self.gate == "detector" and (self.detector or {}).get("level") == "clip":
+                lengths = stack.enter_context(_window_frames(model))
+            stack.enter_context(model.hooks(self.hooks(lengths)))
             yield self
+
+
+@contextlib.contextmanager
+def _window_frames(model) -> Iterator[Callable[[], list[int] | None]]:
+    """Real encoder frames of each window the model encodes next (Whisper pads every window to 30 s
+    with zeros, whose log-mel columns are all equal: the real part ends at the last column that
+    differs from the final one). Yields a getter; ``None`` where the model is not a Whisper."""
+    encoder = getattr(getattr(getattr(model, "hf", None), "model", None), "encoder", None)
+    if encoder is None:
+        yield lambda: None
+        return
+    seen: dict[str, list[int]] = {}
+
+    def pre(_module, args, kwargs):
+        feats = args[0] if args else kwargs.get("input_features")
+        if feats is not None:
+            differs = (feats != feats[..., -1:]).any(1)  # [B, mel frames]
+            last = torch.where(differs.any(-1), differs.float().cumsum(-1).argmax(-1) + 1,
+                               torch.full_like(differs[:, 0], differs.shape[-1], dtype=torch.long))
+            seen["n"] = [int((k + 1) // 2) for k in last.tolist()]  # two mel frames per encoder frame
+
+    handle = encoder.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        yield lambda: seen.get("n")
+    finally:
+        handle.remove()

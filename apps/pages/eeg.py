@@ -12,7 +12,7 @@ from dash import Input, Output, State, dash_table, dcc, html
 
 from apps import figures
 from apps.data import PartError, Workspace
-from apps.pages.common import guarded, message, picker
+from apps.pages.common import follow_url, guarded, link_sae_features, message, picker, url_choice, url_location
 
 PATH, TITLE = "/eeg", "EEG"
 ACOUSTIC = ("envelope", "spectrogram", "mel", "cochleagram", "onset", "acoustic", "baseline")
@@ -76,9 +76,10 @@ def layout(ws: Workspace, query: dict) -> html.Div:
     if not runs:
         return html.Div([html.H2(TITLE), message(f"no neural results in {ws.root / 'neuro'}: run the neuro "
                                                  "encoding step into WORKSPACE/neuro/NAME", "warn")])
-    run = query.get("run") if query.get("run") in runs else runs[0]
+    run, note = url_choice(query, "run", runs, "neuro run")
     return html.Div([
-        html.H2(TITLE),
+        html.H2(TITLE), url_location("eeg"), html.Div(note, id="eeg-url-note"),
+        dcc.Store(id="eeg-want-feature", data=query.get("feature") if note is None else None),
         html.Div([picker("eeg-run", runs, run, "run"), picker("eeg-layer", [], None, "layer"),
                   picker("eeg-feature", [], None, "feature", searchable=True)], className="wb-row"),
         html.Div(id="eeg-status"),
@@ -92,12 +93,13 @@ def layout(ws: Workspace, query: dict) -> html.Div:
 
 
 def register(app, ws: Workspace, jobs) -> None:
+    follow_url(app, "eeg", run="eeg-run", feature="eeg-feature")
     @app.callback(Output("eeg-status", "children"), Output("eeg-layer", "options"), Output("eeg-layer", "value"),
                   Output("eeg-feature", "options"), Output("eeg-feature", "value"), Output("eeg-images", "children"),
                   Output("eeg-trf", "options"), Output("eeg-trf", "value"), Output("eeg-table", "children"),
-                  Input("eeg-run", "value"))
+                  Input("eeg-run", "value"), State("eeg-want-feature", "data"))
     @guarded(9)
-    def choose_run(name):
+    def choose_run(name, want=None):
         run = ws.neuro(name)
         s = run["summary"]
         missing = [c for c in ("feature", "channel", "r") if c not in s]
@@ -110,14 +112,17 @@ def register(app, ws: Workspace, jobs) -> None:
         fopts = [{"label": f"{f} (max r {r:.3f})", "value": str(f)} for f, r in feats.items()]
         imgs = [html.Img(src=u, className="wb-img", alt=u.rsplit("/", 1)[-1]) for u in run["images"]]
         corr = run["features"] if run["features"] is not None else s  # features.csv: per-feature correlations
-        table = dash_table.DataTable(data=corr.round(4).to_dict("records"), columns=[{"name": c, "id": c} for c in corr],
+        records, cols = link_sae_features(ws, corr.round(4), run["meta"])  # f1234 -> its feature page
+        table = dash_table.DataTable(data=records, columns=cols, markdown_options={"link_target": "_self"},
                                      sort_action="native", filter_action="native", page_size=15,
                                      sort_by=[{"column_id": "p_fdr" if "p_fdr" in corr else "r",
                                                "direction": "asc" if "p_fdr" in corr else "desc"}],
                                      style_cell={"fontSize": 12}, id="eeg-corr-table")
         trf = sorted(run["trf"])
         note = "" if layers is not None else message("no layers.csv in this run: no layer curve", "info")
-        return (note, lopts, best_layer, fopts, fopts[0]["value"] if fopts else None, imgs, trf,
+        fvalue, bad = url_choice({"feature": want} if want else {}, "feature", [o["value"] for o in fopts], "feature set")
+        note = bad or note
+        return (note, lopts, best_layer, fopts, fvalue, imgs, trf,
                 trf[0] if trf else None, table)
 
     @app.callback(Output("eeg-status", "children", allow_duplicate=True), Output("eeg-layers", "figure"),

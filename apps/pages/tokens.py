@@ -16,7 +16,7 @@ from dash import Input, Output, State, dcc, html
 
 from apps import figures
 from apps.data import Workspace
-from apps.pages.common import guarded, message, picker
+from apps.pages.common import follow_url, guarded, message, picker, url_choice, url_int, url_location
 
 PATH, TITLE = "/tokens", "Cochlear tokens"
 PATCH_FRAMES = 10  # +-50 ms around each occurrence
@@ -48,9 +48,11 @@ def layout(ws: Workspace, query: dict) -> html.Div:
             "--hooks tokens.hook_ids ...` (and `--model cochleagram --hooks cochleagram.hook_out` for the "
             "cochleagram)", "warn")])
     names = [s["name"] for s in sources]
-    name = query.get("source") if query.get("source") in names else names[0]
+    q = {"cache": query.get("cache", query.get("source"))}  # ?source= is the older name
+    name, note = url_choice(q, "cache", names, "token cache")
     return html.Div([
-        html.H2(TITLE),
+        html.H2(TITLE), url_location("tok"), html.Div(note, id="tok-url-note"),
+        dcc.Store(id="tok-want-token", data=query.get("token") if note is None else None),
         html.Div([picker("tok-source", names, name, "token cache"), picker("tok-clip", [], None, "clip"),
                   picker("tok-token", [], None, "token", searchable=True)], className="wb-row"),
         html.Div(id="tok-status"),
@@ -64,20 +66,28 @@ def layout(ws: Workspace, query: dict) -> html.Div:
 
 
 def register(app, ws: Workspace, jobs) -> None:
+    follow_url(app, "tok", cache="tok-source", token="tok-token")
     @app.callback(Output("tok-status", "children"), Output("tok-clip", "options"), Output("tok-clip", "value"),
                   Output("tok-token", "options"), Output("tok-token", "value"), Output("tok-stats", "children"),
-                  Output("tok-usage", "figure"), Input("tok-source", "value"))
-    @guarded(7)
-    def choose_source(name):
+                  Output("tok-usage", "figure"), Output("tok-url-note", "children", allow_duplicate=True),
+                  Input("tok-source", "value"), State("tok-want-token", "data"), prevent_initial_call="initial_duplicate")
+    @guarded(8)
+    def choose_source(name, want=None):
         src = ws.token_source(name)
         counts, stats = usage(ws.token_ids(src))
         clips = src["tokens"].clip_ids
         opts = [{"label": f"token {t} ({n} frames)", "value": int(t)} for t, n in counts.items()]
         note = "" if src["cochleagram"] is not None else message(
             "no cochleagram cache of this corpus: only token sequences are shown", "warn")
-        return (note, clips, clips[0] if clips else None, opts, opts[0]["value"] if opts else None,
+        value, bad = (opts[0]["value"] if opts else None), ""
+        if want is not None and opts:
+            ids = [o["value"] for o in opts]
+            asked, bad = url_int({"token": want}, "token", min(ids), max(ids), "token", valid=set(ids),
+                                 absent="never occurs in this cache")
+            value = asked if asked is not None else value
+        return (note, clips, clips[0] if clips else None, opts, value,
                 " · ".join(f"{k} {v}" for k, v in stats.items()),
-                figures.token_usage_figure(counts, f"{name}: token usage (rank-frequency)"))
+                figures.token_usage_figure(counts, f"{name}: token usage (rank-frequency)"), bad or "")
 
     @app.callback(Output("tok-status", "children", allow_duplicate=True), Output("tok-clip-graph", "figure"),
                   Input("tok-clip", "value"), Input("tok-token", "value"), State("tok-source", "value"),

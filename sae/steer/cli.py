@@ -49,9 +49,22 @@ def register(subparsers) -> None:
     f.add_argument("--corpus", required=True, help="corpus whose clips outside the fit split form the dev split")
     f.add_argument("--model", default=None, help="model spec (default: the cache's)")
     f.add_argument("--out", required=True, help="steering directory")
-    f.add_argument("--method", choices=["sae", "direction"], default="sae")
-    f.add_argument("--edit", default=None, help="sae: scale|ablate|negate|clamp; direction: subtract|project")
-    f.add_argument("--gate", choices=["none", "frame"], default="none")
+    f.add_argument("--method", choices=["sae", "direction", "vector"], default="sae",
+                   help="sae: SAE features; direction: class-mean direction; vector: optimised steering vector")
+    f.add_argument("--selector", choices=["contrast", "attribution"], default=None,
+                   help="how SAE features are chosen (default: the best found, see docs/readme/steering.md)")
+    f.add_argument("--edit", default=None,
+                   help="sae: scale|ablate|negate|clamp|clamp_target; direction/vector: subtract|project|add")
+    f.add_argument("--gate", choices=["none", "frame", "detector"], default="none",
+                   help="detector: a linear detector (detect-then-steer) gates the edit")
+    f.add_argument("--detector-level", choices=["clip", "frame"], default="clip")
+    f.add_argument("--detector-space", choices=["acts", "sae"], default=None,
+                   help="acts: activations at the hook; sae: the chosen SAE features' codes (feature-based gate)")
+    f.add_argument("--candidates", type=positive_int, default=32, help="attribution: candidates confirmed by patching")
+    f.add_argument("--max-fit-clips", type=positive_int, default=120,
+                   help="attribution / optimised vector: fit clips used (class-balanced seeded subset)")
+    f.add_argument("--vector-steps", type=positive_int, default=60)
+    f.add_argument("--vector-kl", type=non_negative_float, default=1.0, help="KL weight on speech clips")
     f.add_argument("--hook", default=None, help="hook (default: the SAE's, or the cache's only one)")
     f.add_argument("--n-features", type=int_list, default=[1, 2, 4, 8, 16, 32])
     f.add_argument("--strengths", type=_floats, default=None, help="comma-separated (default per edit)")
@@ -86,13 +99,16 @@ def run_prepare(args) -> int:
 
 
 def run_fit(args) -> int:
-    from sae.steer.fit import fit
+    from sae.steer.fit import DEFAULT_SELECTOR, fit
 
     steering = fit(args.cache, sae=args.sae, concept=args.concept, corpus=args.corpus, model=args.model, out=args.out,
                    method=args.method, edit=args.edit, gate=args.gate, hook=args.hook, n_features=args.n_features,
                    strengths=args.strengths, max_wer_increase=args.max_wer_increase, max_frames=args.max_frames,
                    n_permutations=args.permutations, max_dev_clips=args.max_dev_clips, seed=args.seed,
-                   verbose=not args.quiet, command="workbench " + shlex.join(sys.argv[1:]))
+                   verbose=not args.quiet, command="workbench " + shlex.join(sys.argv[1:]),
+                   selector=args.selector or DEFAULT_SELECTOR, detector_level=args.detector_level,
+                   detector_space=args.detector_space, n_candidates=args.candidates, max_fit_clips=args.max_fit_clips,
+                   vector_options={"steps": args.vector_steps, "kl_weight": args.vector_kl})
     c = steering.sweep["chosen"]
     print(f"{args.out}: {steering.describe()}")
     print(f"  dev: hallucination {steering.sweep['baseline']['hallucination_rate']:.3f} -> "
@@ -111,6 +127,9 @@ def run_eval(args) -> int:
     res = evaluate(args.steering, args.corpus, model=model, out=args.out, also=args.also, vad=not args.no_vad,
                    n_boot=args.bootstrap, seed=args.seed, max_clips=args.max_clips, verbose=not args.quiet)
     print(table(res).to_string(index=False))
+    for cond, metrics in res["by_condition"].items():
+        print(f"\nclips: {cond}")
+        print(table({"conditions": res["conditions"], **metrics}).to_string(index=False))
     print(f"wrote {args.out}/eval.json")
     return 0
 

@@ -23,6 +23,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from workbench.corpus import Clip, Corpus
+from workbench.names import safe_component
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def segment_nonspeech(corpus: Corpus, out_dir: str | Path, seconds: float = 5.0,
             piece = audio[start : start + n]
             if len(piece) < min_seconds * sr:
                 break
-            path = save_audio(out / "audio" / f"{clip.id}_seg{k:02d}.flac", piece, sr)
+            path = save_audio(out / "audio" / f"{safe_component(clip.id)}_seg{k:02d}.flac", piece, sr)
             clips.append(Clip(f"{clip.id}_seg{k:02d}", str(path.resolve()), clip.domain, clip.speaker, None, {},
                               len(piece) / sr, {**base, "offset_s": start / sr}))
     return Corpus(clips, root=out)

@@ -128,19 +128,57 @@ def evaluate(steering, corpus, model=None, out: str | Path | None = None, also: 
                 name = (prefix + suffix) if prefix else ({"": "baseline"}.get(suffix) or suffix.lstrip("+"))
                 for row, text in zip(rows[start : start + chunk], texts):
                     row[name] = text
-    conditions = [k for k in rows[0] if k not in ("id", "domain", "reference")]
-    metrics = summarize({k: [r[k] for r in rows] for k in conditions}, [r["reference"] for r in rows],
-                        [not is_speech(c) for c in clips], n_boot=n_boot, seed=seed)
+    for row, c in zip(rows, clips):
+        row["condition"] = clip_condition(c)
+    conditions = [k for k in rows[0] if k not in ("id", "domain", "reference", "condition")]
+    texts = {k: [r[k] for r in rows] for k in conditions}
+    refs, nonspeech = [r["reference"] for r in rows], [not is_speech(c) for c in clips]
+    metrics = summarize(texts, refs, nonspeech, n_boot=n_boot, seed=seed)
+    by_condition = {}
+    for cond in sorted({r["condition"] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r["condition"] == cond]
+        by_condition[cond] = summarize({k: [v[i] for i in idx] for k, v in texts.items()}, [refs[i] for i in idx],
+                                       [nonspeech[i] for i in idx], n_boot=n_boot, seed=seed)
+    methods = {"baseline": {"method": "plain decoding", "gate": "none", "path": None}}
+    for name, st in named:
+        methods[name] = {"method": st.method, "edit": st.edit, "strength": st.strength, "n_features": st.n_features,
+                         "features": st.chosen, "gate": st.gate, "path": st.path, "describe": st.describe(),
+                         "selector": st.selection.get("selector")}
     result = {"steering": steering.path, "also": [s.path for s in others], "model": model.spec,
               "corpus": corpus_path, "conditions": conditions, **metrics, "clips": rows,
               "skipped": skipped, "excluded": excluded, "n_boot": n_boot,
               "chosen": {"method": steering.method, "edit": steering.edit, "strength": steering.strength,
-                         "n_features": steering.n_features, "gate": steering.gate}}
+                         "n_features": steering.n_features, "gate": steering.gate},
+              "methods": methods, "by_condition": by_condition,
+              "rows": long_rows(metrics, by_condition, conditions, methods)}
     if out is not None:
         out = Path(out)
         write_json(out / "eval.json", result, indent=1)
         write_text(out / "clips.csv", pd.DataFrame(rows).to_csv(index=False))
     return result
+
+
+def clip_condition(clip) -> str:
+    """The condition a clip is reported under: its ``condition`` (e.g. ``whispered``), else
+    ``speech`` / ``nonspeech``."""
+    return str(clip.extra.get("condition") or ("speech" if is_speech(clip) else "nonspeech"))
+
+
+def long_rows(metrics: dict, by_condition: dict, conditions: list[str], methods: dict) -> list[dict]:
+    """One row per (evaluation condition, clip condition): ``method`` (the artifact's name in
+    ``methods``), ``gate`` (``none``, ``no_speech_gate``, ``vad_gate``), ``clips`` (``all`` or a clip
+    condition) and its figures; what the app's Pareto plot reads."""
+    out = []
+    for name in conditions:
+        method, _, gate = name.partition("+")
+        if method in ("no_speech_gate", "vad_gate"):
+            method, gate = "baseline", method
+        for clips, m in [("all", metrics[name]), *((c, v[name]) for c, v in by_condition.items())]:
+            out.append({"condition": name, "method": method, "gate": gate or "none", "clips": clips,
+                        **{k: m.get(k) for k in ("hallucination_rate", "hallucination_ci", "hallucination_drop",
+                                                 "hallucination_drop_ci", "wer", "wer_ci", "wer_change",
+                                                 "wer_change_ci", "n_nonspeech", "n_speech", "reference_words")}})
+    return out
 
 
 def table(result: dict) -> pd.DataFrame:

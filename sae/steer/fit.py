@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from sae.steer.artifact import artifact_dir, check_out
 from sae.steer.data import clip_group, is_speech
 from sae.steer.selection import class_mean_direction, concept_labels, select_features
 from sae.steer.sweep import run_sweep, settings, write_sweep
@@ -33,7 +34,11 @@ DEFAULT_N = (1, 2, 4, 8, 16, 32)
 # Amplifying the concept (scale > 1, project < 0) is what empties tiny.en's transcripts of non-speech
 # (adding the raw direction, subtract < 0, turns speech into " you"); ablation (scale 0) is swept too.
 DEFAULT_STRENGTHS = {"scale": (0.0, 4.0, 8.0, 16.0, 32.0), "ablate": (1.0,), "negate": (1.0, 2.0), "clamp": (1.0, 4.0),
-                     "subtract": (-2.0, -1.0, 1.0, 2.0), "project": (-1.0, -2.0, -3.0, -4.0)}
+                     "clamp_target": (0.5, 1.0, 2.0, 4.0), "subtract": (-2.0, -1.0, 1.0, 2.0),
+                     "project": (-1.0, -2.0, -3.0, -4.0), "add": (0.5, 1.0, 1.5, 2.0, 3.0)}
+#: what ``steer fit`` does with no method flags: the best ungated SAE method found (docs/readme/steering.md)
+DEFAULT_SELECTOR = "contrast"
+DEFAULT_EDIT = "scale"
 
 
 def fit_frames(cache, hook: str, concept: str, max_frames: int | None, seed: int):
@@ -55,15 +60,31 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
         hook: str | None = None, n_features: Sequence[int] = DEFAULT_N, strengths: Sequence[float] | None = None,
         max_wer_increase: float = 0.005, max_frames: int | None = 60_000, n_permutations: int = 200,
         min_auroc: float = 0.55, max_dev_clips: int | None = None, seed: int = 0, verbose: bool = True,
-        command: str | None = None):
-    """Fit a :class:`~workbench.steering.Steering` (``method`` "sae" or "direction") and save it to ``out``."""
+        command: str | None = None, selector: str = DEFAULT_SELECTOR, detector_level: str = "clip",
+        detector_space: str | None = None, n_candidates: int = 32, max_fit_clips: int | None = 120,
+        vector_options: dict | None = None):
+    """Fit a :class:`~workbench.steering.Steering` and save it to ``out`` (written into a temporary
+    folder renamed into place when complete: a refused or failed fit leaves an existing ``out`` as it was).
+
+    ``method``: ``sae`` (features by ``selector`` ``contrast`` or ``attribution``), ``direction`` (class
+    means) or ``vector`` (optimised, :mod:`sae.steer.vector`); ``gate``: ``none``, ``frame`` or
+    ``detector`` (a linear detector at ``detector_level`` clip|frame on ``detector_space`` acts|sae).
+    """
+    from sae.steer.choose import attribution_features, feature_targets, optimised_vector
+    from sae.steer.detector import fit_detector
     from sae.steer.evaluate import load_clips
     from workbench.cache import ActivationCache
     from workbench.corpus import Corpus, load_corpus
     from workbench.features import FeatureDictionary
     from workbench.models import load
-    from workbench.steering import Steering
+    from workbench.steering import METHODS, Steering
 
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if selector not in ("contrast", "attribution"):
+        raise ValueError(f"selector must be 'contrast' or 'attribution', got {selector!r}")
+    if out is not None:
+        check_out(out)  # before any work: an --out that is not a steering artifact is refused
     cache = ActivationCache.open(cache) if isinstance(cache, (str, Path)) else cache
     fd = None
     if method == "sae":
@@ -76,36 +97,55 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
     hook = hook or (cache.hooks[0] if len(cache.hooks) == 1 else None)
     if hook is None or hook not in cache.hooks:
         raise ValueError(f"choose a hook of the cache with --hook; cached: {cache.hooks}")
-    edit = edit or ("scale" if method == "sae" else "project")
+    edit = edit or {"sae": DEFAULT_EDIT, "direction": "project", "vector": "add"}[method]
+    corpus = load_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
+    spec = cache.info()["model"]["spec"]
+    model = load(model or spec) if model is None or isinstance(model, str) else model
     acts, y, groups, level, fit_ids = fit_frames(cache, hook, concept, max_frames, seed)
     direction = class_mean_direction(acts, y)
     selection = {"concept": concept, "level": level, "frames": int(len(y)), "concept_frames": int(y.sum()),
                  "clips": fit_ids, "groups": sorted(set(groups.tolist())), "cache": str(Path(cache.root).resolve()),
-                 "direction_auroc": direction["auroc"], "direction_effect_size": direction["effect_size"]}
-    features = []
-    if fd is not None:
-        sel = select_features(fd.encode_numpy(acts), y, groups, level, n_permutations=n_permutations,
-                              min_auroc=min_auroc, seed=seed)
-        features = sel.records()
+                 "direction_auroc": direction["auroc"], "direction_effect_size": direction["effect_size"],
+                 "selector": selector if method == "sae" else method}
+    features, scores, vector = [], None, None
+    codes = fd.encode_numpy(acts) if fd is not None else None
+    if fd is not None and selector == "contrast":
+        sel = select_features(codes, y, groups, level, n_permutations=n_permutations, min_auroc=min_auroc, seed=seed)
+        targets = feature_targets(codes, y)
+        features = [{**r, "target": round(float(targets[r["index"]]), 6)} for r in sel.records()]
+        scores = sel.scores.assign(target=targets).sort_values("effect_size", ascending=False)
         selection.update(criterion="effect size (Cohen's d) above the clip-permutation max-statistic bar, "
                          f"AUROC >= {min_auroc}", significance_bar=sel.bar, n_permutations=n_permutations,
                          n_selected=len(sel.selected))
-        if out is not None:
-            scores = sel.scores.sort_values("effect_size", ascending=False)
-            write_text(Path(out) / "features.csv", scores.to_csv())
         log.info("%d features above the bar %.3f (of %d)", len(sel.selected), sel.bar, fd.d_sae)
-    spec = cache.info()["model"]["spec"]
-    model = load(model or spec) if model is None or isinstance(model, str) else model
+    elif fd is not None:
+        features, info, scores = attribution_features(model, fd, hook, cache, concept, codes, y, edit, n_candidates,
+                                                      max_fit_clips, n_permutations, seed, verbose)
+        selection.update(info)
+        scores = scores.sort_values("attribution", ascending=False)
+        log.info("attribution: %d candidates, %d confirmed by patching", info["n_candidates"], len(features))
+    elif method == "vector":
+        vector, info = optimised_vector(model, hook, cache, concept, max_fit_clips, seed, verbose, **(vector_options or {}))
+        selection.update(vector=info)
+    detector = None
+    if gate == "detector":
+        space = detector_space or "acts"
+        top = [f["index"] for f in features[: max(n_features)]] if space == "sae" else None
+        if space == "sae" and not top:
+            raise ValueError("an SAE-space detector needs selected features; none were selected")
+        X = codes[:, top] if space == "sae" else acts
+        detector = fit_detector(X, y, level=detector_level, space=space, features=top, seed=seed)
     base = Steering(model=model.spec or spec, hook=hook, d_model=int(acts.shape[1]), method=method, edit=edit,
                     strength=1.0, features=features, n_features=len(features),
                     sae=str(Path(sae).resolve()) if sae else None,
-                    direction=direction["direction"] if method == "direction" else None,
-                    midpoint=direction["midpoint"], gate=gate, concept=concept, selection=selection,
-                    command=command)
+                    direction=direction["direction"] if method == "direction" else vector,
+                    midpoint=direction["midpoint"], gate=gate, detector=detector, concept=concept,
+                    selection=selection, command=command)
+    if fd is not None:
+        base._fd = fd
     base.check_model(model)
 
     # dev split: corpus clips whose group the fit never saw
-    corpus = load_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
     fit_groups = set(selection["groups"]) | set(fit_ids)
     dev = [c for c in corpus if c.id not in fit_groups and clip_group(c) not in fit_groups]
     if max_dev_clips and len(dev) > max_dev_clips:  # a seeded subset, speech and non-speech in proportion
@@ -123,14 +163,18 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
                         **({"n_features": int(chosen_n)} if method == "sae" else {}))
     chosen.sweep = {"clips": [c.id for c in dev_clips], "groups": sorted({clip_group(c) for c in dev_clips}),
                     "corpus": str(Path(getattr(corpus, "root", corpus)).resolve()),
-                    "max_wer_increase": max_wer_increase,
+                    "max_wer_increase": max_wer_increase, "rule": best["rule"],
+                    "reference_words": int(sum(len(r.split()) for r in refs if r)),
                     "grid": grid, "table": "sweep.csv",
                     "chosen": json.loads(pd.Series(best).to_json()),
-                    "baseline": {"hallucination_rate": float(table.iloc[0]["hallucination_rate"]),
+                    "baseline": {"hallucination_rate": _num(table.iloc[0]["hallucination_rate"]),
                                  "wer": _num(table.iloc[0]["wer"])}}
     if out is not None:
-        write_sweep(table, out, f"{method} steering of {concept} at {hook}: dev sweep")
-        chosen.save(out)
+        with artifact_dir(out) as tmp:
+            if scores is not None:
+                write_text(tmp / "features.csv", scores.to_csv())
+            write_sweep(table, tmp, f"{chosen.describe()}: dev sweep")
+            chosen.save(tmp)
         chosen.path = str(Path(out))
     return chosen
 

@@ -41,11 +41,31 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
 
 
 def _ci(samples: np.ndarray) -> list[float] | None:
-    samples = samples[np.isfinite(samples)]
+    """Percentile 95% interval; NaN draws (undefined) are left out, ``-inf`` draws count as the lowest
+    values (an infinite bound is written as ``None``: unbounded)."""
+    samples = samples[~np.isnan(samples)]
     if not len(samples):
         return None
-    lo, hi = np.quantile(samples, [0.025, 0.975])
-    return [round(float(lo), 5), round(float(hi), 5)]
+    method = "linear" if np.isfinite(samples).all() else "inverted_cdf"  # no interpolation with -inf
+    lo, hi = np.quantile(samples, [0.025, 0.975], method=method)
+    return [round(float(v), 5) if np.isfinite(v) else None for v in (lo, hi)]
+
+
+def relative_drop(rate: np.ndarray, base_rate: np.ndarray) -> np.ndarray:
+    """``1 - rate / base_rate`` per bootstrap draw, defined on every draw: a draw whose baseline has
+    no hallucination counts as no drop (0) when the condition has none either and as ``-inf`` (worse
+    than any finite drop) when it has some. Dropping those draws, as before, biased the interval
+    upwards exactly where the baseline rate is low.
+
+    >>> relative_drop(np.array([0.1, 0.0, 0.2]), np.array([0.5, 0.0, 0.0])).tolist()
+    [0.8, 0.0, -inf]
+    """
+    rate, base_rate = np.asarray(rate, dtype=float), np.asarray(base_rate, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 1 - rate / base_rate
+    zero = base_rate == 0
+    out[zero] = np.where(rate[zero] == 0, 0.0, -np.inf)
+    return out
 
 
 def summarize(texts: Mapping[str, Sequence[str]], references: Sequence[str | None], nonspeech: Sequence[bool],
@@ -85,7 +105,7 @@ def summarize(texts: Mapping[str, Sequence[str]], references: Sequence[str | Non
             w0 = float(base["err"].sum() / max(base["words"].sum(), 1)) if len(base["words"]) else None
             with np.errstate(divide="ignore", invalid="ignore"):
                 res["hallucination_drop"] = (1 - h / h0) if h0 else None
-                res["hallucination_drop_ci"] = _ci(1 - br / b_rate)
+                res["hallucination_drop_ci"] = _ci(relative_drop(br, b_rate))
             res["wer_change"] = (w - w0) if w is not None and w0 is not None else None
             res["wer_change_ci"] = _ci(bw - b_wer)
         out[name] = res

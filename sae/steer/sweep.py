@@ -16,6 +16,7 @@ Example
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -26,10 +27,15 @@ from tqdm.auto import tqdm
 from sae.steer.metrics import capped_wer, point
 from workbench.atomic import atomic_path, write_text
 
+log = logging.getLogger(__name__)
+#: how the sweep chose (``rule`` in sweep.csv and in steering.json's ``sweep``)
+RULE_BUDGET = "lowest hallucination rate with capped WER <= baseline + max_wer_increase"
+RULE_NO_REFERENCES = "hallucination rate only: no dev transcripts, WER budget NOT applied"
+
 
 def settings(method: str, n_features: Sequence[int], strengths: Sequence[float], available: int) -> list[dict]:
     """The sweep grid; N values above the number of selected features are capped (and deduplicated)."""
-    if method == "direction":
+    if method != "sae":
         return [{"n_features": None, "strength": float(s)} for s in strengths]
     ns = sorted({min(int(n), available) for n in n_features if int(n) > 0 and available > 0})
     return [{"n_features": n, "strength": float(s)} for n in ns for s in strengths]
@@ -62,7 +68,15 @@ def run_sweep(model, steering, audio: list[np.ndarray], references: Sequence[str
     df["wer_change"] = df["wer"] - w0 if w0 is not None else np.nan
     df["wer_capped_change"] = df["wer_capped"] - df["wer_capped"].iloc[0]
     df["hallucination_drop"] = 1 - df["hallucination_rate"] / h0 if h0 else 0.0
-    budget = df["wer_capped_change"].fillna(0) <= max_wer_increase + 1e-12
+    if w0 is None:  # no reference words: the WER guard cannot be applied; say so, loudly and on record
+        log.warning("the dev clips have no speech with transcripts: the WER budget (%g) cannot be checked, "
+                    "the sweep chooses by hallucination rate alone (recorded as rule %r)", max_wer_increase,
+                    RULE_NO_REFERENCES)
+        budget = pd.Series(True, index=df.index)
+        df["rule"] = RULE_NO_REFERENCES
+    else:
+        budget = df["wer_capped_change"] <= max_wer_increase + 1e-12
+        df["rule"] = RULE_BUDGET
     df["within_budget"] = budget
     cand = df[budget].assign(abs_strength=lambda d: d["strength"].abs(), n=lambda d: d["n_features"].fillna(0))
     best = cand.sort_values(["hallucination_rate", "wer_capped", "n", "abs_strength"], kind="stable").iloc[0]

@@ -37,6 +37,8 @@ FAMILIES = {
     "auristream": "workbench.models.auristream",
     "cochleagram": "workbench.models.cochleagram",
     "espnet": "workbench.models.espnet",
+    "nsnet2": "workbench.models.nsnet2",
+    "enhancer": "workbench.models.enhancers",
 }
 
 _MODEL_TYPE_FAMILY = {
@@ -61,6 +63,10 @@ _NAME_HINTS = [
     ("espnet", "espnet"),
     ("owsm", "espnet"),
     ("powsm", "espnet"),
+    ("nsnet2", "nsnet2"),
+    ("gtcrn", "enhancer"),
+    ("deepfilternet", "enhancer"),
+    ("dfn3", "enhancer"),
 ]
 
 
