@@ -49,13 +49,10 @@ from workbench.atomic import atomic_path, write_json
 from workbench.models.cochleagram import Cochleagram, CochleagramConfig
 
 __all__ = ["TokenizerOutput", "CochlearCodebook", "TinyGPTConfig", "TinyCochlearGPT", "LMOutput", "train_tiny_lm",
-           "synthetic_corpus", "SPEECH_CODEBOOK", "speech_codebook", "codebook_training_audio"]
+           "synthetic_corpus"]
 
 logger = logging.getLogger(__name__)
 MAX_CODES = 8192
-#: the WavCoch-sized offline codebook (8192 codes, k-means on speech): ``auristream-tiny?codebook=speech-8192``
-SPEECH_CODEBOOK = "speech-8192"
-_SPEECH_VERSION = "v1"
 
 
 @dataclass
@@ -212,6 +209,10 @@ class CochlearCodebook:
             if not (d / name).is_file():
                 raise FileNotFoundError(f"{d / name}: not a saved CochlearCodebook (missing {name})")
         meta = json.loads((d / "codebook.json").read_text())
+        if meta.get("method") == "lfq" and cls is CochlearCodebook:
+            from workbench.models.cochlear_lfq import LFQCodebook  # the WavCoch-sized LFQ codebook
+
+            return LFQCodebook.load(d)
         cb = cls(n_codes=meta["n_codes"], seed=meta["seed"], max_frames=meta.get("max_frames", 200_000),
                  cochleagram=CochleagramConfig(**meta["cochleagram"]))
         cb.centroids_ = load_file(str(d / "codebook.safetensors"))["centroids"]
@@ -243,64 +244,6 @@ def synthetic_corpus(n_clips: int = 8, seconds: float = 1.0, seed: int = 0, sr: 
         x[int(len(t) * 0.8):] = 0.0  # every clip ends in silence
         clips.append(x.astype(np.float32))
     return clips
-
-
-def codebook_training_audio(seconds: float = 600.0, seed: int = 0) -> tuple[list[np.ndarray], str]:
-    """Offline training audio for :func:`speech_codebook`, and a description of it.
-
-    About ``seconds`` of espeak-ng speech (every built-in sentence, 16 voices x variants, pitches
-    and rates; :mod:`workbench.corpus.synth`) plus 48 s of seeded synthetic non-speech
-    (:func:`synthetic_corpus`) so that tones, noise and silence get codes too. Deterministic.
-    """
-    from workbench.corpus.synth import SENTENCES, make_speakers, synthesize
-
-    clips = synthetic_corpus(n_clips=48, seconds=1.0, seed=seed)
-    speakers = make_speakers(16, seed)
-    rng = np.random.default_rng(seed)
-    total, i = 0.0, 0
-    while total < seconds:
-        spk, text = speakers[i % len(speakers)], SENTENCES[int(rng.integers(len(SENTENCES)))]
-        audio = synthesize(text, voice=spk.espeak_voice, pitch=spk.pitch, rate=spk.rate, sr=16000).audio
-        clips.append(np.asarray(audio, np.float32))
-        total += len(audio) / 16000
-        i += 1
-    return clips, f"{total:.0f} s espeak-ng speech ({i} utterances, 16 voices) + 48 s synthetic non-speech"
-
-
-def speech_codebook(cache_dir: str | os.PathLike | None = None, n_codes: int = MAX_CODES, seed: int = 0,
-                    audio=None, tag: str | None = None, verbose: bool = False) -> CochlearCodebook:
-    """The WavCoch-sized cochlear codebook (8192 codes), trained once and cached.
-
-    k-means (``MiniBatchKMeans``, random-frame init, 10 passes) over the 211-channel cochleagram
-    frames of :func:`codebook_training_audio` (or of ``audio``: clips or a Corpus, named by
-    ``tag``, e.g. real speech the caller has); saved under ``$WORKBENCH_CACHE_DIR`` (default: the
-    user cache dir) as ``cochlear-codebook-speech-8192-v1-s0/`` and loaded from there afterwards.
-    """
-    from workbench.models.ct2_import import cache_root
-
-    root = Path(cache_dir) if cache_dir else cache_root()
-    if audio is not None and not tag:
-        raise ValueError("speech_codebook(audio=...) needs a tag naming the audio (it keys the cached codebook)")
-    name = f"speech-{n_codes}" if audio is None else f"{tag}-{n_codes}"
-    d = root / f"cochlear-codebook-{name}-{_SPEECH_VERSION}-s{seed}"
-    if (d / "codebook.json").is_file():
-        return CochlearCodebook.load(d)
-    clips, what = codebook_training_audio(seed=seed) if audio is None else (list(_clips(audio)), tag)
-    logger.info("training the %d-code cochlear codebook once on %s (cached in %s)", n_codes, what, d)
-    cb = CochlearCodebook(n_codes=n_codes, seed=seed, n_init=1, max_iter=10, batch_size=8192, init="random",
-                          verbose=verbose)
-    cb.fit(clips)
-    tmp = d.with_name(d.name + f".tmp{os.getpid()}")
-    cb.save(tmp)
-    meta = json.loads((tmp / "codebook.json").read_text())
-    write_json(tmp / "codebook.json", {**meta, "training_audio": what}, indent=2)
-    try:
-        os.replace(tmp, d)  # atomic: a concurrent first use keeps whichever finished first
-    except OSError:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    return CochlearCodebook.load(d)
 
 
 # --- tiny GPT ---------------------------------------------------------------------------------
