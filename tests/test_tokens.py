@@ -158,6 +158,7 @@ def test_units_cache_round_trip_and_analyze(codec, tmp_path):
     assert compare([res, res2])["codes_used"].tolist() == [use["codes_used"].iloc[0]] * 2
 
 
+@pytest.mark.slow
 def test_codec_codes_reencode(codec):
     from probes.tokens.sources import ModelSource
 
