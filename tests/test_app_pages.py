@@ -92,7 +92,7 @@ def test_workspace_page(served, tmp_path):
     served.wait_for_contains_text("#section-probes", "best_accuracy")
     screenshot(served, "workspace", tmp_path)
     served.find_element("#section-saes a.wb-open").click()
-    served.wait_for_contains_text("#feat-title", "Feature", timeout=30)
+    served.wait_for_contains_text("#feat-title", "Feature", timeout=120)  # the first SAE page waits for the warm-up
     no_console_errors(served)
 
 
@@ -210,6 +210,7 @@ def test_probes_page(served, tmp_path):
         "return document.querySelector('#probe-confusion .gtitle')?.textContent || ''"), what="the chosen layer's confusion")
     wait_until(lambda: "layer=blocks.1.resid_post" in served.driver.current_url, what="the URL to follow the layer")
     assert served.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    served.find_element("h2").click()  # close the dropdown before the screenshot
     screenshot(served, "probes", tmp_path)
     no_console_errors(served)
 
