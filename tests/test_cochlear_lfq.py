@@ -39,6 +39,7 @@ def test_lfq_needs_a_power_of_two():
         LFQCodebook(n_codes=1000)
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_and_auristream(tmp_path):
     import workbench.models
 

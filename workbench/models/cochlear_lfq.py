@@ -181,7 +181,9 @@ def speech_codebook(cache_dir: str | os.PathLike | None = None, n_codes: int = M
     clips, what = codebook_training_audio(seed=seed) if audio is None else (list(_clips(audio)), tag)
     logger.info("training the %d-code cochlear codebook once on %s (cached in %s)", n_codes, what, d)
     cb = LFQCodebook(n_codes=n_codes, seed=seed, verbose=verbose)
-    cb.fit(clips)
+    # one long signal: the cochleagram reuses one filter plan per chunk instead of one per clip length
+    gap = np.zeros(1600, np.float32)
+    cb.fit([np.concatenate([x for c in clips for x in (np.asarray(c, np.float32), gap)])])
     tmp = d.with_name(d.name + f".tmp{os.getpid()}")
     cb.save(tmp)
     meta = json.loads((tmp / "codebook.json").read_text())

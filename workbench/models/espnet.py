@@ -197,8 +197,8 @@ class _LogMel(nn.Module):
     def __init__(self, n_fft: int = 400, hop_length: int = 160, n_mels: int = 40, sr: int = 16000) -> None:
         super().__init__()
         self.n_fft, self.hop_length, self.n_mels = n_fft, hop_length, n_mels
-        mel = lambda f: 2595 * np.log10(1 + f / 700)
-        pts = 700 * (10 ** (np.linspace(mel(0), mel(sr / 2), n_mels + 2) / 2595) - 1)
+        top = 2595 * np.log10(1 + (sr / 2) / 700)  # HTK mel scale
+        pts = 700 * (10 ** (np.linspace(0.0, top, n_mels + 2) / 2595) - 1)
         freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
         fb = np.maximum(0, np.minimum((freqs[None] - pts[:-2, None]) / (pts[1:-1, None] - pts[:-2, None]),
                                       (pts[2:, None] - freqs[None]) / (pts[2:, None] - pts[1:-1, None])))
