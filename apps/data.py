@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from apps.data_features import QUANTILE_SAMPLE, SaeExamples  # noqa: F401  (QUANTILE_SAMPLE: public here too)
 from workbench.atomic import read_json
 from workbench.audio import AUDIO_EXTENSIONS
 from workbench.cache import ActivationCache
@@ -37,7 +38,6 @@ SERVABLE = tuple(AUDIO_EXTENSIONS) + (".png", ".jpg", ".jpeg", ".svg")
 TOKENS_HOOK, COCHLEAGRAM_HOOK = "tokens.hook_ids", "cochleagram.hook_out"
 #: the sae eval metrics shown beside an SAE (names as sae.metrics.evaluate writes them)
 SAE_HEADLINE_METRICS = ("fvu", "l0", "dead_frac")
-QUANTILE_SAMPLE = 20_000  # frames encoded once per SAE for the quantile-sampled examples
 
 
 class PartError(RuntimeError):
@@ -109,7 +109,7 @@ def _load_fd(path: Path, mtime: float) -> FeatureDictionary:
     return FeatureDictionary.load(path)
 
 
-class Workspace:
+class Workspace(SaeExamples):
     """Read-only access to the workspace directory ``root`` (see module docstring)."""
 
     def __init__(self, root: str | os.PathLike) -> None:
@@ -136,6 +136,27 @@ class Workspace:
     def folders(self, kind: str) -> list[Path]:
         base = self.root / kind
         return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
+
+    def part_dir(self, kind: str, name) -> Path:
+        """The folder of part ``name`` of ``kind`` (``probes``, ``steering``, ``neuro``, ...): the one
+        gate for every part name that comes from a client (a URL, a picker, a callback's input).
+
+        Only the names :meth:`folders` lists are accepted (an allow-list: a single path component,
+        no ``..``, not absolute, resolving inside the workspace); anything else gets the same
+        :class:`PartError` listing the valid names, so a probe like ``../../etc`` learns nothing about
+        what exists outside the workspace.
+
+        >>> Workspace(".").part_dir("probes", "../../etc")          # doctest: +SKIP
+        Traceback (most recent call last):
+        PartError: no probes run '../../etc' in this workspace; runs: phones
+        """
+        if kind not in KINDS:
+            raise PartError(f"no part kind {kind!r}; kinds: {', '.join(KINDS)}")
+        ok = {p.name: p for p in self.folders(kind) if p.resolve().is_relative_to(self.root)}
+        if not isinstance(name, str) or name not in ok:
+            shown = repr(name)[:80]
+            raise PartError(f"no {kind} run {shown} in this workspace; runs: {', '.join(ok) or 'none'}")
+        return ok[name]
 
     def url(self, path: str | os.PathLike) -> str | None:
         """The app URL serving ``path`` (``/files/...``), or None when it lies outside the workspace."""
@@ -175,10 +196,12 @@ class Workspace:
 
     def _describe_saes(self, ref: SaeRef) -> dict:
         fd = self.feature_dictionary(ref)
-        out = {"hook": ref.hook, "d_in": fd.d_in, "d_sae": fd.d_sae, "k": fd.k}
+        # Batch-Top-K: k is the mean number of active features per frame over a training batch, so a
+        # frame's L0 varies around it; the card says so beside the measured per-frame mean
+        out = {"hook": ref.hook, "d_in": fd.d_in, "d_sae": fd.d_sae, "k (Batch-Top-K: batch mean, not per frame)": fd.k}
         if ref.eval_dir is not None and (ref.eval_dir / "eval.json").is_file():
             m = self.sae_eval(ref).get("metrics", {})
-            out.update({k: m[k] for k in SAE_HEADLINE_METRICS if k in m})
+            out.update({("l0 (measured mean per frame)" if k == "l0" else k): m[k] for k in SAE_HEADLINE_METRICS if k in m})
         else:
             out["eval"] = "not evaluated yet (run `workbench sae eval`)"
         return out
@@ -304,22 +327,6 @@ class Workspace:
             raise PartError(f"SAE {ref.key}: no cache in {self.root / 'caches'} holds {ref.hook}")
         return found[0]
 
-    def clip_codes(self, ref: SaeRef, clip_id: str) -> tuple[pd.DataFrame, np.ndarray]:
-        """Frame-table rows and SAE codes ``[T, d_sae]`` of one cached clip (one small encode)."""
-        return _clip_codes(self, ref, clip_id, _mtime(ref.sae_dir / "sae_weights.safetensors"))
-
-    def quantile_examples(self, ref: SaeRef, feature: int, n: int = 4) -> pd.DataFrame:
-        """``n`` frames where ``feature`` fires, one from each activation quantile bin (low to high)."""
-        codes, frames = _sampled_codes(self, ref, _mtime(ref.sae_dir / "sae_weights.safetensors"))
-        hits = codes[codes["feature"] == feature].sort_values("activation")
-        if hits.empty:
-            return pd.DataFrame(columns=["activation", "quantile", *frames.columns])
-        picks = [b[len(b) // 2] for b in np.array_split(np.arange(len(hits)), min(n, len(hits)))]
-        rows = hits.iloc[picks]
-        info = frames.iloc[rows["row"].to_numpy()].reset_index(drop=True)
-        q = [(i + 0.5) / len(picks) for i in range(len(picks))]
-        return pd.concat([pd.DataFrame({"activation": rows["activation"].to_numpy(), "quantile": q}), info], axis=1)
-
     # --- cochlear tokens ------------------------------------------------------------------------
     def token_sources(self) -> list[dict]:
         """``[{"name", "tokens": cache, "cochleagram": cache or None}]``: caches with ``tokens.hook_ids``,
@@ -358,8 +365,9 @@ class Workspace:
 
     # --- probes, neuro, steering ----------------------------------------------------------------
     def probe(self, name: str) -> dict:
-        """``{"summary", "folds", "confusion", "classes", "config", "best_hook"}`` of ``probes/NAME``."""
-        path = self.root / "probes" / name
+        """``{"summary", "folds", "confusion" (best layer), "confusions" ({hook: matrix}, maybe empty),
+        "config", "best_hook"}`` of ``probes/NAME``."""
+        path = self.part_dir("probes", name)
         doc = self.json(path / "summary.json", f"probe run {name}")
         out = {"summary": pd.DataFrame(doc.get("summary", [])), "config": doc.get("config", {}),
                "best_hook": doc.get("best_hook"), "folds": None, "confusion": None}
@@ -367,6 +375,10 @@ class Workspace:
             out["folds"] = self.table(path / "folds.csv", f"probe run {name}")
         if (path / "confusion.csv").is_file():
             out["confusion"] = self.table(path / "confusion.csv", f"probe run {name}").set_index("true")
+        out["confusions"] = {}  # every layer's, when the run wrote confusion_layers.csv
+        if (path / "confusion_layers.csv").is_file():
+            allc = self.table(path / "confusion_layers.csv", f"probe run {name}")
+            out["confusions"] = {str(h): g.drop(columns="hook").set_index("true") for h, g in allc.groupby("hook")}
         if out["summary"].empty:
             raise PartError(f"probe run {name}: {path / 'summary.json'} lists no layers yet")
         return out
@@ -374,7 +386,7 @@ class Workspace:
     def neuro(self, name: str) -> dict:
         """Tables, TRF kernels and topomaps of ``neuro/NAME`` (the layout :mod:`neuro` documents;
         only ``summary.csv`` is required)."""
-        path = self.root / "neuro" / name
+        path = self.part_dir("neuro", name)
         out: dict[str, Any] = {"summary": self.table(path / "summary.csv", f"neuro {name}"), "path": path}
         for key in ("layers", "features"):
             f = path / f"{key}.csv"
@@ -388,7 +400,7 @@ class Workspace:
 
     def steering(self, name: str) -> dict:
         """``steering.json``, ``sweep.csv`` and ``eval/eval.json`` of ``steering/NAME`` (the last two optional)."""
-        path = self.root / "steering" / name
+        path = self.part_dir("steering", name)
         out: dict[str, Any] = {"spec": self.json(path / "steering.json", f"steering {name}"), "path": path}
         out["sweep"] = self.table(path / "sweep.csv", f"steering {name}") if (path / "sweep.csv").is_file() else None
         ev = path / "eval" / "eval.json"
@@ -418,28 +430,6 @@ def _clip_index(ws: Workspace, sources: tuple) -> dict:
         for clip in corpus:
             index.setdefault(clip.id, (corpus, clip))
     return index
-
-
-@functools.lru_cache(maxsize=64)
-def _clip_codes(ws: Workspace, ref: SaeRef, clip_id: str, mtime: float) -> tuple[pd.DataFrame, np.ndarray]:
-    cache = ws.sae_cache(ref)
-    if clip_id not in cache.clip_ids:
-        raise PartError(f"clip {clip_id!r} is not in cache {cache.root}")
-    rows = cache.select(ref.hook, clips=[clip_id])
-    codes = ws.feature_dictionary(ref).encode_numpy(cache.load(ref.hook, rows))
-    return cache.frames(ref.hook).iloc[rows].reset_index(drop=True), codes
-
-
-@functools.lru_cache(maxsize=8)
-def _sampled_codes(ws: Workspace, ref: SaeRef, mtime: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Non-zero codes of up to QUANTILE_SAMPLE seeded random cache frames: encoded once per SAE."""
-    cache = ws.sae_cache(ref)
-    n = cache.n_frames(ref.hook)
-    rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, QUANTILE_SAMPLE), replace=False))
-    z = ws.feature_dictionary(ref).encode_numpy(cache.load(ref.hook, rows))
-    r, f = np.nonzero(z)
-    codes = pd.DataFrame({"row": r, "feature": f, "activation": z[r, f]})
-    return codes, cache.frames(ref.hook).iloc[rows].reset_index(drop=True)
 
 
 @functools.lru_cache(maxsize=8)

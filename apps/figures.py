@@ -73,15 +73,21 @@ def _tier_traces(tiers: Mapping[str, Sequence], t0: float, t1: float) -> list[di
     return traces
 
 
-def activation_figure(times: np.ndarray, freqs: np.ndarray, db: np.ndarray, act_times: np.ndarray,
-                      acts: np.ndarray, tiers: Mapping[str, Sequence] | None = None, title: str = "",
-                      marker: tuple[float, float] | None = None) -> go.Figure:
+def activation_figure(*args, **kwargs) -> go.Figure:
+    """:func:`activation_spec` as a plotly Figure (for tests and scripts)."""
+    return go.Figure(activation_spec(*args, **kwargs), _validate=False)
+
+
+def activation_spec(times: np.ndarray, freqs: np.ndarray, db: np.ndarray, act_times: np.ndarray,
+                    acts: np.ndarray, tiers: Mapping[str, Sequence] | None = None, title: str = "",
+                    marker: tuple[float, float] | None = None, act_max: float | None = None) -> dict:
     """Log-mel spectrogram with the feature's activation drawn over it, tier rows beneath.
 
     ``db [n_mels, T]`` at ``times``; ``acts`` at ``act_times`` (frame centres), drawn on a second
-    axis; ``tiers`` ``{name: [(start_s, end_s, label), ...]}``; ``marker`` shades the example frame.
-    Built as one figure spec without per-property validation: the features page draws eight of
-    these per click, and plotly's validation alone took ~100 ms each.
+    axis (``act_max``: its top, shared by every card of a feature so they compare); ``tiers``
+    ``{name: [(start_s, end_s, label), ...]}``; ``marker`` shades the example frame.
+    A plain figure dict (``dcc.Graph`` takes it as is): the features page draws fifteen of these per
+    click, and plotly's validation and deep copies of a Figure took ~100 ms each.
     """
     tiers = dict(tiers or {})
     times, acts = np.asarray(times, dtype=float), np.asarray(acts, dtype=float)
@@ -89,6 +95,7 @@ def activation_figure(times: np.ndarray, freqs: np.ndarray, db: np.ndarray, act_
     spec_bottom = n_tiers * (tier_h + gap)
     ticks = np.linspace(0, len(freqs) - 1, 5).astype(int)
     top = float(np.nanmax(acts)) if acts.size and np.isfinite(acts).any() else 1.0
+    top = float(act_max) if act_max else top
     t0, t1 = (float(times[0]), float(times[-1])) if len(times) else (0.0, 1.0)
     data = [{"type": "heatmap", "x": times, "y": np.arange(len(freqs)), "z": np.round(db, 1), "colorscale": MAGMA,
              "showscale": False, "hovertemplate": "%{x:.2f} s, band %{y}: %{z:.0f} dB<extra></extra>"},
@@ -107,7 +114,11 @@ def activation_figure(times: np.ndarray, freqs: np.ndarray, db: np.ndarray, act_
     if marker is not None:
         layout["shapes"] = [{"type": "rect", "xref": "x", "yref": "y domain", "x0": marker[0], "x1": marker[1],
                              "y0": 0, "y1": 1, "fillcolor": "rgba(255,255,255,0.25)", "line": {"width": 0}}]
-    return go.Figure({"data": data, "layout": layout}, _validate=False)
+    from _plotly_utils.utils import convert_to_base64  # numpy arrays as typed arrays, as plotly's Figure does
+
+    for trace in data[:2]:  # the numeric traces (tier rows are short label lists)
+        convert_to_base64(trace)
+    return {"data": data, "layout": layout}
 
 
 def features_over_time_figure(times: np.ndarray, codes: np.ndarray, top: int = 12, title: str = "") -> go.Figure:
@@ -233,28 +244,42 @@ def trf_figure(lags_s: np.ndarray, kernels: np.ndarray, channels: Sequence[str] 
     return fig
 
 
-def pareto_figure(sweep: pd.DataFrame, refs: Mapping[str, Mapping] | None = None, chosen: Mapping | None = None,
+def pareto_figure(sweep: pd.DataFrame | None, refs: Mapping[str, Mapping] | None = None, chosen: Mapping | None = None,
                   title: str = "") -> go.Figure:
-    """Sweep points (hallucination rate vs WER, hover shows the settings) with reference points
-    (baseline, gates: ``{name: {"wer", "hallucination_rate"}}``) and the chosen setting (built
-    without per-property validation, like :func:`activation_figure`)."""
-    settings = [c for c in sweep.columns if c not in ("wer", "hallucination_rate")]
-    hover = [", ".join(f"{c}={v}" for c, v in zip(settings, vals))
-             for vals in sweep[settings].astype(str).itertuples(index=False)] if settings else None
-    data = [{"type": "scatter", "x": sweep["wer"].to_numpy(), "y": sweep["hallucination_rate"].to_numpy(),
-             "mode": "markers", "name": "sweep", "text": hover,
-             "hovertemplate": "WER %{x:.3f}, halluc. %{y:.3f}<br>%{text}<extra></extra>",
-             "marker": {"size": 9, "color": "#1f77b4", "opacity": 0.7}}]
-    symbols = iter(["diamond", "square", "cross", "x", "triangle-up", "triangle-down", "pentagon"])
+    """Two panels, never one axis for both: left the dev-split sweep (hallucination rate vs WER, hover
+    shows the settings), right the held-out arms (``refs``: baseline, gates, every other evaluated
+    method or condition, ``{name: {"wer", "hallucination_rate"}}``, and the chosen setting
+    ``chosen`` as a star). Built without per-property validation, like :func:`activation_figure`."""
+    data = []
+    if sweep is not None and len(sweep):
+        settings = [c for c in sweep.columns if c not in ("wer", "hallucination_rate")]
+        hover = [", ".join(f"{c}={v}" for c, v in zip(settings, vals))
+                 for vals in sweep[settings].astype(str).itertuples(index=False)] if settings else None
+        data.append({"type": "scatter", "x": sweep["wer"].to_numpy(), "y": sweep["hallucination_rate"].to_numpy(),
+                     "mode": "markers", "name": "sweep", "text": hover, "xaxis": "x", "yaxis": "y",
+                     "hovertemplate": "dev: WER %{x:.3f}, halluc. %{y:.3f}<br>%{text}<extra></extra>",
+                     "marker": {"size": 9, "color": "#1f77b4", "opacity": 0.7}})
+    symbols = iter(["diamond", "square", "cross", "x", "triangle-up", "triangle-down", "pentagon", "hexagon",
+                    "star-triangle-up", "bowtie"])
     for name, r in (refs or {}).items():
         if isinstance(r, Mapping) and r.get("wer") is not None and r.get("hallucination_rate") is not None:
             data.append({"type": "scatter", "x": [r["wer"]], "y": [r["hallucination_rate"]], "mode": "markers",
-                         "name": name, "hovertemplate": f"{name}: WER %{{x:.3f}}, halluc. %{{y:.3f}}<extra></extra>",
+                         "name": name, "xaxis": "x2", "yaxis": "y2",
+                         "hovertemplate": f"held-out {name}: WER %{{x:.3f}}, halluc. %{{y:.3f}}<extra></extra>",
                          "marker": {"size": 14, "symbol": next(symbols, "circle"), "opacity": 0.85}})
     if chosen and chosen.get("wer") is not None:
         data.append({"type": "scatter", "x": [chosen["wer"]], "y": [chosen["hallucination_rate"]], "mode": "markers",
-                     "name": "steered", "marker": {"size": 18, "symbol": "star", "color": "orange"}})
-    layout = {"title": {"text": title}, "xaxis": {"title": {"text": "WER"}},
-              "yaxis": {"title": {"text": "hallucination rate"}}, "template": _template(), "height": 420,
-              "legend": {"orientation": "h", "y": -0.2}}
+                     "name": "steered", "xaxis": "x2", "yaxis": "y2",
+                     "hovertemplate": "held-out steered: WER %{x:.3f}, halluc. %{y:.3f}<extra></extra>",
+                     "marker": {"size": 18, "symbol": "star", "color": "orange"}})
+    note = {"showarrow": False, "xref": "paper", "yref": "paper", "y": 1.0, "yanchor": "bottom",
+            "font": {"size": 13}}
+    layout = {"title": {"text": title}, "template": _template(), "height": 440,
+              "xaxis": {"title": {"text": "WER (dev clips)"}, "domain": [0, 0.45]},
+              "yaxis": {"title": {"text": "hallucination rate (dev)"}},
+              "xaxis2": {"title": {"text": "WER (held-out clips)"}, "domain": [0.55, 1], "anchor": "y2"},
+              "yaxis2": {"title": {"text": "hallucination rate (held-out)"}, "anchor": "x2"},
+              "annotations": [{**note, "x": 0.225, "text": "dev sweep (settings chosen here)"},
+                              {**note, "x": 0.775, "text": "held-out evaluation (eval/eval.json)"}],
+              "legend": {"orientation": "h", "y": -0.22}}
     return go.Figure({"data": data, "layout": layout}, _validate=False)

@@ -4,7 +4,8 @@ A page callback submits a function and gets a job id back at once (so no callbac
 model); a ``dcc.Interval`` then polls :meth:`Jobs.status` and shows ``stage`` and ``progress``
 until the job is done. Models are loaded once per spec and kept. Uploaded audio is size-limited,
 written only to a temporary directory (never the workspace), decoded with the project's loader
-and deleted.
+and deleted; what a session keeps of it lives in :mod:`apps.sessions`. Jobs belong to a session
+and finished ones leave the table soon (see :class:`Jobs`).
 
 Example
 -------
@@ -17,14 +18,15 @@ from __future__ import annotations
 
 import base64
 import functools
-import tempfile
 import queue
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,18 +43,29 @@ class Job:
     error: str | None = None
     done: bool = False
     started: float = field(default_factory=time.perf_counter)
+    session: str | None = None
+    finished: float | None = None  # monotonic time it finished (for the table's expiry)
 
     def update(self, stage: str, progress: float) -> None:
         self.stage, self.progress = stage, progress
 
 
 class Jobs:
-    """A one-thread executor for model runs (the model is not thread-safe; runs queue up)."""
+    """A one-thread executor for model runs (the model is not thread-safe; runs queue up).
 
-    def __init__(self) -> None:
+    A job belongs to the session that submitted it (another session asking for it gets "unknown
+    job"). The table keeps no finished job for long: one is dropped ``collected_s`` after its
+    result was first handed out, any finished job ``keep_s`` after it finished, and at most
+    ``max_finished`` finished jobs are kept (the oldest go first).
+    """
+
+    def __init__(self, keep_s: float = 600.0, collected_s: float = 30.0, max_finished: int = 32,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._queue: queue.Queue = queue.Queue()
         self._jobs: dict[str, Job] = {}
+        self._collected: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.keep_s, self.collected_s, self.max_finished, self._clock = keep_s, collected_s, max_finished, clock
         # started now, with the app, so the worker exists before any request (and lives as long)
         threading.Thread(target=self._work, daemon=True, name="workbench-app-live").start()
 
@@ -60,9 +73,25 @@ class Jobs:
         while True:
             self._queue.get()()
 
-    def submit(self, fn: Callable[[Job], Any]) -> str:
-        jid, job = uuid.uuid4().hex, Job()
+    def __len__(self) -> int:
         with self._lock:
+            self._prune()
+            return len(self._jobs)
+
+    def _prune(self) -> None:
+        now = self._clock()
+        done = [(j.finished, k) for k, j in self._jobs.items() if j.done]
+        gone = {k for t, k in done if now - (t or now) > self.keep_s}
+        gone |= {k for k, t in self._collected.items() if now - t > self.collected_s}
+        gone |= {k for _, k in sorted(done)[: max(0, len(done) - self.max_finished)]}
+        for k in gone:
+            self._jobs.pop(k, None)
+            self._collected.pop(k, None)
+
+    def submit(self, fn: Callable[[Job], Any], session: str | None = None) -> str:
+        jid, job = uuid.uuid4().hex, Job(session=session)
+        with self._lock:
+            self._prune()
             self._jobs[jid] = job
 
         def run() -> None:
@@ -71,24 +100,30 @@ class Jobs:
             except Exception as e:  # shown on the page, with its type
                 job.error = f"{type(e).__name__}: {e}"
             finally:
-                job.progress, job.done = 1.0, True
+                job.progress, job.finished, job.done = 1.0, self._clock(), True
 
         self._queue.put(run)
         return jid
 
-    def status(self, jid: str | None) -> dict:
-        job = self._jobs.get(jid or "")
+    def status(self, jid: str | None, session: str | None = None) -> dict:
+        with self._lock:
+            self._prune()
+            job = self._jobs.get(jid or "")
+            if job is not None and job.session != session:
+                job = None  # another session's job is not this one's business
+            if job is not None and job.done:
+                self._collected.setdefault(jid, self._clock())
         if job is None:
-            return {"known": False, "done": True, "error": "unknown job (the server restarted?)", "result": None,
-                    "stage": "", "progress": 0.0, "seconds": 0.0}
+            return {"known": False, "done": True, "error": "unknown job (finished long ago, another tab's, or the "
+                    "server restarted?)", "result": None, "stage": "", "progress": 0.0, "seconds": 0.0}
         return {"known": True, "done": job.done, "error": job.error, "result": job.result, "stage": job.stage,
                 "progress": job.progress, "seconds": round(time.perf_counter() - job.started, 2)}
 
-    def wait(self, jid: str, timeout: float = 120.0) -> dict:
+    def wait(self, jid: str, timeout: float = 120.0, session: str | None = None) -> dict:
         end = time.monotonic() + timeout
-        while not self.status(jid)["done"] and time.monotonic() < end:
+        while not self.status(jid, session)["done"] and time.monotonic() < end:
             time.sleep(0.02)
-        return self.status(jid)
+        return self.status(jid, session)
 
 
 @functools.lru_cache(maxsize=2)

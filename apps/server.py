@@ -3,7 +3,8 @@
 ``GET /files/<relative path>`` answers 404 unless the path, after URL decoding (once by the
 server, and again here so a double-encoded ``%252e%252e`` cannot slip through), is relative, has
 no ``..`` or empty parts, resolves (symlinks followed) to a regular file inside the workspace,
-and has an audio or image extension. Range requests work (audio players seek).
+and has an audio or image extension (or is an SAE's ``density.html`` / its ``plotly.min.js`` under
+``saes/``, which the features page shows in a sandboxed iframe). Range requests work (audio players seek).
 
 Example
 -------
@@ -24,6 +25,8 @@ from flask import Flask, abort, request, send_file
 from apps.data import SERVABLE
 
 FILES_PREFIX = "/files/"
+#: plotly pages the app embeds (sandboxed) and their script: served from under ``saes/`` only
+PAGE_FILES = frozenset({"density.html", "plotly.min.js"})
 
 
 def safe_path(root: str | os.PathLike, rel: str) -> Path | None:
@@ -42,7 +45,10 @@ def safe_path(root: str | os.PathLike, rel: str) -> Path | None:
         path = (root / rel).resolve(strict=True)
     except (OSError, RuntimeError):
         return None
-    if not path.is_relative_to(root) or not path.is_file() or path.suffix.lower() not in SERVABLE:
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    page = path.name in PAGE_FILES and path.relative_to(root).parts[0] == "saes"
+    if path.suffix.lower() not in SERVABLE and not page:
         return None
     return path
 
@@ -63,3 +69,18 @@ def add_file_route(server: Flask, root: str | os.PathLike) -> None:
         # through to Dash's catch-all page route and answer 200 with the app's HTML
         if request.path.startswith(FILES_PREFIX) and request.endpoint != "workspace_file":
             abort(404)
+
+
+def add_upload_route(server: Flask, sessions) -> None:
+    """Register ``/upload/<session>/<key>.wav``: a session's own uploaded audio (for its players).
+
+    Both parts must be ids :mod:`apps.sessions` issued; anything else, or another session's key, is 404."""
+    from apps.data import PartError
+
+    @server.route("/upload/<sid>/<key>.wav")
+    def session_upload(sid: str, key: str):
+        try:
+            path = sessions.upload_path(sid, key)
+        except PartError:
+            abort(404)
+        return send_file(path, mimetype="audio/wav", conditional=True)

@@ -22,14 +22,15 @@ from pathlib import Path
 TARGET_MS = 300.0
 
 
-def call(app, client, first_input: str, inputs: list, state: list = ()) -> tuple[float, float]:
+def call(app, client, first_input: str, inputs: list, state: list = (), output: str = "") -> tuple[float, float]:
     """One callback round trip: (wall ms, CPU ms of this process). ``inputs``/``state``: values in
-    declared order. CPU time is what the server itself spends; on a shared, loaded machine the wall
+    declared order; ``output``: part of the output ids, when several callbacks share a first input.
+    CPU time is what the server itself spends; on a shared, loaded machine the wall
     time also counts waiting for a core."""
     from apps.app import post_callback
 
     t, c = time.perf_counter(), time.process_time()
-    r = post_callback(app, client, first_input, inputs, state)
+    r = post_callback(app, client, first_input, inputs, state, output)
     ms, cpu = (time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000
     if r.status_code not in (200, 204):
         raise RuntimeError(f"{first_input}: HTTP {r.status_code}: {r.data[:300]!r}")
@@ -39,10 +40,10 @@ def call(app, client, first_input: str, inputs: list, state: list = ()) -> tuple
 
 
 def scenarios(ws) -> dict[str, list[tuple[str, list, list]]]:
-    """``{name: [(first input, inputs, state), ...]}``: several different choices per callback."""
+    """``{name: [(first input, inputs, state[, output]), ...]}``: several different choices per callback."""
     from apps.data import PartError
 
-    out: dict[str, list] = {f"route {p}": [("url.pathname", [p, ""], [])] for p in
+    out: dict[str, list] = {f"route {p}": [("url.pathname", [p], [""])] for p in
                             ("/", "/features", "/tokens", "/probes", "/eeg", "/steering")}
     refs = ws.saes()
     if refs:
@@ -50,8 +51,11 @@ def scenarios(ws) -> dict[str, list[tuple[str, list, list]]]:
         table = ws.feature_table(ref).sort_values("fires", ascending=False)
         feats = [int(f) for f in table["feature"].head(6)]
         clips = ws.sae_cache(ref).clip_ids[:6]
-        out["features: choose SAE"] = [("feat-sae.value", [ref.key], [])]
-        out["features: choose feature"] = [("feat-feature.value", [f], [ref.key]) for f in feats]
+        out["features: choose SAE"] = [("feat-sae.value", [ref.key], [None], "feat-sae-info")]
+        out["features: filter table"] = [("feat-sae.value", [ref.key, d, p, t, sc], [], "feat-table")
+                                         for d, p, t, sc in ((None, None, None, None), (None, "AA", None, None),
+                                                             ("speech", None, None, None), (None, None, "a", 0.1))]
+        out["features: choose feature"] = [("feat-feature.value", [f], [ref.key], "feat-hist") for f in feats]
         out["features: choose clip"] = [("feat-clip.value", [c], [ref.key]) for c in clips]
     sources = ws.token_sources()
     if sources:
@@ -61,12 +65,12 @@ def scenarios(ws) -> dict[str, list[tuple[str, list, list]]]:
 
         tokens = [int(t) for t in np.unique(ids)[:6]]
         clips = src["tokens"].clip_ids[:6]
-        out["tokens: choose cache"] = [("tok-source.value", [src["name"]], [])]
+        out["tokens: choose cache"] = [("tok-source.value", [src["name"]], [None], "tok-status")]
         out["tokens: show clip"] = [("tok-clip.value", [c, tokens[0]], [src["name"]]) for c in clips]
         out["tokens: choose token"] = [("tok-token.value", [t], [src["name"]]) for t in tokens]
     for run in ws.folders("probes")[:1]:
         hooks = list(ws.probe(run.name)["summary"]["hook"])
-        out["probes: choose run"] = [("probe-run.value", [run.name], [])]
+        out["probes: choose run"] = [("probe-run.value", [run.name], [None], "probe-info")]
         out["probes: choose layer"] = [("probe-layer.value", [h], [run.name]) for h in hooks]
     for run in ws.folders("neuro")[:1]:
         try:
@@ -74,7 +78,7 @@ def scenarios(ws) -> dict[str, list[tuple[str, list, list]]]:
         except PartError as e:  # e.g. a run still being written
             print(f"app_latency: skipping neuro/{run.name}: {e}", file=sys.stderr)
             continue
-        out["eeg: choose run"] = [("eeg-run.value", [run.name], [])]
+        out["eeg: choose run"] = [("eeg-run.value", [run.name], [None], "eeg-status")]
         if n["layers"] is not None:
             from apps.pages.eeg import layer_table
 
@@ -83,7 +87,8 @@ def scenarios(ws) -> dict[str, list[tuple[str, list, list]]]:
         out["eeg: choose feature"] = [("eeg-feature.value", [str(f)], [run.name])
                                       for f in n["summary"]["feature"].astype(str).unique()[:6]]
     for run in ws.folders("steering")[:1]:
-        out["steering: choose artifact"] = [("steer-run.value", [run.name], [])]
+        out["steering: choose artifact"] = [("steer-run.value", [run.name], [], "steer-info")]
+        out["steering: live panel of the artifact"] = [("steer-run.value", [run.name], [None], "steer-clip")]
     return out
 
 

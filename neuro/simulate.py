@@ -62,11 +62,13 @@ def _ar1(rng: np.random.Generator, n: int, c: int, phi: float = 0.9) -> np.ndarr
 def simulate_eeg(corpus: Corpus, out: str | os.PathLike, *, clips: Sequence[str] | None = None,
                  source: str | Mapping[str, np.ndarray] = "envelope", sfreq: float = 100.0,
                  planted: Sequence[str] = DEFAULT_PLANTED, lag_s: float = 0.15, width_s: float = 0.02,
-                 r: float = 0.1, gap_s: float = 1.0, seed: int = 0) -> Path:
+                 r: float = 0.1, gap_s: float = 1.0, seed: int = 0, plant_seed: int | None = None) -> Path:
     """Write a 64-channel simulated EEG FIF for ``clips`` of ``corpus`` (all by default); returns its path.
 
     ``source``: ``"envelope"``, ``"none"`` (no planted signal: a null recording) or ``{clip_id:
     array [n, D] at sfreq}`` (e.g. a layer's features: planted through a random unit projection).
+    ``plant_seed`` draws that projection (default: ``seed``), so subjects simulated with different
+    ``seed`` and one ``plant_seed`` share the planted response and differ in their noise.
     """
     import mne
 
@@ -76,6 +78,7 @@ def simulate_eeg(corpus: Corpus, out: str | os.PathLike, *, clips: Sequence[str]
     if not 0 <= r < 1:  # the planted gain is r / sqrt(1 - r^2): NaN/inf channels otherwise
         raise ValueError(f"r (--r) is the planted channels' correlation with their driver: it must be in [0, 1), got {r}")
     rng = np.random.default_rng(seed)
+    plant_rng = rng if plant_seed is None else np.random.default_rng(plant_seed)
     montage = mne.channels.make_standard_montage(MONTAGE)
     names = list(montage.ch_names)
     bad = [c for c in planted if c not in names]
@@ -100,7 +103,7 @@ def simulate_eeg(corpus: Corpus, out: str | os.PathLike, *, clips: Sequence[str]
         else:
             feats = np.asarray(source[cid], dtype=np.float64)
             if proj is None:
-                proj = rng.normal(size=feats.shape[1])
+                proj = plant_rng.normal(size=feats.shape[1])
                 proj /= np.linalg.norm(proj)
             x = acoustic.to_rate(feats, sfreq, sfreq, n) @ proj
         segments.append(planted_driver(x, sfreq, lag_s, width_s))
@@ -142,3 +145,35 @@ def _save_fif(raw, tmp: Path) -> None:
     real = tmp.parent / (tmp.name.replace(".tmp", "") + "_tmp_raw.fif")
     raw.save(real, overwrite=True, verbose="error")
     os.replace(real, tmp)
+
+
+def simulate_subjects(corpus: Corpus, out: str | os.PathLike, n_subjects: int, *, bids_task: str | None = None,
+                      seed: int = 0, **kw) -> list[Path]:
+    """``n_subjects`` recordings of ``corpus`` sharing one planted response (``plant_seed=seed``) with
+    independent noise (``seed + 1 + i``): ``out/sub-XX_eeg.fif``, or with ``bids_task`` a BIDS
+    dataset at ``out`` written by mne-bids (events in ``events.tsv``, ``trial_type`` = clip id)."""
+    out = Path(out)
+    paths = []
+    for i in range(n_subjects):
+        sub = f"{i + 1:02d}"
+        fif = simulate_eeg(corpus, out / ("_sim" if bids_task else "") / f"sub-{sub}_eeg.fif", seed=seed + 1 + i,
+                           plant_seed=seed, **kw)
+        if bids_task:
+            paths.append(_to_bids(fif, out, sub, bids_task))
+        else:
+            paths.append(fif)
+    if bids_task:
+        import shutil
+
+        shutil.rmtree(out / "_sim", ignore_errors=True)
+    return paths
+
+
+def _to_bids(fif: Path, root: Path, subject: str, task: str) -> Path:
+    import mne
+    import mne_bids
+
+    raw = mne.io.read_raw_fif(fif, preload=False, verbose="error")
+    bp = mne_bids.BIDSPath(subject=subject, task=task, datatype="eeg", root=root)
+    mne_bids.write_raw_bids(raw, bp, overwrite=True, allow_preload=False, format="auto", verbose="error")
+    return bp.fpath

@@ -30,7 +30,9 @@ from typing import Sequence
 import numpy as np
 from scipy import fft as sp_fft
 
-__all__ = ["draw_shifts", "lagged_correlation", "fdr", "p_value"]
+from workbench.conventions import permutation_p
+
+__all__ = ["draw_shifts", "lagged_correlation", "fdr", "p_value", "sign_flips", "sign_flip_test", "paired_sign_flip"]
 
 
 def draw_shifts(lengths: Sequence[int], n_draws: int, min_shift: int, seed: int = 0) -> np.ndarray:
@@ -45,7 +47,7 @@ def draw_shifts(lengths: Sequence[int], n_draws: int, min_shift: int, seed: int 
 
 def p_value(observed: np.ndarray, null: np.ndarray) -> np.ndarray:
     """``(1 + #(null >= observed)) / (1 + n_draws)`` along the first axis of ``null``."""
-    return (1.0 + (null >= observed[None]).sum(0)) / (1.0 + len(null))
+    return permutation_p(observed, null, axis=0)  # the one rule: workbench.conventions
 
 
 def _standardise(trials: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -114,3 +116,34 @@ def fdr(p: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     if ok.any():  # NaN entries (no test was run) take no part in the correction
         reject[ok], p_fdr[ok] = fdr_correction(p[ok], alpha=alpha, method="indep")
     return reject, p_fdr
+
+
+def sign_flips(n: int, n_perm: int = 10000, seed: int = 0) -> np.ndarray:
+    """``[n_flips, n]`` of +-1: every pattern when ``2^n <= n_perm`` (an exact test; the identity is
+    row 0), else the identity and ``n_perm - 1`` random patterns."""
+    if 2**n <= n_perm:
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
+        return 1 - 2 * bits.astype(np.float64)
+    rng = np.random.default_rng(seed)
+    return np.vstack([np.ones((1, n)), rng.choice([-1.0, 1.0], size=(n_perm - 1, n))])
+
+
+def sign_flip_test(x: np.ndarray, n_perm: int = 10000, seed: int = 0, tail: int = 1
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
+    """One-sample sign-flip permutation test of the mean of ``x [units, ...]`` (e.g. subjects x
+    channels) against 0, per column: ``(mean, p, n_flips)``. ``tail=1``: mean > 0; ``0``: two-sided.
+    The smallest reachable p is ``1 / n_flips`` (``2^n`` flips at most)."""
+    x = np.asarray(x, dtype=np.float64)
+    flat = x.reshape(len(x), -1)
+    flips = sign_flips(len(x), n_perm, seed)
+    null = flips @ flat / len(x)  # [n_flips, cols]; row 0 = observed
+    obs = null[0]
+    if tail == 0:
+        null, obs = np.abs(null), np.abs(obs)
+    p = (null >= obs[None] - 1e-12 * np.abs(obs[None])).mean(0)
+    return flat.mean(0).reshape(x.shape[1:]), p.reshape(x.shape[1:]), len(flips)
+
+
+def paired_sign_flip(d: np.ndarray, n_perm: int = 10000, seed: int = 0) -> float:
+    """Two-sided paired sign-flip test of differences ``d [units]`` (mean 0 under the null)."""
+    return float(sign_flip_test(np.asarray(d, dtype=np.float64)[:, None], n_perm, seed, tail=0)[1][0])

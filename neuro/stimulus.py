@@ -4,8 +4,8 @@
 - model layers: any hook, read from an activation cache (``workbench.cache``) or computed once by
   running the model into a cache under ``cache_root`` keyed by model, hooks and clips, so a second
   run with other channels or lags reads the cache instead of running the model; frames are
-  resampled from the hook's frame rate to the neural rate (``resample_poly``, frames placed at their
-  start times); the TRF reduces each layer by PCA fitted on training trials only;
+  resampled from the hook's frame rate to the neural rate (``resample_poly``, each frame placed at
+  its centre as the cache's frame table records it, ``workbench.conventions``); the TRF reduces each layer by PCA fitted on training trials only;
 - SAE features: a saved SAE read through ``workbench.features`` encodes its hook; the most active
   features (by mean activation over the stimuli, never by the response) form a set: its TRF uses
   their PCA (training trials only), the per-feature correlation each feature.
@@ -98,6 +98,13 @@ def open_or_build_cache(model_spec: str, corpus: Corpus, hooks: Sequence[str], c
     return build_cache(model, corpus, list(hooks), out, verbose=progress)
 
 
+def _first_centres(cache, hook: str) -> dict[str, float]:
+    """Per clip, the centre time (s) of its first frame of ``hook`` from the frame table."""
+    frames = cache.frames(hook)
+    first = frames.groupby("clip_id", sort=False).head(1)
+    return {cid: float((a + b) / 2) for cid, a, b in zip(first["clip_id"], first["start_s"], first["end_s"])}
+
+
 def _per_clip(cache, hook: str, clip_ids: Sequence[str]) -> dict[str, np.ndarray]:
     frames = cache.frames(hook)
     rows = {cid: np.asarray(idx, dtype=np.int64) for cid, idx in frames.groupby("clip_id").indices.items()}
@@ -131,8 +138,9 @@ def model_sets(model_spec: str | None, corpus: Corpus, trials: Sequence[tuple[st
     for hook in tqdm(needed, desc="model features", disable=not progress, leave=False):
         per_clip = _per_clip(cache, hook, clip_ids)
         rate = cache.frame_rate(hook)
+        t0 = _first_centres(cache, hook)
         if hook in hooks:
-            xs = [acoustic.to_rate(per_clip[cid], rate, sfreq, n) for cid, n in trials]
+            xs = [acoustic.to_rate(per_clip[cid], rate, sfreq, n, t0=t0[cid]) for cid, n in trials]
             out.append(FeatureSet(hook, "layer", xs, Block(xs[0].shape[1], "pca", n_components), hook=hook,
                                   columns=[f"pc{i}" for i in range(min(n_components, xs[0].shape[1]))]))
         if hook in sae:
@@ -144,7 +152,7 @@ def model_sets(model_spec: str | None, corpus: Corpus, trials: Sequence[tuple[st
             if len(top) == 0:
                 log.warning("SAE %s: no feature is active on these stimuli; skipped", fd.path)
                 continue
-            xs = [acoustic.to_rate(codes[cid][:, top], rate, sfreq, n) for cid, n in trials]
+            xs = [acoustic.to_rate(codes[cid][:, top], rate, sfreq, n, t0=t0[cid]) for cid, n in trials]
             out.append(FeatureSet(f"sae:{hook}", "sae", xs, Block(len(top), "pca", n_components), hook=hook,
                                   columns=[f"f{int(i)}" for i in top]))
     return out

@@ -29,10 +29,9 @@ from typing import Sequence
 import numpy as np
 
 from neuro.lagged import lag_samples, lagged_column_sums, lagged_cross, lagged_gram, lagged_predict
-from neuro.stats import draw_shifts
 from neuro.trf_null import NullAccumulator
 
-__all__ = ["Block", "FeatureTransform", "TRFResult", "fit_trf", "DEFAULT_ALPHAS"]
+__all__ = ["Block", "FeatureTransform", "TRFResult", "fit_trf", "trial_r", "assign_folds", "centre_trials", "DEFAULT_ALPHAS"]
 
 #: alphas relative to the mean eigenvalue of the training Gram (trace / P)
 DEFAULT_ALPHAS = np.logspace(-3, 3, 7)
@@ -118,21 +117,28 @@ def _sum(stats: Sequence[_Stats]) -> _Stats:
     return out
 
 
-def _path(train: _Stats, alphas: np.ndarray, eig: bool = False):
-    """Weights ``[A, P, C]`` for every alpha from one eigendecomposition of the training Gram
-    (with ``eig``: also the eigenvalues and vectors)."""
-    evals, evecs = np.linalg.eigh(train.G)
-    B = train.B - np.outer(train.s, train.ysum / train.n)  # X^T (y - mean_train(y))
-    vtb = evecs.T @ B
-    W = np.stack([evecs @ (vtb / (evals + a)[:, None]) for a in alphas])
-    return (W, evals, evecs) if eig else W
+class _Eig:
+    """One eigendecomposition of a training Gram; weights for any alpha (scalar or one per channel)."""
+
+    def __init__(self, train: _Stats) -> None:
+        self.evals, self.evecs = np.linalg.eigh(train.G)
+        self.vtb = self.evecs.T @ (train.B - np.outer(train.s, train.ysum / train.n))  # V^T X^T (y - mean)
+
+    def weights(self, alpha) -> np.ndarray:
+        """``[P, C]`` ridge weights at ``alpha`` (a scalar or ``[C]``, one per channel)."""
+        a = np.asarray(alpha, dtype=np.float64)
+        return self.evecs @ (self.vtb / (self.evals[:, None] + (a[None, :] if a.ndim else a)))
+
+    def r_path(self, alphas: np.ndarray, test: _Stats) -> np.ndarray:
+        """Held-out r ``[A, C]`` on ``test`` for every alpha."""
+        return np.stack([_r_from_stats(self.weights(a), test) for a in alphas])
 
 
 def _r_from_stats(W: np.ndarray, test: _Stats) -> np.ndarray:
-    """Pearson r per channel of ``X_test @ W`` with ``y_test``, from statistics: ``[A, C]``."""
-    ps = np.einsum("p,apc->ac", test.s, W)
-    num = np.einsum("apc,pc->ac", W, test.B) - ps * test.ysum / test.n
-    var_p = np.einsum("apc,apc->ac", W, np.matmul(test.G, W)) - ps**2 / test.n
+    """Pearson r per channel of ``X_test @ W`` (``W [P, C]``) with ``y_test``, from statistics: ``[C]``."""
+    ps = test.s @ W
+    num = (W * test.B).sum(0) - ps * test.ysum / test.n
+    var_p = (W * (test.G @ W)).sum(0) - ps**2 / test.n
     var_y = test.yy - test.ysum**2 / test.n
     with np.errstate(invalid="ignore", divide="ignore"):
         r = num / np.sqrt(np.clip(var_p, 0, None) * np.clip(var_y, 0, None))
@@ -148,48 +154,65 @@ class TRFResult:
     r_folds: np.ndarray                # [K, C] per held-out fold, at the chosen alpha
     r_path: np.ndarray                 # [K, A, C] per held-out fold, every alpha
     alphas: np.ndarray                 # [K, A] absolute alphas per fold
-    alpha_index: np.ndarray            # [K] chosen by inner CV
+    alpha_index: np.ndarray            # [K, C] chosen by inner CV, per fold and channel
     kernel: np.ndarray                 # [C, F, L] refitted on all trials (transformed features)
     fold_of_trial: np.ndarray          # [n_trials]
     predictions: list[np.ndarray] = field(default_factory=list, repr=False)  # out-of-fold, per trial
-    p: np.ndarray | None = None        # [C] refitted circular-shift null (n_draws > 0), one-sided
+    responses: list[np.ndarray] = field(default_factory=list, repr=False)    # per trial, centred
+    p: np.ndarray | None = None        # [C] p of ``r`` against the refitted circular-shift null, one-sided
     r_null: np.ndarray | None = field(default=None, repr=False)  # [draws, C]
+    r_null_observed: np.ndarray | None = field(default=None, repr=False)  # [C] the null's r at shift 0 (== r)
 
     def best_lag_index(self) -> np.ndarray:
         """Per channel, the lag where the kernel's energy over features peaks."""
         return np.argmax((self.kernel**2).sum(1), axis=1)
 
 
-def assign_folds(n_trials: int, folds: int, seed: int = 0) -> np.ndarray:
-    """Fold id per trial: a seeded permutation cut into ``folds`` near-equal groups."""
-    if n_trials < 3:
-        raise ValueError(f"cross-validation by trial needs at least 3 trials, got {n_trials}")
-    folds = min(int(folds), n_trials)
+def assign_folds(n_trials: int, folds: int, seed: int = 0, groups: Sequence | None = None) -> np.ndarray:
+    """Fold id per trial: a seeded permutation of the groups cut into ``folds`` near-equal parts.
+
+    ``groups`` (one label per trial, e.g. ``workbench.conventions.group_of`` of each trial's clip)
+    keeps every trial of a group in one fold, so a clip heard twice never sits on both sides.
+    """
+    labels = np.arange(n_trials) if groups is None else np.unique(np.asarray(groups, dtype=object).astype(str),
+                                                                   return_inverse=True)[1]
+    n_groups = int(labels.max()) + 1 if n_trials else 0
+    if n_groups < 3:
+        raise ValueError(f"cross-validation by trial needs at least 3 trials (groups), got {n_groups}")
+    folds = min(int(folds), n_groups)
     if folds < 3:
         raise ValueError(f"folds must be >= 3 (outer fold + inner selection), got {folds}")
-    fold_of = np.empty(n_trials, dtype=np.int64)
-    for k, idx in enumerate(np.array_split(np.random.default_rng(seed).permutation(n_trials), folds)):
-        fold_of[idx] = k
-    return fold_of
+    fold_of_group = np.empty(n_groups, dtype=np.int64)
+    for k, idx in enumerate(np.array_split(np.random.default_rng(seed).permutation(n_groups), folds)):
+        fold_of_group[idx] = k
+    return fold_of_group[labels]
+
+
+def centre_trials(trials: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Each trial minus its own mean (a trial's offset is not stimulus tracking)."""
+    return [np.asarray(t, dtype=np.float64) - np.asarray(t, dtype=np.float64).mean(0) for t in trials]
 
 
 def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfreq: float, *,
             tmin: float = -0.1, tmax: float = 0.5, folds: int = 5, alphas: Sequence[float] = DEFAULT_ALPHAS,
             blocks: Sequence[Block] | None = None, seed: int = 0, fold_of_trial: np.ndarray | None = None,
-            refit: bool = True, inner_cv: bool = True, n_draws: int = 0, min_shift: int | None = None
-            ) -> TRFResult:
+            refit: bool = True, inner_cv: bool = True, per_channel: bool = True, n_draws: int = 0,
+            min_shift: int | None = None) -> TRFResult:
     """Cross-validated forward TRF of ``responses [N_i, C]`` on ``features [N_i, D]`` (one per trial).
 
-    ``alphas`` are relative to each training Gram's mean eigenvalue; ``blocks`` says how to normalise
-    the columns (default: z-score all). Folds group whole trials (``fold_of_trial`` overrides).
-    ``inner_cv=False`` skips the alpha selection (the chosen alpha is then the best on the held-out
-    fold itself: optimistic, for timing the ridge path alone, as ``benchmarks/neuro_trf.py`` does).
-    ``n_draws > 0`` adds p-values from circular shifts of the stimulus within trials, every fold
-    refitted per draw at its chosen alpha (:mod:`neuro.trf_null`); shifts are at least
-    ``min_shift`` samples (default: one second or the lag span, whichever is longer).
+    Responses are centred per trial. ``alphas`` are relative to each training Gram's mean
+    eigenvalue; inner CV picks one per channel (``per_channel=False``: one for all channels, MNE's
+    way), so stacking several subjects' channels into one call gives each subject's own fit while
+    sharing every fold's factorisation. ``blocks`` says how to normalise the columns (default:
+    z-score all). Folds group whole trials (``fold_of_trial`` overrides). ``inner_cv=False`` skips
+    the selection (the chosen alpha is then the best on the held-out fold itself: optimistic, for
+    timing the ridge path alone). ``n_draws > 0`` adds p-values for the reported r from circular
+    shifts of the stimulus within trials, every fold refitted per draw at its chosen alphas
+    (:mod:`neuro.trf_null`); shifts are at least ``min_shift`` samples (default: one second or the
+    lag span, whichever is longer).
     """
     xs = [np.asarray(x, dtype=np.float64) for x in features]
-    ys = [np.asarray(y, dtype=np.float64) for y in responses]
+    ys = centre_trials(responses)
     if len(xs) != len(ys):
         raise ValueError(f"{len(xs)} feature trials but {len(ys)} response trials")
     for i, (x, y) in enumerate(zip(xs, ys)):
@@ -198,55 +221,59 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
     blocks = list(blocks) if blocks is not None else [Block(xs[0].shape[1])]
     lags = lag_samples(tmin, tmax, sfreq)
     fold_of = assign_folds(len(xs), folds, seed) if fold_of_trial is None else np.asarray(fold_of_trial)
-    n_folds = int(fold_of.max()) + 1
+    n_folds, n_chan = int(fold_of.max()) + 1, ys[0].shape[1]
     alphas = np.asarray(alphas, dtype=np.float64)
     r_path, r_folds, abs_alphas, chosen, predictions = [], [], [], [], [None] * len(xs)
     null = None
     if n_draws:
         shift = min_shift if min_shift is not None else max(int(round(sfreq)), int(np.abs(lags).max()) + 1)
-        shifts = np.vstack([np.zeros((1, len(ys)), dtype=np.int64),
-                            draw_shifts([len(y) for y in ys], n_draws, shift, seed)])
-        null = NullAccumulator(ys, shifts, lags)
+        null = NullAccumulator(ys, lags, n_draws, shift, seed)
     for k in range(n_folds):
-        train_idx = np.flatnonzero(fold_of != k)
+        train_idx, test_idx = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
         transform = FeatureTransform.fit([xs[i] for i in train_idx], blocks)
-        groups = {g: _stats([transform(xs[i]) for i in np.flatnonzero(fold_of == g)],
+        transformed = [transform(x) for x in xs]
+        groups = {g: _stats([transformed[i] for i in np.flatnonzero(fold_of == g)],
                             [ys[i] for i in np.flatnonzero(fold_of == g)], lags) for g in range(n_folds)}
         train = _sum([groups[g] for g in range(n_folds) if g != k])
         a_abs = alphas * np.trace(train.G) / len(train.G)
         inner = [g for g in range(n_folds) if g != k]
-        score = np.zeros(len(alphas))
+        score = np.zeros((len(alphas), n_chan))
         for g in inner if inner_cv and len(alphas) > 1 else []:  # inner CV: leave one training group out
-            W = _path(_sum([groups[h] for h in inner if h != g]), a_abs)
-            score += _r_from_stats(W, groups[g]).mean(1)
-        W, evals, evecs = _path(train, a_abs, eig=True)
-        r_k = _r_from_stats(W, groups[k])
-        best = int(np.argmax(score if inner_cv else r_k.mean(1)))
+            score += _Eig(_sum([groups[h] for h in inner if h != g])).r_path(a_abs, groups[g])
+        eig = _Eig(train)
+        r_k = eig.r_path(a_abs, groups[k])
+        sel = score if inner_cv else r_k
+        best = sel.argmax(0) if per_channel else np.full(n_chan, int(sel.mean(1).argmax()))
+        W = eig.weights(a_abs[best])
         if null is not None:
-            null.add_fold([transform(x) for x in xs], train_idx, np.flatnonzero(fold_of == k), evals, evecs,
-                          a_abs[best], groups[k].G)
+            null.add_fold(transformed, train_idx, test_idx, eig.evals, eig.evecs, a_abs[best], groups[k].G)
         r_path.append(r_k)
-        r_folds.append(r_k[best])
+        r_folds.append(r_k[best, np.arange(n_chan)])
         abs_alphas.append(a_abs)
         chosen.append(best)
         y_mean = train.ysum / train.n
-        for i in np.flatnonzero(fold_of == k):
-            predictions[i] = lagged_predict(transform(xs[i]), W[best], lags) + y_mean
-    kernel = np.zeros((ys[0].shape[1], 0, len(lags)))
+        for i in test_idx:
+            predictions[i] = lagged_predict(transformed[i], W, lags) + y_mean
+    kernel = np.zeros((n_chan, 0, len(lags)))
     if refit:
         transform = FeatureTransform.fit(xs, blocks)
         full = _stats([transform(x) for x in xs], ys, lags)
-        rel = float(np.exp(np.median(np.log(alphas[np.asarray(chosen)]))))
-        W = _path(full, np.array([rel * np.trace(full.G) / len(full.G)]))[0]
-        n_feat = W.shape[0] // len(lags)
-        kernel = W.reshape(len(lags), n_feat, -1).transpose(2, 1, 0)
+        rel = np.exp(np.median(np.log(alphas[np.asarray(chosen)]), axis=0))  # per channel, over folds
+        W = _Eig(full).weights(rel * np.trace(full.G) / len(full.G))
+        kernel = W.reshape(len(lags), W.shape[0] // len(lags), -1).transpose(2, 1, 0)
     centred = [np.concatenate([a - a.mean(0) for a in arrays]) for arrays in (predictions, ys)]
-    p_value = r_null = None
+    p_value = r_null = r_stat = None
     if null is not None:
-        _, r_null, p_value = null.result()
+        r_stat, r_null, p_value = null.result()
     return TRFResult(lags_s=lags / float(sfreq), r=_pearson(*centred), r_folds=np.array(r_folds),
                      r_path=np.array(r_path), alphas=np.array(abs_alphas), alpha_index=np.array(chosen),
-                     kernel=kernel, fold_of_trial=fold_of, predictions=predictions, p=p_value, r_null=r_null)
+                     kernel=kernel, fold_of_trial=fold_of, predictions=predictions, responses=ys, p=p_value,
+                     r_null=r_null, r_null_observed=r_stat)
+
+
+def trial_r(res: "TRFResult") -> np.ndarray:
+    """``[n_trials, C]``: each trial's out-of-fold prediction r (the units of a within-subject test)."""
+    return np.stack([_pearson(p, y) for p, y in zip(res.predictions, res.responses)])
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:

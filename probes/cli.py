@@ -65,30 +65,47 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory (CSV, JSON, HTML)")
     p.add_argument("--no-resume", action="store_true", help="recompute hooks already finished in --out")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="probe a cache whose build did not finish (recorded in OUT/inputs.json)")
     p.set_defaults(func=run)
+    from probes.tokens.cli import register as register_tokens
+
+    register_tokens(subparsers)  # `workbench tokens` (analyze, units, compare)
+    register_conditions(subparsers)  # workbench conditions: noise, enhancement, layerwise similarity
     return p
 
 
 def run(args) -> int:
-    from pathlib import Path
 
+    from workbench.atomic import artifact_dir
     from workbench.cache import ActivationCache
-
-    from probes.estimator import LinearProbe
-    from probes.report import write_report
-    from probes.sweep import sweep
+    from workbench.cache.inputs import cache_inputs, require_complete
 
     # Everything checkable without fitting is checked before the sweep (which may take minutes).
     if args.topk and not args.sae:
         raise ValueError("--topk needs --sae (it ranks SAE features)")
     check_out_dir(args.out, resume_flag=None)  # a rerun resumes from --out/checkpoints
     cache = ActivationCache.open(args.cache)
+    allowed = require_complete(cache, args.allow_incomplete)  # an unfinished cache only when asked, and recorded
     hooks = "all" if args.hooks == ["all"] else args.hooks
     _check_columns(cache, args)
     if args.sae:
         from workbench.features import load_feature_dictionaries
 
         load_feature_dictionaries(args.sae)  # a damaged SAE fails here, naming its file
+    # locked while it runs, inputs recorded; checkpoints of another cache are keyed apart and not reused (sweep)
+    with artifact_dir(args.out, cache_inputs(cache), about={"cache": str(cache.root), "cache_state": allowed},
+                      resumable=True, check_inputs=False):
+        return _run(args, cache, hooks)
+
+
+def _run(args, cache, hooks) -> int:
+    from pathlib import Path
+
+    from probes.estimator import LinearProbe
+    from probes.report import write_report
+    from probes.sweep import sweep
+
     ckpt = None if args.no_resume else Path(args.out) / "checkpoints"
     result = sweep(
         cache, args.target, hooks=hooks, features=args.sae or "raw", split=args.split, folds=args.folds,
@@ -124,3 +141,29 @@ def _check_columns(cache, args) -> None:
         raise KeyError(f"--split {args.split!r}: no column {split!r} in the frame table of {cache.root}")
     if args.control_types not in ("context", "label") and args.control_types not in columns:
         raise KeyError(f"--control-types {args.control_types!r}: use 'context', 'label' or a frame-table column")
+
+
+def register_conditions(subparsers) -> None:
+    """``workbench conditions``: :mod:`probes.enhancement` on a ``workbench corpus mix`` corpus."""
+    c = subparsers.add_parser("conditions", help="noisy vs clean vs enhanced: SI-SNR, WER, layerwise CKA, probe "
+                              "robustness (a corpus from `workbench corpus mix`)")
+    c.add_argument("--corpus", required=True, help="corpus written by workbench corpus mix (clean + noisy versions)")
+    c.add_argument("--model", default="whisper-tiny.en", help="the ASR model compared across conditions")
+    c.add_argument("--enhancers", nargs="*", default=["nsnet2"], help="nsnet2 | nsnet2-48k | gtcrn | deepfilternet3")
+    c.add_argument("--hooks", default="encoder.blocks.*.hook_resid_post", help="hook glob of the ASR model")
+    c.add_argument("--noise-only", default=None, help="corpus of noise clips: hallucination rate plain vs enhanced")
+    c.add_argument("--out", required=True, help="output folder (tables, plots, enhanced audio)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=_run_conditions)
+
+
+def _run_conditions(args) -> int:
+    from probes.enhancement import evaluate_conditions
+
+    t = evaluate_conditions(args.corpus, args.model, args.enhancers, args.out, hooks=args.hooks,
+                            noise_only=args.noise_only, verbose=not args.quiet)
+    print(t["wer"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if len(t["quality"]):
+        print(t["quality"].groupby(["condition", "enhancer"]).improvement_db.mean().round(2).to_string())
+    print(f"wrote {args.out}")
+    return 0

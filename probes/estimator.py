@@ -24,7 +24,6 @@ True
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from numbers import Real
 
@@ -36,6 +35,8 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+
+from workbench.compute import torch_threads
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data
@@ -73,20 +74,14 @@ def fit_multinomial_lbfgs(
         return _lbfgs(X, y, n_classes, C, sample_weight, init, max_iter, tol)
 
 
-@contextlib.contextmanager
 def _threads_for(work: int, n_threads: int | None = None):
-    """Set torch's intra-op threads for one solve. By default one thread unless ``work`` (n*d*K) is
-    large: L-BFGS makes many small matmuls, and on a busy 2-core machine OpenMP barriers across
-    threads cost far more than the matmul (a 3300x384x38 probe: 0.5 s on one thread, 22 s on two)."""
-    old = torch.get_num_threads()
-    want = n_threads if n_threads is not None else (1 if work < SMALL_PROBLEM else old)
-    if want != old:
-        torch.set_num_threads(int(want))
-    try:
-        yield
-    finally:
-        if want != old:
-            torch.set_num_threads(old)
+    """Torch's intra-op threads for one solve (a context manager that restores the setting, also when
+    solves on several threads overlap: :func:`workbench.compute.torch_threads`). By default one thread
+    unless ``work`` (n*d*K) is large: L-BFGS makes many small matmuls, and on a busy 2-core machine
+    OpenMP barriers across threads cost far more than the matmul (a 3300x384x38 probe: 0.5 s on one
+    thread, 22 s on two)."""
+    want = n_threads if n_threads is not None else (1 if work < SMALL_PROBLEM else None)
+    return torch_threads(want)
 
 
 def _lbfgs(X, y, n_classes, C, sample_weight, init, max_iter, tol) -> tuple[torch.Tensor, int]:

@@ -7,7 +7,8 @@ Files in ``out``:
 - ``layers.html``: accuracy, majority baseline, shuffled-label and control-task accuracy
   across layers with error bars (std over folds), and selectivity below it;
 - ``confusion.html`` / ``confusion.csv``: the best layer's confusion matrix (summed over
-  test folds; the figure is row-normalised);
+  test folds; the figure is row-normalised); ``confusion_layers.csv``: every layer's, one block
+  of rows per ``hook`` (columns ``hook``, ``true``, then the predicted classes);
 - ``topk.csv`` / ``topk.html`` when an SAE top-k curve is given.
 
 The HTML files load ``plotly.min.js`` from the same folder so they open offline.
@@ -134,6 +135,9 @@ def write_report(result, out: str | os.PathLike, topk: pd.DataFrame | None = Non
     paths["confusion_html"] = _atomic_html(
         confusion_figure(conf.to_numpy(), list(conf.index), f"{target}: confusion at {short_hook(best)}"),
         out / "confusion.html")
+    paths["confusion_layers"] = _atomic_csv(pd.concat(
+        [c.rename_axis("true").reset_index().assign(hook=h) for h, c in result.confusion.items()], ignore_index=True
+    ).pipe(lambda d: d[["hook", *[c for c in d.columns if c != "hook"]]]), out / "confusion_layers.csv")
     if topk is not None and len(topk):
         paths["topk"] = _atomic_csv(topk, out / "topk.csv")
         paths["topk_html"] = _atomic_html(topk_figure(topk, f"{target}: SAE top-k feature probing"),

@@ -21,6 +21,8 @@ from typing import Iterable, Iterator
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
+from workbench.conventions import GROUP_BY, frame_groups
+
 logger = logging.getLogger(__name__)
 
 
@@ -48,6 +50,22 @@ def checked_splits(
     for train, test in splits:
         check_disjoint(train, test, groups, what)
         yield np.asarray(train), np.asarray(test)
+
+
+def split_groups(frames, split: str = "speaker") -> np.ndarray:
+    """The split group of each frame-table row.
+
+    ``"speaker"`` (= ``"group"``) and ``"clip"`` follow the workbench's one group rule
+    (:func:`workbench.conventions.frame_groups`: clips sharing a source recording or, for
+    ``"speaker"``, a speaker are one group; a clip without either is its own). Any other value
+    names a frame-table column whose values are the groups (None where missing).
+    """
+    if split in GROUP_BY:
+        return frame_groups(frames, split)
+    if split not in frames:
+        raise KeyError(f"split {split!r}: not one of {GROUP_BY} and no column {split!r} in the frame table")
+    return np.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                     for v in frames[split].to_numpy()], dtype=object)
 
 
 def grouped_kfold(

@@ -20,7 +20,6 @@ Example
 """
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import logging
@@ -41,6 +40,7 @@ from probes.estimator import LinearProbe
 from probes.splits import grouped_kfold
 from probes.targets import build_target
 from workbench.atomic import read_json, write_json
+from workbench.conventions import resolve_hooks as _resolve
 
 logger = logging.getLogger(__name__)
 
@@ -154,15 +154,9 @@ def summarise(folds: pd.DataFrame) -> pd.DataFrame:
 
 
 def resolve_hooks(available: Sequence[str], hooks: str | Sequence[str] = "all") -> list[str]:
-    """``"all"``, a glob, or a list of names/globs -> cache hooks in cache order."""
-    if hooks in ("all", None):
-        return list(available)
-    pats = [hooks] if isinstance(hooks, str) else list(hooks)
-    out = [h for h in available if any(fnmatch.fnmatchcase(h, p) for p in pats)]
-    missing = [p for p in pats if not any(fnmatch.fnmatchcase(h, p) for h in available)]
-    if missing:
-        raise KeyError(f"hooks {missing} match nothing in the cache; it has {list(available)}")
-    return out
+    """``"all"``, a glob, or a list of names/globs -> cache hooks in cache order
+    (:func:`workbench.conventions.resolve_hooks`)."""
+    return _resolve(hooks, available, what="the cache")
 
 
 def sweep(

@@ -32,6 +32,8 @@ from workbench.corpus.phones import PHONES_39
 from workbench.corpus.phones import fold_phone as _corpus_fold
 from workbench.corpus.types import SILENCE
 
+from probes.splits import split_groups
+
 logger = logging.getLogger(__name__)
 
 
@@ -152,9 +154,7 @@ def build_target(
     """
     if pooling not in ("frame", "segment", "clip"):
         raise ValueError(f"pooling must be 'frame', 'segment' or 'clip', got {pooling!r}")
-    split_col = {"speaker": "speaker", "clip": "clip_id"}.get(split, split)
-    if split_col not in frames:
-        raise KeyError(f"split {split!r}: no column {split_col!r} in the frame table")
+    groups = split_groups(frames, split)  # the workbench's one group rule (source, speaker, clip)
     labels, col = _labels(frames, target)
     is_tier = f"{col}_seg" in frames
     if control_types == "context":
@@ -165,12 +165,11 @@ def build_target(
         types = _column(frames, control_types).to_numpy()
     else:
         raise KeyError(f"control_types {control_types!r}: use 'context', 'label' or a frame-table column")
-    groups = _column(frames, split_col).to_numpy()
     ok = labels.notna().to_numpy().copy()
     missing = ok & np.array([g is None for g in groups], dtype=bool)
     if missing.any():
         raise ValueError(
-            f"split={split!r}: {int(missing.sum())} labelled frames have no {split_col} "
+            f"split={split!r}: {int(missing.sum())} labelled frames have no {split} "
             f"(e.g. clip {frames['clip_id'].to_numpy()[missing][0]!r}); use split='clip'"
         )
     if pooling == "frame":

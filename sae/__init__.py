@@ -16,9 +16,9 @@ if "torch" not in sys.modules:
     # made training steps ~20x slower (the sparse steps interleave torch and numpy work)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from sae.config import SAEConfig, TrainConfig  # noqa: E402
+from sae.config import Recipe, Runtime, SAEConfig, TrainConfig  # noqa: E402
 from sae.io import load_sae, save_sae  # noqa: E402
 from sae.model import BatchTopKSAE  # noqa: E402
 from sae.train import TrainingDiverged, train  # noqa: E402
 
-__all__ = ["BatchTopKSAE", "SAEConfig", "TrainConfig", "train", "load_sae", "save_sae", "TrainingDiverged"]
+__all__ = ["BatchTopKSAE", "SAEConfig", "TrainConfig", "Recipe", "Runtime", "train", "load_sae", "save_sae", "TrainingDiverged"]

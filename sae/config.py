@@ -1,4 +1,6 @@
-"""Configuration dataclasses: :class:`SAEConfig` (the architecture) and :class:`TrainConfig` (the recipe).
+"""Configuration dataclasses: :class:`SAEConfig` (the architecture) and :class:`TrainConfig`, made of a
+:class:`Recipe` (what a paper reports: width, k, tokens, batch, lr, AuxK, schedule, seed) and a
+:class:`Runtime` (how this machine runs it: dtype, threads, checkpoint and log intervals).
 
 Defaults follow the Batch-Top-K recipe (Bussmann et al. 2024, as in dictionary_learning / SAELens /
 OpenAI's sparse_autoencoder) and AudioSAE's sizes (expansion 8, k = 50).
@@ -13,6 +15,8 @@ Example
 (120, 12, 12, 0.907)
 >>> TrainConfig(tokens=200_000_000).warmup                                       # a long one: 1000 steps
 1000
+>>> cfg.recipe.batch_size, cfg.runtime.threads
+(4096, 2)
 """
 from __future__ import annotations
 
@@ -55,8 +59,8 @@ class SAEConfig:
 
 
 @dataclass
-class TrainConfig:
-    """The training recipe (one config drives all hooks trained side by side).
+class Recipe:
+    """What a paper reports: the settings that decide the trained SAE.
 
     - ``tokens``: frames each SAE sees; ``steps = ceil(tokens / batch_size)``; ``batch_size`` is the
       global batch (split across ranks under torchrun).
@@ -69,9 +73,10 @@ class TrainConfig:
       ``threshold_beta`` but at most ``1 - 10 / (steps after the start)``, so that in a short run
       the threshold still follows the encoder to the end instead of freezing near its first value.
     - ``k_anneal_from``: start with this k and anneal linearly to ``k`` over ``k_anneal_frac``.
-    - ``dtype``: of the encoder matmul and the sparse row gathers: ``"auto"`` (bfloat16 only where it
-      is fast, see :mod:`workbench.compute`), ``"bfloat16"`` or ``"float32"``. Parameters, optimizer
-      state, loss and accumulated sums stay float32.
+
+    :meth:`effective` gives the values actually in force (the caps above applied, the lr resolved);
+    ``train_config.json`` records those. The data (which frames, which filters) is recorded beside
+    it, from the data source.
     """
 
     expansion: int = 8
@@ -92,13 +97,8 @@ class TrainConfig:
     k_anneal_frac: float = 0.1
     scale_estimate_frames: int = 65_536
     seed: int = 0
-    dtype: str = "auto"
-    bf16: bool | None = None  # deprecated: True = dtype "bfloat16", False = "float32"
-    threads: int | None = 2
-    checkpoint_every: int = 500
-    log_every: int = 50
 
-    def __post_init__(self) -> None:
+    def _check_recipe(self) -> None:
         if self.tokens < 1 or self.batch_size < 1:
             raise ValueError(f"TrainConfig: tokens ({self.tokens}) and batch_size ({self.batch_size}) must be >= 1")
         if not 0 <= self.decay_frac < 1:
@@ -106,11 +106,9 @@ class TrainConfig:
         if not 0 < self.schedule_frac <= 1:
             raise ValueError(f"TrainConfig: schedule_frac must be in (0, 1], got {self.schedule_frac}")
         self.betas = tuple(self.betas)
-        if self.bf16 is not None:  # the flag ``dtype`` replaced (older configs and callers)
-            self.dtype, self.bf16 = ("bfloat16" if self.bf16 else "float32"), None
-        from workbench.compute import parse_dtype
 
-        parse_dtype(self.dtype)  # a clear error for a bad name now, not at the first step
+    def __post_init__(self) -> None:
+        self._check_recipe()
 
     @property
     def steps(self) -> int:
@@ -152,6 +150,79 @@ class TrainConfig:
             return self.k
         return int(round(self.k_anneal_from + (self.k - self.k_anneal_from) * step / n))
 
+    def effective(self, d_sae: int | None = None) -> dict[str, Any]:
+        """The recipe as it runs: every field, with the caps applied (``warmup_steps``,
+        ``threshold_start_step``, ``threshold_beta``), ``lr`` resolved for ``d_sae`` (None: left as
+        given), ``steps`` and ``frames`` (= steps * batch_size) added. Training it again gives the
+        same run.
+
+        >>> eff = Recipe(tokens=491_520, batch_size=4096).effective(d_sae=3072)
+        >>> eff["steps"], eff["warmup_steps"], eff["threshold_start_step"], round(eff["lr"], 6)
+        (120, 12, 12, 0.000462)
+        """
+        d = {f.name: getattr(self, f.name) for f in fields(Recipe)}
+        d.update(betas=list(self.betas), warmup_steps=self.warmup, threshold_start_step=self.threshold_start,
+                 threshold_beta=self.threshold_ema, steps=self.steps, frames=self.steps * self.batch_size)
+        if d_sae is not None:
+            d["lr"] = self.lr_for(d_sae)
+        if not self.k_anneal_from or self.k_anneal_from <= self.k:
+            d["k_anneal_from"] = None
+        return d
+
+
+@dataclass
+class Runtime:
+    """How this machine runs a recipe: settings that do not change the result beyond float rounding
+    (a resumed run may change them).
+
+    - ``dtype``: of the encoder matmul and the sparse row gathers: ``"auto"`` (bfloat16 only where it
+      is fast, see :mod:`workbench.compute`), ``"bfloat16"`` or ``"float32"``. Parameters, optimizer
+      state, loss and accumulated sums stay float32.
+    - ``threads``: torch intra-op threads while training (restored afterwards; None: leave as is).
+    - ``checkpoint_every`` / ``log_every``: steps between checkpoints / training-log rows.
+    """
+
+    dtype: str = "auto"
+    bf16: bool | None = None  # deprecated: True = dtype "bfloat16", False = "float32"
+    threads: int | None = 2
+    checkpoint_every: int = 500
+    log_every: int = 50
+
+    def _check_runtime(self) -> None:
+        if self.bf16 is not None:  # the flag ``dtype`` replaced (older configs and callers)
+            self.dtype, self.bf16 = ("bfloat16" if self.bf16 else "float32"), None
+        from workbench.compute import parse_dtype
+
+        parse_dtype(self.dtype)  # a clear error for a bad name now, not at the first step
+
+    def __post_init__(self) -> None:
+        self._check_runtime()
+
+
+RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
+RUNTIME_FIELDS = tuple(f.name for f in fields(Runtime))
+
+
+@dataclass
+class TrainConfig(Runtime, Recipe):
+    """One flat config for :func:`sae.train.train` and the CLI: a :class:`Recipe` (what a paper
+    reports) plus a :class:`Runtime` (how this machine runs it). ``cfg.recipe`` / ``cfg.runtime``
+    give the two parts; :meth:`from_dict` reads the flat form (checkpoints, older
+    ``train_config.json`` files) and the split one (``{"recipe": ..., "runtime": ...}``).
+    """
+
+    def __post_init__(self) -> None:
+        self._check_recipe()
+        self._check_runtime()
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(**{k: getattr(self, k) for k in RECIPE_FIELDS})
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(**{k: getattr(self, k) for k in RUNTIME_FIELDS})
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["betas"] = list(self.betas)
@@ -159,5 +230,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """From a flat dict, or from ``{"recipe": {...}, "runtime": {...}}`` (derived keys such as
+        ``steps`` or ``frames`` of an effective recipe are ignored)."""
+        if isinstance(d.get("recipe"), dict) or isinstance(d.get("runtime"), dict):
+            d = {**d.get("recipe", {}), **d.get("runtime", {})}
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

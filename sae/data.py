@@ -23,7 +23,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from sae.massive import describe
 from workbench.cache.distributed import share_bounds
+from workbench.conventions import MASSIVE_RATIO
 
 
 class BatchSource:
@@ -72,7 +74,7 @@ class TensorSource(BatchSource):
         if self.n < batch_size:
             raise ValueError(f"TensorSource: {self.n} frames is fewer than one batch of {batch_size}")
         self.batch_size, self.seed = int(batch_size), int(seed)
-        self.meta = {"source": "tensors", "frames": self.n}
+        self.meta = {"source": "tensors", "frames": self.n, "frame_filter": None}
 
     def d_model(self, hook: str) -> int:
         return int(self.data[hook].shape[1])
@@ -96,13 +98,15 @@ class CacheSource(BatchSource):
     global batch i is the i-th block of ``batch_size`` rows of it, and a rank reads only its own
     block of each batch from the memory map. Frames whose norm exceeds ``max_norm_ratio`` times the
     median norm (estimated once on a sample; None keeps all) are dropped from the batch they fall
-    in, so a batch can be a few frames short. Hooks with the same number of frames share one frame
+    in, so a batch can be a few frames short. The filter is recorded per hook in ``meta``
+    (``frame_filter``, written to ``train_config.json``), and ``sae eval`` and the splice treat
+    those frames the same way (:mod:`sae.massive`). Hooks with the same number of frames share one frame
     table: they see the same frames in the same order, and a frame dropped for one is dropped for
     all of them.
     """
 
     def __init__(self, cache, hooks: Sequence[str], batch_size: int, seed: int = 0,
-                 rows: np.ndarray | None = None, max_norm_ratio: float | None = 10.0) -> None:
+                 rows: np.ndarray | None = None, max_norm_ratio: float | None = MASSIVE_RATIO) -> None:
         missing = [h for h in hooks if h not in cache.hooks]
         if missing:
             raise KeyError(f"hook(s) {missing} not in cache {cache.root}; cached hooks: {cache.hooks}")
@@ -117,10 +121,15 @@ class CacheSource(BatchSource):
         self._groups: dict[int, list[str]] = {}  # frame count -> hooks sharing a frame table
         for h in self.hooks:
             self._groups.setdefault(cache.n_frames(h), []).append(h)
-        self._limit = {h: None if max_norm_ratio is None else
-                       float(max_norm_ratio) * cache.median_norm(h, self.rows, seed=seed) for h in self.hooks}
+        filters = {}
+        for h in self.hooks:
+            norms = cache.norm_sample(h, self.rows, seed=seed) if max_norm_ratio is not None else None
+            filters[h] = describe(max_norm_ratio, float(np.median(norms)) if norms is not None and len(norms)
+                                  else float("nan"), norms)
+        self._limit = {h: None if f is None else f["norm_limit"] for h, f in filters.items()}
         self.meta = {"source": "cache", "cache": str(cache.root), "model_name": cache_model_name(cache),
-                     "frames": {h: cache.n_frames(h) for h in self.hooks}}
+                     "frames": {h: cache.n_frames(h) for h in self.hooks},
+                     "frame_filter": None if max_norm_ratio is None else filters}
 
     def d_model(self, hook: str) -> int:
         return int(self.cache.d_model(hook))
@@ -167,7 +176,8 @@ class ModelSource(BatchSource):
         self.buffer = max(2, int(buffer_batches)) * self.batch_size
         self.clips_per_forward = int(clips_per_forward)
         self._dims: dict[str, int] = {}
-        self.meta = {"source": "model", "model_name": getattr(model, "spec", "") or getattr(model, "name", "")}
+        self.meta = {"source": "model", "model_name": getattr(model, "spec", "") or getattr(model, "name", ""),
+                     "frame_filter": None}
 
     def _load(self, i: int) -> np.ndarray:
         item = self.audio[i]
@@ -223,7 +233,7 @@ class CallableSource(BatchSource):
     def __init__(self, fn: Callable[[int], Iterable], hooks: Sequence[str], dims: Mapping[str, int],
                  batch_size: int) -> None:
         self.fn, self.hooks, self.dims, self.batch_size = fn, list(hooks), dict(dims), int(batch_size)
-        self.meta = {"source": "callable"}
+        self.meta = {"source": "callable", "frame_filter": None}
 
     def d_model(self, hook: str) -> int:
         return self.dims[hook]
@@ -239,12 +249,14 @@ def cache_model_name(cache) -> str:
     return str(model.get("spec") or model.get("name") or "") if isinstance(model, dict) else str(model or "")
 
 
-def as_source(data, hooks: Sequence[str] | None, batch_size: int, seed: int = 0) -> BatchSource:
-    """Turn a cache, tensors, a source or a callable into a :class:`BatchSource`."""
+def as_source(data, hooks: Sequence[str] | None, batch_size: int, seed: int = 0,
+              max_norm_ratio: float | None = MASSIVE_RATIO) -> BatchSource:
+    """Turn a cache, tensors, a source or a callable into a :class:`BatchSource` (``max_norm_ratio``:
+    the massive-frame filter of a cache, see :class:`CacheSource`)."""
     if isinstance(data, BatchSource):
         return data
     if hasattr(data, "batches") and hasattr(data, "hooks"):  # an ActivationCache
-        return CacheSource(data, hooks or data.hooks, batch_size, seed)
+        return CacheSource(data, hooks or data.hooks, batch_size, seed, max_norm_ratio=max_norm_ratio)
     if isinstance(data, (torch.Tensor, Mapping)):
         if isinstance(data, torch.Tensor) and hooks:
             data = {hooks[0]: data}

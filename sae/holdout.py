@@ -1,8 +1,9 @@
 """Which clips an SAE trained on, and which it never saw: the held-out split behind every quality figure.
 
-A split is decided once, at training time, by clip or by speaker (a clip without a speaker is its
-own group), stratified by domain so every domain keeps held-out clips, and written next to the
-SAEs as ``holdout.json``::
+A split is decided once, at training time, by whole groups (:func:`workbench.conventions.groups_of`:
+``by="speaker"`` keeps clips that share a source recording or a speaker together, ``by="clip"``
+clips that share a source recording), stratified by domain so every domain keeps held-out clips,
+and written next to the SAEs as ``holdout.json``::
 
     {"format": "workbench-sae-holdout-v1", "by": "speaker", "fraction": 0.2, "seed": 0,
      "cache": "...", "train_clips": [...], "heldout_clips": [...]}
@@ -32,15 +33,17 @@ import numpy as np
 import pandas as pd
 
 from workbench.atomic import write_json
+from workbench.conventions import GROUP_BY, frame_groups
 
 HOLDOUT_FILE = "holdout.json"
 FORMAT = "workbench-sae-holdout-v1"
 
 
 def clip_table(cache) -> pd.DataFrame:
-    """One row per cached clip: ``clip_id``, ``domain``, ``speaker`` (from the cache's corpus)."""
-    rows = [{"clip_id": c.id, "domain": c.domain or "unknown", "speaker": c.speaker} for c in cache.corpus]
-    table = pd.DataFrame(rows, columns=["clip_id", "domain", "speaker"])
+    """One row per cached clip: ``clip_id``, ``domain``, ``speaker``, ``source_id`` (from the cache's corpus)."""
+    rows = [{"clip_id": c.id, "domain": c.domain or "unknown", "speaker": c.speaker,
+             "source_id": c.extra.get("source_id")} for c in cache.corpus]
+    table = pd.DataFrame(rows, columns=["clip_id", "domain", "speaker", "source_id"])
     cached = set(cache.clip_ids)
     return table[table["clip_id"].isin(cached)].reset_index(drop=True)
 
@@ -48,24 +51,24 @@ def clip_table(cache) -> pd.DataFrame:
 def split_clips(clips: pd.DataFrame, fraction: float = 0.2, by: str = "speaker", seed: int = 0) -> dict:
     """Hold out about ``fraction`` of each domain's clips, whole groups at a time.
 
-    ``by="speaker"`` keeps a speaker's clips on one side (clips without a speaker are their own
-    group); ``by="clip"`` splits clips independently. In each domain with at least two groups at
-    least one group is held out and at least one kept; groups are drawn in a seeded order until
-    the held-out clips reach ``fraction`` of the domain's clips.
+    Groups are :func:`workbench.conventions.frame_groups` of the table (``source_id`` and
+    ``speaker`` columns where present): ``by="speaker"`` keeps clips that share a source recording
+    or a speaker on one side; ``by="clip"`` keeps segments of one recording together. In each
+    domain with at least two groups at least one group is held out and at least one kept; groups
+    are drawn in a seeded order until the held-out clips reach ``fraction`` of the domain's clips.
+    A group held out in one domain is held out whole (its clips in other domains too).
     """
     if not 0 < fraction < 1:
         raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
-    if by not in ("speaker", "clip"):
-        raise ValueError(f"holdout by must be 'speaker' or 'clip', got {by!r}")
+    if by not in GROUP_BY:
+        raise ValueError(f"holdout by must be one of {GROUP_BY}, got {by!r}")
     if clips["clip_id"].duplicated().any():
         raise ValueError("split_clips: duplicate clip ids")
     rng = np.random.default_rng(seed)
-    held: list[str] = []
+    all_groups = pd.Series(frame_groups(clips, by), index=clips.index)
+    held_groups: set[str] = set()
     for domain, part in clips.groupby("domain", sort=True):
-        if by == "speaker":
-            groups = part["speaker"].where(part["speaker"].notna(), "clip:" + part["clip_id"].astype(str))
-        else:
-            groups = part["clip_id"].astype(str)
+        groups = all_groups[part.index]
         names = sorted(set(groups))
         if len(names) < 2:
             continue  # one group cannot be split: the domain stays in training (reported as such)
@@ -79,8 +82,8 @@ def split_clips(clips: pd.DataFrame, fraction: float = 0.2, by: str = "speaker",
             n += sizes[g]
             if len(taken) == len(names) - 1:
                 break
-        held += part["clip_id"][groups.isin(taken).to_numpy()].astype(str).tolist()
-    held_set = set(held)
+        held_groups.update(taken)
+    held_set = set(clips["clip_id"][all_groups.isin(held_groups).to_numpy()].astype(str))
     train = [str(c) for c in clips["clip_id"] if str(c) not in held_set]
     return {"format": FORMAT, "by": by, "fraction": float(fraction), "seed": int(seed),
             "train_clips": train, "heldout_clips": sorted(held_set)}
@@ -220,14 +223,17 @@ def for_training(cache, out: str | os.PathLike | None, fraction: float | None = 
     return split
 
 
-def source_without_heldout(cache, hooks, cfg, split: dict | None):
-    """``cache`` itself (no split), or a :class:`~sae.data.CacheSource` over the training clips' frames."""
-    if split is None:
-        return cache
+def source_without_heldout(cache, hooks, cfg, split: dict | None, max_norm_ratio: float | None = 10.0):
+    """A :class:`~sae.data.CacheSource` over the training clips' frames (all clips without a split),
+    dropping frames above ``max_norm_ratio`` x the median norm (None: train on every frame)."""
     from sae.data import CacheSource
+
+    if split is None:
+        return CacheSource(cache, hooks, cfg.batch_size, cfg.seed, max_norm_ratio=max_norm_ratio)
 
     tables = {cache.meta["hook_info"][h]["frame_table"] for h in hooks}
     if len(tables) > 1:
         raise ValueError(f"a holdout split over hooks with different frame tables {sorted(tables)} is not supported: "
                          "train those hooks in separate runs with the same --holdout-file")
-    return CacheSource(cache, hooks, cfg.batch_size, cfg.seed, rows=training_rows(cache, hooks[0], split))
+    return CacheSource(cache, hooks, cfg.batch_size, cfg.seed, rows=training_rows(cache, hooks[0], split),
+                       max_norm_ratio=max_norm_ratio)

@@ -1,4 +1,8 @@
-"""Save and load SAEs in the layouts other tools read.
+"""Save SAEs in the layouts other tools read, and convert saved ones to :class:`~sae.model.BatchTopKSAE`.
+
+Reading SAELens files is :class:`workbench.features.FeatureDictionary`'s job (the one reader and
+encoder); :func:`load_sae` converts what it read (:func:`from_feature_dictionary`), so both agree
+on ``apply_b_dec_to_input``, ``k`` and the threshold. A missing ``k`` is an error, never 50.
 
 - ``"saelens"`` (default): ``cfg.json`` + ``sae_weights.safetensors`` with ``W_enc [d_in, d_sae]``,
   ``b_enc``, ``W_dec [d_sae, d_in]``, ``b_dec`` and a per-feature ``threshold`` (architecture
@@ -23,7 +27,7 @@ from safetensors.torch import save_file
 
 from sae.config import SAEConfig
 from workbench.atomic import atomic_path, read_json, write_json
-from workbench.features import read_saelens
+from workbench.features import FeatureDictionary
 
 FORMATS = ("saelens", "dictionary_learning", "audiosae")
 
@@ -48,9 +52,13 @@ def save_sae(sae, path: str | os.PathLike, format: str = "saelens") -> Path:
             save_file(weights, str(tmp))
         write_json(path / "cfg.json", doc, indent=2, default=str)
     elif format in ("dictionary_learning", "audiosae"):
+        if thr < 0 and format == "dictionary_learning":
+            raise ValueError(f"{path}: this SAE has no learned threshold; dictionary_learning's BatchTopKSAE would "
+                             "read the placeholder -1 as a threshold and encode as a dense ReLU. Save it as "
+                             "'saelens' (architecture 'topk', per-frame top-k) or 'audiosae' (no threshold) instead")
         state = {"encoder.weight": sd["W_enc"], "encoder.bias": sd["b_enc"], "decoder.weight": sd["W_dec"].t().contiguous(),
                  "b_dec": sd["b_dec"], "k": torch.tensor(cfg.k, dtype=torch.int)}
-        if thr >= 0 or format == "dictionary_learning":
+        if thr >= 0:
             state["threshold"] = torch.tensor(thr, dtype=torch.float32)
         with atomic_path(path / "ae.pt") as tmp:
             torch.save(state, tmp)
@@ -110,22 +118,40 @@ def load_sae(path: str | os.PathLike, d_in: int | None = None, hook: str | None 
 
 
 def _read_saelens(path: Path):
+    """Read with the workbench's one SAELens reader (:class:`workbench.features.FeatureDictionary`)
+    and convert to this package's :class:`~sae.model.BatchTopKSAE` state."""
     folder = path if path.is_dir() else path.parent
     weights_file = path if path.is_file() else folder / "sae_weights.safetensors"
-    doc, w = read_saelens(weights_file, folder / "cfg.json")
-    d_in, d_sae = w["W_enc"].shape
-    meta = dict(doc.get("metadata") or {})
-    k = int(doc.get("k") or meta.get("k") or doc.get("activation_fn_kwargs", {}).get("k") or 50)
-    thr_t = w.get("threshold")
-    thr = float(thr_t.float().mean()) if thr_t is not None else -1.0
+    fd = FeatureDictionary.from_files(weights_file, folder / "cfg.json", folder)
+    return from_feature_dictionary(fd, where=weights_file)
+
+
+def from_feature_dictionary(fd: FeatureDictionary, where: str | os.PathLike = ""):
+    """``(SAEConfig, state, threshold)`` of a :class:`~sae.model.BatchTopKSAE` that encodes exactly
+    like ``fd`` (format conversion, no second inference rule).
+
+    ``apply_b_dec_to_input = False`` (the encoder reads ``x``, not ``x - b_dec``) folds ``b_dec``
+    into the encoder bias: ``x W + b = (x - b_dec) W + (b + b_dec W)``. A missing ``k`` or
+    per-feature thresholds are refused with a message naming the file, never defaulted.
+    """
+    where = where or fd.path
+    d_in, d_sae = fd.d_in, fd.d_sae
+    meta = dict(fd.cfg.get("metadata") or {})
+    k = fd.k
+    if k is None:
+        raise ValueError(f"{where}: cfg.json gives no k (top level, metadata.k or activation_fn_kwargs.k); a "
+                         "Batch-Top-K SAE needs it (workbench.features reads it as a ReLU/threshold SAE without)")
+    thr_t = fd.threshold
+    thr = float(thr_t.mean()) if thr_t is not None else -1.0
     if thr_t is not None and float(thr_t.max() - thr_t.min()) > 1e-6 * max(1.0, abs(thr)):
-        raise ValueError(f"{weights_file} has per-feature thresholds; this Batch-Top-K SAE supports one shared threshold")
-    cfg = SAEConfig(d_in=int(d_in), d_sae=int(d_sae), k=min(k, int(d_sae)), expansion=max(1, int(d_sae) // int(d_in)),
-                    hook_name=meta.pop("hook_name", doc.get("hook_name", "")) or "",
-                    model_name=meta.pop("model_name", doc.get("model_name", "")) or "",
+        raise ValueError(f"{where} has per-feature thresholds; this Batch-Top-K SAE supports one shared threshold")
+    b_enc = fd.b_enc if fd.apply_b_dec_to_input else fd.b_enc + fd.b_dec @ fd.W_enc
+    cfg = SAEConfig(d_in=d_in, d_sae=d_sae, k=min(int(k), d_sae), expansion=max(1, d_sae // d_in),
+                    hook_name=meta.pop("hook_name", fd.cfg.get("hook_name", "")) or "",
+                    model_name=meta.pop("model_name", fd.cfg.get("model_name", "")) or "",
                     metadata={k2: v for k2, v in meta.items() if k2 not in ("k", "expansion")})
-    state = {"W_enc": w["W_enc"].t(), "b_enc": w["b_enc"], "W_dec": w["W_dec"], "b_dec": w["b_dec"]}
-    return cfg, {k2: v.float() for k2, v in state.items()}, thr
+    state = {"W_enc": fd.W_enc.t(), "b_enc": b_enc, "W_dec": fd.W_dec, "b_dec": fd.b_dec}
+    return cfg, {k2: v.float().contiguous() for k2, v in state.items()}, thr
 
 
 def _read_ae_pt(path: Path):
@@ -151,7 +177,9 @@ def _read_ae_pt(path: Path):
     conf = {}
     if (folder / "config.json").is_file():
         conf = read_json(folder / "config.json").get("trainer", {})
-    k = int(sd["k"]) if "k" in sd else int(conf.get("k", 50))
+    if "k" not in sd and "k" not in conf:
+        raise ValueError(f"{pt}: no k in the checkpoint or its config.json; a Batch-Top-K SAE needs it")
+    k = int(sd["k"]) if "k" in sd else int(conf["k"])
     thr = float(sd["threshold"]) if "threshold" in sd else -1.0
     cfg = SAEConfig(d_in=int(d_in), d_sae=int(d_sae), k=min(k, int(d_sae)), expansion=max(1, int(d_sae) // int(d_in)),
                     hook_name=str(conf.get("submodule_name") or ""), model_name=str(conf.get("lm_name") or ""))

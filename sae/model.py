@@ -29,7 +29,7 @@ from torch.profiler import record_function
 
 from sae.config import SAEConfig
 from sae.ddp import LOCAL, Collective
-from sae.sparse import SelectedPreActs, SparseDecode, SparsePattern, encode_select, select_batch_topk
+from sae.sparse import Scratch, SelectedPreActs, SparseDecode, SparsePattern, encode_select, select_batch_topk
 from workbench.features import jumprelu
 
 MODES = ("threshold", "batch_topk", "topk")
@@ -146,6 +146,7 @@ class BatchTopKSAE(nn.Module):
         bf16: bool = True,
         dtype: torch.dtype | None = None,
         comm: Collective = LOCAL,
+        scratch: Scratch | None = None,
     ) -> TrainOutput:
         """Loss of one batch ``x [N, d_in]`` (already scaled) with batch top-k and AuxK.
 
@@ -155,6 +156,7 @@ class BatchTopKSAE(nn.Module):
         float32. ``dead`` is a bool mask of dead latents for AuxK. Under data-parallel training
         (``comm``, see :mod:`sae.ddp`) ``x`` is this rank's block of the global batch: the top-k
         is taken over the global batch and the losses are this rank's share of the global means.
+        ``scratch``: the encoder's reusable chunk buffer (:class:`sae.sparse.Scratch`, kept by the trainer).
         """
         x = self._check(x)
         n_local = x.shape[0]
@@ -164,7 +166,8 @@ class BatchTopKSAE(nn.Module):
         x_c = x - self.b_dec.detach()
         dead_idx = dead.nonzero().squeeze(1) if dead is not None and bool(dead.any()) else None
         with torch.no_grad(), record_function("sae.encode_select"):
-            rows, cols, vals, dead_pre = encode_select(x_c, self.W_enc, self.b_enc, k * n, dtype=dtype, dead_idx=dead_idx)
+            rows, cols, vals, dead_pre = encode_select(x_c, self.W_enc, self.b_enc, k * n, dtype=dtype, dead_idx=dead_idx,
+                                                     scratch=scratch)
             rows, cols, vals = comm.global_top(rows, cols, vals, k * n)
         with record_function("sae.decode"):
             pattern = SparsePattern(rows, cols, n_local, self.d_sae, gather_dtype=GATHER_DTYPE)

@@ -23,8 +23,6 @@ import torch
 
 from workbench.numeric import bf16_bits_to_float32
 
-torch.sparse.check_sparse_tensor_invariants.disable()  # explicit: we build valid CSR, skip the checks
-
 #: below this many entries an exact ``torch.topk`` over the flat batch is cheap enough
 _SMALL = 1 << 15
 #: rows per chunk when thresholding, so the chunk stays in cache between compare and nonzero
@@ -34,7 +32,8 @@ _CHUNK_ROWS = 64
 def _csr(crow, col, vals, shape) -> torch.Tensor:
     with warnings.catch_warnings():  # "CSR support is in beta" is not news to us
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, vals, shape)
+        # we build valid CSR: skip the checks for this tensor only (never toggle torch's global setting)
+        return torch.sparse_csr_tensor(crow, col, vals, shape, check_invariants=False)
 
 
 def _pointer(sorted_ids: np.ndarray, n: int) -> np.ndarray:
@@ -146,11 +145,23 @@ def _exact_cut(idx: np.ndarray, vals: np.ndarray, n: int, n_cols: int) -> tuple[
     return torch.from_numpy(rows), torch.from_numpy(cols), torch.from_numpy(vals)
 
 
-_BUFFERS: dict[tuple, torch.Tensor] = {}
+class Scratch:
+    """The reused ``[chunk_rows, d_sae]`` matmul buffer of :func:`encode_select`, owned by its caller
+    (the trainer keeps one per SAE): a fresh buffer per call would page-fault every step, and a
+    module-level one would be shared by every SAE and thread in the process and never freed."""
+
+    def __init__(self) -> None:
+        self.buf: torch.Tensor | None = None
+
+    def get(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+        if self.buf is None or self.buf.shape != (rows, cols) or self.buf.dtype != dtype:
+            self.buf = torch.empty(rows, cols, dtype=dtype)
+        return self.buf
 
 
 def encode_select(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, n: int, bf16: bool = True,
-                  dead_idx: torch.Tensor | None = None, chunk_rows: int = 1024, dtype: torch.dtype | None = None):
+                  dead_idx: torch.Tensor | None = None, chunk_rows: int = 1024, dtype: torch.dtype | None = None,
+                  scratch: Scratch | None = None):
     """The dense encoder pass fused with the batch top-k scan: ``(rows, cols, vals, dead_pre)``.
 
     ``pre = x_c @ W_enc^T + b_enc`` is computed ``chunk_rows`` frames at a time into one reused
@@ -159,6 +170,7 @@ def encode_select(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, n
     margin; if the candidates fall short of ``n`` the pass is redone with a lower one.
     ``dead_pre`` holds the (float32) pre-activations of the ``dead_idx`` columns for AuxK.
     ``dtype`` of the matmul (float32 or bfloat16; default from the older ``bf16`` flag).
+    ``scratch`` holds the chunk buffer between calls (None: a fresh one for this call).
     """
     dtype = dtype or (torch.bfloat16 if bf16 else torch.float32)
     N, m = x_c.shape[0], W_enc.shape[0]
@@ -167,11 +179,7 @@ def encode_select(x_c: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, n
         pre = torch.addmm(b_enc.detach().to(dtype), x_c.detach().to(dtype), W_enc.detach().t().to(dtype))
         dead_pre = pre.index_select(1, dead_idx).float() if dead_idx is not None else None
         return (*select_batch_topk(pre, n), dead_pre)
-    key = (chunk_rows, m, dtype)
-    if key not in _BUFFERS:
-        _BUFFERS.clear()  # one buffer at a time; a fresh one per call would page-fault every step
-        _BUFFERS[key] = torch.empty(chunk_rows, m, dtype=dtype)
-    buf, int_dtype = _BUFFERS[key], _INT_VIEW[dtype]
+    buf, int_dtype = (scratch or Scratch()).get(chunk_rows, m, dtype), _INT_VIEW[dtype]
     # the bias rides in the matmul as an extra input column of ones (cheaper than addmm's broadcast);
     # written straight into the matmul dtype: one conversion pass over the weights, not a cat and a copy
     d = x_c.shape[1]

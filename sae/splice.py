@@ -20,18 +20,13 @@ Example
 from __future__ import annotations
 
 import math
-import re
 from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-
-def normalize_text(s: str) -> str:
-    """Lower case, no punctuation (apostrophes kept), single spaces: what WER compares."""
-    s = re.sub(r"[^a-z0-9' ]+", " ", s.lower().replace("-", " "))
-    return re.sub(r"\s+", " ", s).strip()
+from workbench.text import normalize_text  # noqa: F401 (re-exported: sae.steer and benchmarks import it here)
 
 
 def _real_frames(model, hook: str, n_samples: int) -> list[int] | None:
@@ -47,13 +42,18 @@ def _real_frames(model, hook: str, n_samples: int) -> list[int] | None:
 
 class SpliceFn:
     """``act -> act`` replacing the real frames of each window by ``sae(act)``; also measures the
-    reconstruction's relative error there. Set ``windows`` before each clip."""
+    reconstruction's relative error there. Set ``windows`` before each clip.
 
-    def __init__(self, sae, mode: str | None = None) -> None:
-        self.sae, self.mode = sae, mode
+    ``norm_limit``: frames whose norm exceeds it (the massive frames an SAE was trained without,
+    :mod:`sae.massive`) pass through unreconstructed; ``passed``/``seen`` count them.
+    """
+
+    def __init__(self, sae, mode: str | None = None, norm_limit: float | None = None) -> None:
+        self.sae, self.mode, self.norm_limit = sae, mode, norm_limit
         self.windows: list[int] | None = None
         self._queue: list[int] = []
         self.sq_err = self.sq_norm = 0.0
+        self.passed = self.seen = 0
 
     def start(self, windows: list[int] | None) -> None:
         self.windows = windows
@@ -71,6 +71,11 @@ class SpliceFn:
             n = rows.shape[1] if n is None else min(n, rows.shape[1])
             x = rows[b, :n].float()
             rec = self.reconstruct(x)
+            if self.norm_limit is not None:
+                big = torch.linalg.vector_norm(x, dim=-1) > self.norm_limit
+                rec = torch.where(big[:, None], x, rec)
+                self.passed += int(big.sum())
+            self.seen += int(n)
             self.sq_err += float((rec - x).pow(2).sum())
             self.sq_norm += float(x.pow(2).sum())
             out[b, :n] = rec.to(act.dtype)
@@ -110,7 +115,7 @@ def _clip_wer(ref: str, hyp: str) -> float:
 def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcripts: Sequence[str | None] | None = None,
                    mode: str | None = None, verbose: bool = True, ids: Sequence[str] | None = None,
                    domains: Sequence[str] | None = None, worst: int = 5, groups: Sequence[str] | None = None,
-                   clean_memo: dict | None = None) -> dict:
+                   clean_memo: dict | None = None, norm_limit: float | None = None) -> dict:
     """Effect of splicing ``sae`` into ``model`` at ``hook`` over clips ``audio`` (float32 at the model's rate).
 
     Returns ``rel_error_hook`` (reconstruction error / norm at the hook, real frames),
@@ -122,6 +127,8 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
     (pooled WERs per value of ``groups``, e.g. each clip's source: synthetic vs natural speech)
     and the texts. ``clean_memo`` (a dict kept across calls) reuses the clean transcript and output
     of a clip id already seen with the same model, e.g. when several layers' SAEs are evaluated.
+    ``norm_limit``: frames above it pass through unreconstructed (the SAE's training filter,
+    :mod:`sae.massive`); ``massive_passed_through`` reports how many.
     """
     import jiwer
 
@@ -130,7 +137,7 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
         import logging
 
         logging.getLogger(__name__).warning("SAE was trained on %s, spliced into %s", sae.cfg.hook_name, hook)
-    fn = SpliceFn(sae, mode)
+    fn = SpliceFn(sae, mode, norm_limit=norm_limit)
     out_hook = _output_hook(model)
     n = len(audio)
     transcripts = list(transcripts) if transcripts is not None else [None] * n
@@ -160,10 +167,10 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
         if ref and can_transcribe:
             row["reference"] = normalize_text(ref)
             row["clean"] = memo["clean"] if memo and "clean" in memo else normalize_text(model.transcribe(clip))
-            hook_err0, hook_norm0 = fn.sq_err, fn.sq_norm
+            saved = fn.sq_err, fn.sq_norm, fn.passed, fn.seen
             fn.start(windows)
             row["spliced"] = normalize_text(model.transcribe(clip, interventions={hook: fn}))
-            fn.sq_err, fn.sq_norm = hook_err0, hook_norm0  # the decoding pass repeats the frames: count once
+            fn.sq_err, fn.sq_norm, fn.passed, fn.seen = saved  # the decoding pass repeats the frames: count once
         if clean_memo is not None and ids_given:
             clean_memo[key] = {"base": base, **({"clean": row["clean"]} if "clean" in row else {})}
         rows.append(row)
@@ -172,7 +179,8 @@ def spliced_effect(model, sae, hook: str, audio: Sequence[np.ndarray], transcrip
     result = {"hook": hook, "clips": n, "rel_error_hook": fn.rel_error,
               "rel_error_output": math.sqrt(err / norm) if norm > 0 else float("nan"),
               "output": "encoder_output" if out_hook is None else out_hook,
-              "per_domain": _per_domain(table), "clips_table": table}
+              "per_domain": _per_domain(table), "clips_table": table,
+              "massive_passed_through": {"norm_limit": norm_limit, "frames": fn.passed, "of_frames": fn.seen}}
     scored = table[table["reference"].notna()] if "reference" in table else table.iloc[:0]
     if len(scored):
         refs, clean, spliced = (scored[c].tolist() for c in ("reference", "clean", "spliced"))

@@ -113,7 +113,8 @@ def feature_summaries(sae, X, frames: pd.DataFrame, out: str | os.PathLike | Non
 LAYER_COLUMNS = ["hook", "layer", "domain", "frames", "fvu", "l0", "dead_frac", "cosine", "rel_error_median",
                  "wer_clean", "wer_spliced",
                  "wer_change", "median_clip_wer_change", "max_clip_wer_change", "rel_error_hook", "rel_error_output",
-                 "in_sample"]
+                 "in_sample", "fvu_all_frames", "rel_error_median_all_frames", "massive_fraction",
+                 "massive_variance_share"]
 
 
 def _layer_index(hook: str) -> float:
@@ -138,6 +139,10 @@ def layer_table(results: Sequence[dict]) -> pd.DataFrame:
         for dom, m in by_domain.items():
             row = {"hook": hook, "layer": _layer_index(hook), "domain": dom, "in_sample": bool(r.get("in_sample", False)),
                    **{k: m.get(k) for k in ("frames", "fvu", "l0", "dead_frac", "cosine", "rel_error_median")}}
+            if dom == "all":  # the massive-frame view (sae.massive): headline vs every frame
+                every, massive = r.get("metrics_all_frames") or {}, r.get("massive_frames") or {}
+                row.update(fvu_all_frames=every.get("fvu"), rel_error_median_all_frames=every.get("rel_error_median"),
+                           massive_fraction=massive.get("fraction"), massive_variance_share=massive.get("variance_share"))
             sp = splice if dom == "all" else splice.get("per_domain", {}).get(dom, {})
             row.update(rel_error_hook=sp.get("rel_error_hook"), rel_error_output=sp.get("rel_error_output"))
             if dom in ("all", "speech") and "wer_clean" in splice:

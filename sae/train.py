@@ -13,11 +13,16 @@ leaves the last good checkpoint in place.
 
 Example
 -------
->>> from workbench.cache import ActivationCache                                 # doctest: +SKIP
->>> cache = ActivationCache.open("work/cache")                                  # doctest: +SKIP
->>> saes = train(cache, ["encoder.blocks.3.hook_resid_post"],                   # doctest: +SKIP
-...              TrainConfig(expansion=8, k=50, tokens=5_000_000), out="work/saes/run1")
->>> saes["encoder.blocks.3.hook_resid_post"].encode(x).shape                    # doctest: +SKIP
+On a cache: ``train(ActivationCache.open("work/cache"), ["encoder.blocks.3.hook_resid_post"],
+TrainConfig(expansion=8, k=50, tokens=5_000_000), out="work/saes/run1")``; here on a tensor:
+
+>>> import tempfile
+>>> x = torch.randn(2048, 16, generator=torch.Generator().manual_seed(0))
+>>> out = tempfile.mkdtemp()
+>>> saes = train({"h": x}, ["h"], TrainConfig(expansion=4, k=4, tokens=2048, batch_size=256, dtype="float32"),
+...              out=out, verbose=False)
+>>> saes["h"].encode(x[:3]).shape, sorted(p.name for p in Path(out, "h").iterdir())
+(torch.Size([3, 64]), ['cfg.json', 'sae_weights.safetensors', 'training_log.jsonl'])
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import math
 import os
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -34,20 +39,21 @@ import torch
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
-from sae.config import SAEConfig, TrainConfig
+from sae.config import RUNTIME_FIELDS, SAEConfig, TrainConfig
 from sae.data import as_source
 from sae.ddp import LOCAL, Collective
 from sae.io import save_sae
 from sae.model import BatchTopKSAE
+from sae.sparse import Scratch
 from workbench.atomic import atomic_path, write_json, write_jsonl
 from workbench.cache.distributed import Dist, share_bounds
 from workbench.cache.writer import prefetch
-from workbench.compute import choose_dtype
+from workbench.compute import choose_dtype, torch_threads
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
-#: settings a resumed run may change: bookkeeping, and the compute dtype (the machine may differ)
-_NON_RECIPE = {"threads", "checkpoint_every", "log_every", "dtype", "bf16"}
+#: settings a resumed run may change: the runtime (bookkeeping, threads, the compute dtype: the machine may differ)
+_NON_RECIPE = set(RUNTIME_FIELDS)
 
 
 class TrainingDiverged(RuntimeError):
@@ -61,6 +67,7 @@ class _HookState:
     scale: float
     since_fired: torch.Tensor
     log: list = field(default_factory=list)
+    scratch: Scratch = field(default_factory=Scratch)  # the encoder's chunk buffer, reused every step
 
 
 def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = None, out: str | os.PathLike | None = None,
@@ -76,9 +83,12 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
     artifacts, and every rank returns the same SAEs. A checkpoint resumes under any world size.
     """
     cfg = TrainConfig.from_dict({**(cfg.to_dict() if cfg else {}), **overrides})
+    with torch_threads(cfg.threads):  # the process-wide setting is restored on return (and on errors)
+        return _train(data, hooks, cfg, out, resume, model_name, verbose)
+
+
+def _train(data, hooks, cfg: TrainConfig, out, resume: bool, model_name: str, verbose: bool) -> dict[str, BatchTopKSAE]:
     comm = Collective(Dist.current())
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     _warn_spinning_threads()
     choice = comm.dist.broadcast(choose_dtype(cfg.dtype, "cpu"))  # one decision for all ranks: rank 0's
     log.info("sae train: computing in %s (%s)", choice.name, choice.reason)
@@ -102,7 +112,9 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
         st.scale = float(scale[0])
     if out is not None and comm.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "train_config.json", {"train": cfg.to_dict(), "hooks": hooks, "source": source.meta,
+        write_json(out / "train_config.json", {"recipe": _effective_recipe(cfg, states),
+                                               "runtime": {**asdict(cfg.runtime), "compute_dtype": choice.name},
+                                               "train": cfg.to_dict(), "hooks": hooks, "source": source.meta,
                                                "compute_dtype": choice.name, "compute_dtype_reason": choice.reason,
                                                "distributed": _shares(source, cfg, comm.world_size)},
                    indent=2, default=str)
@@ -113,34 +125,37 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
                desc=f"sae train ({len(hooks)} hook(s), {choice.name})", unit="step")
     last_good = step if ckpt_path is not None and ckpt_path.exists() else None
     t0, step0 = time.perf_counter(), step
-    while step < cfg.steps:
-        batch = next(stream, None)
-        if batch is None:
-            pos = {"epoch": pos["epoch"] + 1, "batch": 0}
-            stream = prefetch(source.epoch(pos["epoch"], part=part))
+    try:
+        while step < cfg.steps:
             batch = next(stream, None)
             if batch is None:
-                raise ValueError("the data source yielded no batches (fewer frames than one batch?)")
-        stats = {}
-        for h in hooks:
-            try:
-                stats[h] = _train_step(states[h], batch[h], step, cfg, choice.dtype, comm)
-            except TrainingDiverged as e:
-                where = f"{ckpt_path} (step {last_good})" if last_good is not None else "none written yet"
-                raise TrainingDiverged(f"hook {h!r}, step {step}: {e}. Training stopped; last good checkpoint: "
-                                       f"{where}. Check the data for NaN/inf or lower the lr, then --resume.") from None
-        step += 1
-        pos["batch"] += 1
-        elapsed = time.perf_counter() - t0
-        _report(bar, stats, states, step, step0, cfg, elapsed)
-        if ckpt_path is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            if comm.is_main:
-                _save_checkpoint(ckpt_path, states, step, pos, cfg, hooks, comm.world_size)
-                for h in hooks:  # the log so far, readable while training runs
-                    _write_log(out / h, states[h].log)
-            last_good = step
-    stream.close()  # joins the loader thread (a live one aborts the process at exit)
-    bar.close()
+                pos = {"epoch": pos["epoch"] + 1, "batch": 0}
+                stream.close()
+                stream = prefetch(source.epoch(pos["epoch"], part=part))
+                batch = next(stream, None)
+                if batch is None:
+                    raise ValueError("the data source yielded no batches (fewer frames than one batch?)")
+            stats = {}
+            for h in hooks:
+                try:
+                    stats[h] = _train_step(states[h], batch[h], step, cfg, choice.dtype, comm)
+                except TrainingDiverged as e:
+                    where = f"{ckpt_path} (step {last_good})" if last_good is not None else "none written yet"
+                    raise TrainingDiverged(f"hook {h!r}, step {step}: {e}. Training stopped; last good checkpoint: "
+                                           f"{where}. Check the data for NaN/inf or lower the lr, then --resume.") from None
+            step += 1
+            pos["batch"] += 1
+            elapsed = time.perf_counter() - t0
+            _report(bar, stats, states, step, step0, cfg, elapsed)
+            if ckpt_path is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                if comm.is_main:
+                    _save_checkpoint(ckpt_path, states, step, pos, cfg, hooks, comm.world_size)
+                    for h in hooks:  # the log so far, readable while training runs
+                        _write_log(out / h, states[h].log)
+                last_good = step
+    finally:  # also on an error or Ctrl-C: stop and join the loader thread (a live one aborts the process at exit)
+        stream.close()
+        bar.close()
     result = {h: st.sae.folded(st.scale) for h, st in states.items()}
     if out is not None and comm.is_main:
         for h, sae in result.items():
@@ -150,6 +165,16 @@ def train(data, hooks: Sequence[str] | None = None, cfg: TrainConfig | None = No
             _write_log(out / h, states[h].log)
     comm.barrier()  # the artifacts are complete before any rank returns
     return result
+
+
+def _effective_recipe(cfg: TrainConfig, states: dict) -> dict:
+    """The recipe as it runs (:meth:`sae.config.Recipe.effective`): ``lr`` one number, or one per hook
+    when the hooks' widths differ. ``train_config.json`` records this under ``"recipe"``; the data
+    (which frames, which filters) is recorded beside it under ``"source"``."""
+    rec = cfg.recipe.effective()
+    lrs = {h: cfg.lr_for(st.sae.d_sae) for h, st in states.items()}
+    rec["lr"] = next(iter(lrs.values())) if len(set(lrs.values())) == 1 else lrs
+    return rec
 
 
 def _shares(source, cfg: TrainConfig, world_size: int) -> dict:
@@ -228,7 +253,7 @@ def _train_step(st: _HookState, x: torch.Tensor, step: int, cfg: TrainConfig, dt
     dead = st.since_fired >= cfg.dead_after_tokens
     with record_function("sae.forward"):
         out = sae.training_forward(x, k=cfg.k_at(step), dead=dead, k_aux=sae.d_in // 2,
-                                   auxk_alpha=cfg.auxk_alpha, dtype=dtype, comm=comm)
+                                   auxk_alpha=cfg.auxk_alpha, dtype=dtype, comm=comm, scratch=st.scratch)
         loss = comm.sum(out.loss.detach().clone().reshape(1))  # every rank sees the same: all stop together
     if not torch.isfinite(loss).all():
         raise TrainingDiverged(f"non-finite loss ({float(loss[0])})")

@@ -108,9 +108,12 @@ def write_neuro(ws: Path, name: str = "fixture") -> Path:
     pd.DataFrame({"feature": [f for f, _ in sets], "kind": [k for _, k in sets], "hook": [None, sets[1][0], HOOK],
                   "r_mean": [0.05, 0.15, 0.25], "r_sem": [0.01, 0.02, 0.02], "order": [0, 1, 2]}
                  ).to_csv(out / "layers.csv", index=False)
-    pd.DataFrame([{"feature_set": "envelope", "feature": "envelope", "channel": c, "r": 0.1, "best_lag_s": 0.12,
-                   "p": 0.01, "p_fdr": 0.03, "significant": True} for c in channels]).to_csv(out / "features.csv",
-                                                                                            index=False)
+    feats = pd.read_parquet(ws / "saes" / "block1" / "eval" / HOOK / "features.parquet")
+    sae_feats = feats.sort_values("fires", ascending=False)["feature"].head(2).astype(int).tolist()
+    pd.DataFrame([{"feature_set": fs, "feature": f, "channel": c, "r": 0.1, "best_lag_s": 0.12,
+                   "p": 0.01, "p_fdr": 0.03, "significant": True} for c in channels
+                  for fs, f in [("envelope", "envelope")] + [(f"sae:{HOOK}", f"f{i}") for i in sae_feats]]
+                 ).to_csv(out / "features.csv", index=False)
     lags = np.arange(-0.1, 0.41, 0.01)
     np.save(out / "kernels" / "acoustic.npy",
             np.stack([[np.sin(lags * 10 + i), 0.5 * np.cos(lags * 25 + i)] for i in range(len(channels))]).astype(np.float32))

@@ -100,16 +100,16 @@ def test_half_written_parts_show_messages_not_tracebacks(broken_ws):
     app = create_app(broken_ws)
     client = app.server.test_client()
     client.get("/")
-    home = post_callback(app, client, "url.pathname", ["/", ""])
+    home = post_callback(app, client, "url.pathname", ["/"], [""])
     assert home.status_code == 200 and b"summary.json" in home.data and b"Traceback" not in home.data
-    sae = post_callback(app, client, "feat-sae.value", [f"block1/{HOOK}"])
+    sae = post_callback(app, client, "feat-sae.value", [f"block1/{HOOK}"], [None], "feat-sae-info")
     assert sae.status_code == 200 and b"wb-warn" in sae.data and b"features.parquet" in sae.data
-    probe = post_callback(app, client, "probe-run.value", ["phones"])
+    probe = post_callback(app, client, "probe-run.value", ["phones"], [None], "probe-info")
     assert b"summary.json" in probe.data and b"wb-warn" in probe.data
-    eeg = post_callback(app, client, "eeg-run.value", ["fixture"])
+    eeg = post_callback(app, client, "eeg-run.value", ["fixture"], [None], "eeg-status")
     assert b"summary.csv is missing" in eeg.data
     for path in ("/features", "/tokens", "/probes", "/eeg", "/steering"):
-        r = post_callback(app, client, "url.pathname", [path, ""])
+        r = post_callback(app, client, "url.pathname", [path], [""])
         assert r.status_code == 200 and b"Traceback" not in r.data, path
 
 
@@ -123,7 +123,7 @@ def test_empty_workspace_pages_say_what_to_run(tmp_path):
     expect = {"/": b"holds none of", "/features": b"workbench sae train", "/tokens": b"auristream-tiny",
               "/probes": b"workbench probe", "/eeg": b"neuro", "/steering": b"workbench steer fit"}
     for path, text in expect.items():
-        r = post_callback(app, client, "url.pathname", [path, ""])
+        r = post_callback(app, client, "url.pathname", [path], [""])
         assert r.status_code == 200 and text in r.data and b"wb-warn" in r.data, path
 
 
@@ -148,13 +148,48 @@ def test_uploaded_clip_gets_the_codes_of_its_cached_frames(app_ws, ws):
     client = app.server.test_client()
     client.get("/")
     r = post_callback(app, client, "feat-upload.contents",
-                      ["data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()], [f"{clip.id}.wav", ref.key])
+                      ["data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()],
+                      [f"{clip.id}.wav", ref.key, SID])
     assert r.status_code == 200, r.data[:300]
     jid = r.get_json()["response"]["feat-job"]["data"]
-    job = app.jobs.wait(jid, timeout=120)
+    assert app.jobs.status(jid, "f" * 32)["known"] is False  # another session cannot read it
+    job = app.jobs.wait(jid, timeout=120, session=SID)
     assert job["error"] is None, job["error"]
     live = job["result"]["codes"]
     _, cached = ws.clip_codes(ref, clip.id)
     assert live.shape == cached.shape
     assert np.abs(live - cached).max() < 0.05 * np.abs(cached).max()
     assert ((live > 0) == (cached > 0)).mean() > 0.99  # the same features fire at the same frames
+
+
+SID = "5" * 32
+
+
+def test_output_effect_ablates_and_amplifies_and_is_cached(app_ws, ws):
+    """The output-effect button: a live tiny.en run per condition on the feature's top clips; the
+    unchanged transcript equals plain decoding; a second request is answered from the cache."""
+    from apps import create_app
+    from apps.app import post_callback
+    from apps.live import model
+
+    ref = ws.saes()[0]
+    feature = int(ws.feature_table(ref).sort_values("fires", ascending=False)["feature"].iloc[0])
+    app = create_app(app_ws)
+    client = app.server.test_client()
+    client.get("/")
+    r = post_callback(app, client, "feat-effect-go.n_clicks", [1], [ref.key, feature, SID])
+    jid = r.get_json()["response"]["feat-effect-job"]["data"]
+    job = app.jobs.wait(jid, timeout=300, session=SID)
+    assert job["error"] is None, job["error"]
+    res = job["result"]
+    assert res["feature"] == feature and 1 <= len(res["clips"]) <= 3
+    row = res["clips"][0]
+    assert {"unchanged", "ablated", "amplified"} <= set(row)
+    assert all(len(row[c]["first_tokens"]) == 5 for c in ("unchanged", "ablated", "amplified"))
+    from workbench.audio import load_audio
+
+    cache = ws.sae_cache(ref)
+    clip = next(c for c in cache.corpus if c.id == row["clip"])
+    assert row["unchanged"]["text"] == model("whisper-tiny.en").transcribe(load_audio(cache.corpus.audio_path(clip), sr=16000))
+    again = post_callback(app, client, "feat-effect-go.n_clicks", [2], [ref.key, feature, SID]).get_json()["response"]
+    assert "feat-effect-job" not in again and "feat-effect-table" in str(again["feat-effect"])  # cached: no new job

@@ -135,6 +135,9 @@ def test_pareto_has_sweep_reference_points_and_chosen_setting():
     fig = figures.pareto_figure(sweep, refs, {"wer": 0.3, "hallucination_rate": 0.1})
     assert [d.name for d in fig.data] == ["sweep", "baseline", "vad_gate", "steered"]
     assert list(fig.data[0].text) == ["n_features=1, strength=0.0", "n_features=2, strength=1.0"]
+    # dev sweep and held-out arms on separate axes (issue 21: they were drawn on one)
+    assert fig.data[0].xaxis == "x" and {d.xaxis for d in fig.data[1:]} == {"x2"}
+    assert fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0]
 
 
 def test_feature_table_rows_and_options():
@@ -143,3 +146,17 @@ def test_feature_table_rows_and_options():
     rows = feature_rows(table)
     assert rows[0]["top_phones"] == "AA 0.50, B 0.25" and rows[0]["mean_activation"] == 1.2346
     assert [o["value"] for o in feature_options(table)] == [1, 0]  # most firing first
+
+
+def test_log_mel_equals_transformers_spectrogram():
+    import numpy as np
+    from transformers.audio_utils import spectrogram, window_function
+
+    from apps import spectrogram as sp
+
+    audio = np.random.default_rng(1).standard_normal(12345).astype(np.float32)
+    ref = spectrogram(audio, window_function(sp.N_FFT, "hann"), frame_length=sp.N_FFT, hop_length=sp.HOP, power=2.0,
+                      mel_filters=sp._filters(), log_mel=None)
+    ours = sp._mel_power(audio)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * ref.max())

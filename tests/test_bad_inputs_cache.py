@@ -190,4 +190,4 @@ def test_damaged_corpus_record_names_file_and_line(damaged):
     lines[1] = lines[1][: len(lines[1]) // 2]
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=f"{path}:2: damaged corpus record"):
-        ActivationCache.open(damaged).corpus
+        _ = ActivationCache.open(damaged).corpus

@@ -39,8 +39,9 @@ def test_ridge_path_equals_mne_receptive_field_for_every_fold_and_alpha():
     rng = np.random.default_rng(1)
     n, n_tr, f, c = 600, 6, 2, 3
     xs = [_smooth(rng, n, f) for _ in range(n_tr)]
-    ys = [np.roll(x[:, :1], 8, axis=0) @ np.ones((1, c)) + rng.normal(size=(n, c)) for x in xs]
+    ys = [np.roll(x[:, :1], 8, axis=0) @ np.ones((1, c)) + rng.normal(size=(n, c)) + rng.normal() for x in xs]
     res = fit_trf(xs, ys, 100, tmin=-0.05, tmax=0.15, folds=3, refit=False)
+    ys = [y - y.mean(0) for y in ys]  # fit_trf centres each trial's response (offsets are not tracking)
     X, Y = np.stack(xs, 1), np.stack(ys, 1)  # MNE's [n_times, n_epochs, n_features]
     for k in range(3):
         tr, te = res.fold_of_trial != k, res.fold_of_trial == k

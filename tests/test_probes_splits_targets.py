@@ -95,11 +95,14 @@ def test_frame_pooling_clip_pooling_words_and_context_types():
         build_target(frames, "nope")
 
 
-def test_missing_speaker_is_a_clear_error_and_subsample_is_consistent():
+def test_missing_speaker_is_its_own_group_and_subsample_is_consistent():
     frames = frames_table()
     frames.loc[frames.clip_id == "b", "speaker"] = None
-    with pytest.raises(ValueError, match="split='clip'"):
-        build_target(frames, "phones", split="speaker")
+    t = build_target(frames, "phones", split="speaker")  # the one group rule: no speaker -> the clip
+    assert set(t.groups[np.isin(t.rows, np.flatnonzero(frames.clip_id == "b"))]) == {"b"}
+    frames["room"] = frames["speaker"]
+    with pytest.raises(ValueError, match="have no room"):  # a plain column split still needs values
+        build_target(frames, "phones", split="room")
     t = build_target(frames_table(), "phones", pooling="segment")
     s = subsample(t, 3, seed=1)
     X = np.arange(10, dtype=np.float32)[:, None]

@@ -105,7 +105,7 @@ def test_segment_pooling_sweep_and_hook_globs(cache):
                 verbose=False)
     assert list(res.summary["hook"]) == [f"encoder.blocks.{i}.hook_resid_post" for i in (1, 2)]
     assert res.summary["n_samples"].iloc[0] == 16 * 12  # one sample per segment
-    with pytest.raises(KeyError, match="match nothing"):
+    with pytest.raises(KeyError, match="matches no hook"):
         sweep(cache, "phones", hooks="decoder.*", verbose=False)
 
 

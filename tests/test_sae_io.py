@@ -99,3 +99,56 @@ def test_interoperates_with_dictionary_learning_when_installed(sae, tmp_path, mo
     torch.save(other.state_dict(), tmp_path / "theirs.pt")
     ours = load_sae(tmp_path / "theirs.pt")
     assert torch.allclose(ours.encode(x, "batch_topk"), other.encode(x, use_threshold=False), atol=1e-6)
+
+
+# --- defect 7: one reader (workbench.features), faithful formats --------------------------------------------
+def _saelens_files(tmp_path, sae, cfg_extra: dict, drop_k: bool = False):
+    from safetensors.torch import save_file
+
+    W = {"W_enc": sae.W_enc.detach().T.contiguous(), "b_enc": sae.b_enc.detach().clone(),
+         "W_dec": sae.W_dec.detach().clone(), "b_dec": sae.b_dec.detach().clone(), "threshold": torch.full((48,), 0.25)}
+    save_file(W, str(tmp_path / "sae_weights.safetensors"))
+    cfg = {"d_in": 12, "d_sae": 48, "hook_name": "h", **({} if drop_k else {"k": 3}), **cfg_extra}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    return tmp_path
+
+
+def test_saelens_reader_honours_apply_b_dec_to_input(sae, tmp_path):
+    from workbench.features import FeatureDictionary
+
+    d = _saelens_files(tmp_path, sae, {"apply_b_dec_to_input": False})
+    fd, ours = FeatureDictionary.load(d), load_sae(d)
+    x = torch.randn(64, 12)
+    assert torch.allclose(ours.encode(x, "threshold"), fd.encode(x), atol=1e-5)
+    assert torch.allclose(ours(x, "threshold"), fd.decode(fd.encode(x)), atol=1e-5)
+    assert not torch.allclose(sae.encode(x, "threshold"), fd.encode(x), atol=1e-3)  # the flag matters here
+
+
+def test_missing_k_is_refused_not_defaulted(sae, tmp_path):
+    (tmp_path / "a").mkdir()
+    d = _saelens_files(tmp_path / "a", sae, {}, drop_k=True)
+    with pytest.raises(ValueError, match="no k"):
+        load_sae(d)
+    state = {"encoder.weight": sae.W_enc.detach(), "encoder.bias": sae.b_enc.detach(),
+             "decoder.weight": sae.W_dec.detach().T.contiguous(), "b_dec": sae.b_dec.detach()}
+    (tmp_path / "b").mkdir()
+    torch.save(state, tmp_path / "b" / "ae.pt")
+    with pytest.raises(ValueError, match="no k"):
+        load_sae(tmp_path / "b")
+
+
+def test_save_sae_without_a_threshold(tmp_path):
+    """An SAE whose threshold was never learned: dictionary_learning would read -1 as a dense ReLU."""
+    from workbench.features import FeatureDictionary
+
+    fresh = BatchTopKSAE(SAEConfig(d_in=12, expansion=4, k=3, hook_name="h"), generator=torch.Generator().manual_seed(1))
+    assert float(fresh.threshold) < 0
+    with pytest.raises(ValueError, match="no learned threshold"):
+        save_sae(fresh, tmp_path / "dl", format="dictionary_learning")
+    assert not (tmp_path / "dl" / "ae.pt").exists()
+    x = torch.randn(20, 12)
+    for fmt in ("saelens", "audiosae"):
+        back = load_sae(save_sae(fresh, tmp_path / fmt, format=fmt))
+        assert float(back.threshold) < 0 and torch.equal(back.encode(x), fresh.encode(x, "topk")), fmt
+    fd = FeatureDictionary.load(tmp_path / "saelens")
+    assert fd.threshold is None and torch.allclose(fd.encode(x), fresh.encode(x, "topk"), atol=1e-6)

@@ -35,8 +35,9 @@ import numpy as np
 import soundfile as sf
 
 from workbench.atomic import atomic_path
+from workbench.validate import WorkbenchWarning
 
-__all__ = ["AudioLoadError", "FullScaleWarning", "audio_info", "load_audio", "iter_audio_chunks", "save_audio",
+__all__ = ["AudioLoadError", "AudioWarning", "FullScaleWarning", "LowRateWarning", "audio_info", "load_audio", "iter_audio_chunks", "save_audio",
            "resample", "check_audio", "AUDIO_EXTENSIONS"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
@@ -48,8 +49,27 @@ FULL_SCALE_PEAK = 1.01
 _BLOCK_FRAMES = 1 << 18  # block size for whole-file scans (about 16 s at 16 kHz)
 
 
-class FullScaleWarning(UserWarning):
+class AudioWarning(WorkbenchWarning):
+    """Audio that loads but is suspect (silent, beyond full scale, a far too low rate); names the file."""
+
+
+class FullScaleWarning(AudioWarning):
     """Decoded samples beyond full scale (|x| > 1); the message names the file and the peak."""
+
+
+class LowRateWarning(AudioWarning):
+    """A file recorded far below the rate it is resampled to (e.g. 100 Hz for a 16 kHz model)."""
+
+
+#: a file below this rate holds no speech band (telephone speech is 8 kHz): warn before a model hears it
+LOW_RATE_HZ = 8000
+
+
+def _warn_if_low_rate(path: str | os.PathLike, sr_in: int, sr: int | None) -> None:
+    if sr and sr_in < min(LOW_RATE_HZ, sr):
+        warnings.warn(f"{path}: recorded at {sr_in} Hz, far below the {sr} Hz it is resampled to: it holds nothing "
+                      f"above {sr_in / 2:g} Hz (speech needs several kHz), so what a model makes of it is meaningless",
+                      LowRateWarning, stacklevel=3)
 
 
 class AudioLoadError(ValueError):
@@ -140,7 +160,7 @@ def _read(f: sf.SoundFile, path: str | os.PathLike, frames: int) -> np.ndarray:
 
 def _warn_if_silent(path: str | os.PathLike, peak: float) -> None:
     if peak < SILENCE_PEAK:
-        warnings.warn(f"{path}: audio is all silent (peak {peak:.2g})", UserWarning, stacklevel=3)
+        warnings.warn(f"{path}: audio is all silent (peak {peak:.2g})", AudioWarning, stacklevel=3)
 
 
 def _full_scale_gain(path: str | os.PathLike, peak: float, normalise: bool = True) -> float:
@@ -195,6 +215,7 @@ def load_audio(path: str | os.PathLike, sr: int | None = 16000, *, offset_s: flo
         raise AudioLoadError(path, "zero-length audio (no samples decoded)")
     peak = float(np.abs(x).max())
     _warn_if_silent(path, peak)
+    _warn_if_low_rate(path, sr_in, sr)
     gain = _full_scale_gain(path, peak)
     if gain != 1.0:
         x = x * np.float32(gain)
@@ -239,6 +260,7 @@ def iter_audio_chunks(path: str | os.PathLike, chunk_s: float = 30.0, sr: int | 
         raise ValueError(f"chunk_s must be > 0, got {chunk_s}")
     with _open_checked(path) as f:
         sr_in, n_in = f.samplerate, f.frames
+        _warn_if_low_rate(path, sr_in, sr)
         sr = sr or sr_in
         g = math.gcd(sr_in, sr)
         up, down = sr // g, sr_in // g

@@ -28,9 +28,11 @@ True
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import platform
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DtypeChoice", "choose_dtype", "resolve_dtype", "optional_dtype", "parse_dtype", "cpu_bf16_flags",
+__all__ = ["torch_threads", "DtypeChoice", "choose_dtype", "resolve_dtype", "optional_dtype", "parse_dtype", "cpu_bf16_flags",
            "probe_cpu_matmul", "DTYPE_CHOICES"]
 
 _NAMES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -168,3 +170,39 @@ def probe_cpu_matmul(repeats: int = 5) -> tuple[float, float]:
             torch.mm(x, y)
             best[dt] = min(best[dt], time.perf_counter() - t) if _ else best[dt]
     return best[torch.bfloat16], best[torch.float32]
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_USERS = 0
+_THREADS_BEFORE = 0
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block on ``n`` torch intra-op threads (None or 0: leave the setting alone), then restore it.
+
+    torch's thread count is one setting for the whole process, so a library must not leave it changed.
+    Blocks may overlap (the app runs jobs on threads, exits come in any order): the count in force
+    before the first of them is restored when the last one ends, whatever the others set meanwhile.
+
+    >>> before = torch.get_num_threads()
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    global _THREADS_USERS, _THREADS_BEFORE
+    with _THREADS_LOCK:
+        if _THREADS_USERS == 0:
+            _THREADS_BEFORE = torch.get_num_threads()
+        _THREADS_USERS += 1
+        if n and int(n) != torch.get_num_threads():
+            torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_USERS -= 1
+            if _THREADS_USERS == 0 and torch.get_num_threads() != _THREADS_BEFORE:
+                torch.set_num_threads(_THREADS_BEFORE)

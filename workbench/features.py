@@ -68,6 +68,9 @@ def read_saelens(weights_file: str | Path, cfg_file: str | Path | None = None) -
     missing = [k for k in ("W_enc", "b_enc", "W_dec", "b_dec") if k not in w]
     if missing:
         raise ValueError(f"{weights_file}: missing tensors {missing} (has {sorted(w)})")
+    from workbench.validate import check_sae_cfg
+
+    check_sae_cfg(cfg, w, cfg_file, weights_file)  # edited fields and NaN weights, named by file and field
     return cfg, w
 
 
@@ -102,6 +105,13 @@ class FeatureDictionary:
         for f in (cfg_file, w_file):
             if not f.is_file():
                 raise FileNotFoundError(f"not an SAE directory (SAELens layout): {f} is missing")
+        return cls.from_files(w_file, cfg_file, path)
+
+    @classmethod
+    def from_files(cls, w_file: str | Path, cfg_file: str | Path | None = None,
+                   path: str | Path | None = None) -> "FeatureDictionary":
+        """Read a SAELens ``sae_weights.safetensors`` and its ``cfg.json`` (optional: ``{}`` when absent)."""
+        w_file = Path(w_file)
         cfg, w = read_saelens(w_file, cfg_file)
         W_enc, W_dec = w["W_enc"].float(), w["W_dec"].float()
         d_in = int(cfg.get("d_in", W_enc.shape[0]))
@@ -114,7 +124,7 @@ class FeatureDictionary:
         if thr is not None:
             thr = thr.float().reshape(-1)
             thr = thr.expand(d_sae).clone() if thr.numel() == 1 else thr
-        return cls(W_enc, w["b_enc"].float(), W_dec, w["b_dec"].float(), thr, cfg, str(path))
+        return cls(W_enc, w["b_enc"].float(), W_dec, w["b_dec"].float(), thr, cfg, str(path or w_file.parent))
 
     # --- description --------------------------------------------------------------------------
     @property
@@ -138,8 +148,15 @@ class FeatureDictionary:
 
     @property
     def k(self) -> int | None:
-        k = self.cfg.get("k") or (self.cfg.get("metadata") or {}).get("k")
+        """Top-k per frame (cfg ``k``, ``metadata.k`` or SAELens' ``activation_fn_kwargs.k``; None if absent)."""
+        k = (self.cfg.get("k") or (self.cfg.get("metadata") or {}).get("k")
+             or (self.cfg.get("activation_fn_kwargs") or {}).get("k"))
         return int(k) if k else None
+
+    @property
+    def apply_b_dec_to_input(self) -> bool:
+        """Whether the encoder reads ``x - b_dec`` (SAELens' default, True) or ``x``."""
+        return bool(self.cfg.get("apply_b_dec_to_input", True))
 
     @property
     def directions(self) -> torch.Tensor:
@@ -157,7 +174,7 @@ class FeatureDictionary:
     def pre_acts(self, x) -> torch.Tensor:
         """Encoder pre-activations ``[..., d_sae]`` (float32)."""
         x = self._check(x).float()
-        if self.cfg.get("apply_b_dec_to_input", True):
+        if self.apply_b_dec_to_input:
             x = x - self.b_dec
         return x @ self.W_enc + self.b_enc
 

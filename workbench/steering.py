@@ -140,7 +140,7 @@ class Steering:
             s.sae = str((file.parent / s.sae).resolve())
         if s.method == "sae" and Path(s.sae).is_dir():  # feature indices against the SAE, now
             try:
-                _ = s.dictionary
+                _ = s.dictionary  # loading validates the feature indices
             except ValueError as e:
                 raise ValueError(f"{file}: {e}") from None
         return s

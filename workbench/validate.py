@@ -31,7 +31,13 @@ import os
 from pathlib import Path
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "probability",
-           "int_list", "port", "torch_device", "check_device", "check_out_dir"]
+           "int_list", "port", "torch_device", "check_device", "check_out_dir", "check_sae_cfg",
+           "WorkbenchWarning"]
+
+
+class WorkbenchWarning(UserWarning):
+    """Base of the warnings a user must see (bad audio, odd rates): the ``workbench`` command
+    shows them through ``logging``, whatever ``PYTHONWARNINGS`` or ``-W`` says."""
 
 
 def _int(text: str, what: str) -> int:
@@ -209,3 +215,41 @@ def check_out_dir(path: str | os.PathLike, *, resume: bool = False, flag: str = 
             raise FileExistsError(f"{flag} {p} is not empty ({shown}); pass {resume_flag} to continue it, "
                                   f"or choose a new {flag}")
     return p
+
+
+def check_sae_cfg(cfg: dict, tensors: dict, cfg_file: str | os.PathLike, weights_file: str | os.PathLike) -> None:
+    """Validate a SAELens ``cfg.json`` against its weights; ``ValueError`` naming the file and field.
+
+    ``d_in``/``d_sae`` must be the weights' sizes, ``k`` a whole number in 1..d_sae, hook and
+    model names strings, and every tensor finite (a NaN threshold or weight is damage, not a
+    setting). Fields that are absent are not required: they are read from the weights.
+    """
+    import torch
+
+    w_enc = tensors.get("W_enc")
+    if w_enc is None or w_enc.ndim != 2:
+        return  # the reader names missing/malformed tensors itself
+    d_in, d_sae = (int(s) for s in w_enc.shape)
+    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    if "metadata" in cfg and not isinstance(cfg["metadata"], dict):
+        raise ValueError(f"{cfg_file}: field 'metadata' must be an object, got {cfg['metadata']!r}")
+
+    def whole(field: str, value) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or int(value) != value:
+            raise ValueError(f"{cfg_file}: field {field!r} must be a whole number, got {value!r}")
+        return int(value)
+
+    for field, actual in (("d_in", d_in), ("d_sae", d_sae)):
+        if cfg.get(field) is not None and whole(field, cfg[field]) != actual:
+            raise ValueError(f"{cfg_file}: field {field!r} is {cfg[field]!r} but {weights_file} has {field}={actual} "
+                             "(W_enc is [d_in, d_sae]): the cfg.json belongs to another SAE or was edited")
+    for where, doc in (("", cfg), ("metadata.", meta)):
+        if doc.get("k") is not None and not 1 <= whole(f"{where}k", doc["k"]) <= d_sae:
+            raise ValueError(f"{cfg_file}: field '{where}k' must be between 1 and d_sae={d_sae}, got {doc['k']!r}")
+        for field in ("hook_name", "model_name", "architecture"):
+            if doc.get(field) is not None and not isinstance(doc[field], str):
+                raise ValueError(f"{cfg_file}: field '{where}{field}' must be a string, got {doc[field]!r}")
+    for name, t in tensors.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{weights_file}: tensor {name!r} holds NaN or infinite values (a damaged SAE)")

@@ -59,17 +59,25 @@ class DemoSettings:
     neuro: str = "auto"  # naplib | simulated | auto (naplib when installed, except in --quick)
     host: str = "127.0.0.1"
     port: int = 8050
+    #: replaces entries of :attr:`sizes` (tests run each step on a tiny workspace: tests/test_demo_steps.py)
+    size_overrides: dict = field(default_factory=dict)
 
     @property
     def sizes(self) -> dict:
+        unknown = set(self.size_overrides) - set(self._sizes())
+        if unknown:
+            raise ValueError(f"unknown demo sizes {sorted(unknown)}; the sizes are {sorted(self._sizes())}")
+        return {**self._sizes(), **self.size_overrides}
+
+    def _sizes(self) -> dict:
         if self.quick:
             return {"speech": 24, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
-                    "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000,
+                    "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000, "sae_batch": 1024,
                     "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000, "steer_n": "8",
                     "steer_strengths": "8,16",  # the strengths that mattered in the steering study
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8}
         return {"speech": 48, "speakers": 8, "nonspeech": 24, "dev_speech": 6, "dev_nonspeech": 6,
-                "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 600_000,
+                "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 600_000, "sae_batch": 1024,
                 # sized so that the steps take ~5 min on 2 idle cores (measured: README)
                 "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000, "steer_n": "4,16",
                 "steer_strengths": "8,16,32",
@@ -210,7 +218,7 @@ def sae_step(s: DemoSettings) -> Step:
     out = f"saes/{SAE_NAME}"
     hooks = [LAST_HOOK, MIDDLE_HOOK]
     train = ["sae", "train", "--cache", f"@caches/{MODEL}", "--hook", LAST_HOOK, "--hook", MIDDLE_HOOK,
-             "--expansion", "8", "--k", "32", "--tokens", str(z["sae_tokens"]), "--batch-size", "1024",
+             "--expansion", "8", "--k", "32", "--tokens", str(z["sae_tokens"]), "--batch-size", str(z["sae_batch"]),
              "--holdout-clips", "0.25",
              "--holdout-by", "speaker", "--out", f"@{out}", "--quiet"]
 

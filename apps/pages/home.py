@@ -9,8 +9,8 @@ from apps.data import KINDS, Part, Workspace
 from apps.pages.common import message
 
 PATH, TITLE = "/", "Workspace"
-PAGE_OF = {"saes": ("/features", "sae"), "caches": ("/tokens", "source"), "probes": ("/probes", "run"),
-           "neuro": ("/eeg", "run"), "steering": ("/steering", "run")}
+PAGE_OF = {"saes": ("/features", "sae"), "caches": ("/tokens", "cache"), "probes": ("/probes", "run"),
+           "neuro": ("/eeg", "run"), "steering": ("/steering", "artifact")}
 
 
 def _fmt(v) -> str:

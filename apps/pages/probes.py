@@ -1,12 +1,13 @@
-"""Probes page (``/probes``): layer curves with baselines, controls and selectivity (choose a
-layer to highlight it and see its folds), and the best layer's confusion matrix."""
+"""Probes page (``/probes?run=NAME&layer=HOOK``): layer curves with baselines, controls and
+selectivity (choose a layer to highlight it and see its folds and its confusion matrix). The URL
+follows the run and layer; a bad value gets a message with the valid names."""
 from __future__ import annotations
 
 from dash import Input, Output, State, dash_table, dcc, html
 
 from apps import figures
 from apps.data import Workspace
-from apps.pages.common import guarded, message, picker
+from apps.pages.common import guarded, message, picker, url_choice, url_location, url_search
 from probes.report import short_hook
 
 PATH, TITLE = "/probes", "Probes"
@@ -17,9 +18,10 @@ def layout(ws: Workspace, query: dict) -> html.Div:
     if not runs:
         return html.Div([html.H2(TITLE), message(f"no probe run in {ws.root / 'probes'}: run `workbench probe "
                                                  "--cache CACHE --target phones --out WORKSPACE/probes/phones`", "warn")])
-    run = query.get("run") if query.get("run") in runs else runs[0]
+    run, note = url_choice(query, "run", runs, "probe run")
     return html.Div([
-        html.H2(TITLE),
+        html.H2(TITLE), url_location("probe"), html.Div(note, id="probe-url-note"),
+        dcc.Store(id="probe-want-layer", data=query.get("layer") if note is None else None),
         html.Div([picker("probe-run", runs, run, "probe run"), picker("probe-layer", [], None, "layer")],
                  className="wb-row"),
         html.Div(id="probe-status"), html.Div(id="probe-info", className="wb-info"),
@@ -31,24 +33,24 @@ def layout(ws: Workspace, query: dict) -> html.Div:
 
 def register(app, ws: Workspace, jobs) -> None:
     @app.callback(Output("probe-status", "children"), Output("probe-layer", "options"), Output("probe-layer", "value"),
-                  Output("probe-info", "children"), Output("probe-confusion", "figure"), Input("probe-run", "value"))
+                  Output("probe-info", "children"), Output("probe-url-note", "children", allow_duplicate=True),
+                  Input("probe-run", "value"), State("probe-want-layer", "data"), prevent_initial_call="initial_duplicate")
     @guarded(5)
-    def choose_run(name):
+    def choose_run(name, want):
         run = ws.probe(name)
         hooks = list(run["summary"]["hook"])
         best = run["best_hook"] if run["best_hook"] in hooks else hooks[0]
         cfg = run["config"]
         info = (f"target {cfg.get('target')} · split {cfg.get('split')} · {cfg.get('folds')} folds · "
                 f"best layer {short_hook(best)}")
-        conf = run["confusion"]
-        fig = figures.probe_confusion_figure(conf, f"confusion at {short_hook(best)} (best layer)") \
-            if conf is not None else figures.empty_figure("no confusion.csv in this run")
-        return "", [{"label": short_hook(h), "value": h} for h in hooks], best, info, fig
+        shorts = {short_hook(h): h for h in hooks}
+        layer, note = url_choice({"layer": shorts.get(want, want)} if want else {}, "layer", hooks, "layer", best)
+        return "", [{"label": short_hook(h), "value": h} for h in hooks], layer, info, note
 
     @app.callback(Output("probe-status", "children", allow_duplicate=True), Output("probe-layers", "figure"),
-                  Output("probe-folds", "children"), Input("probe-layer", "value"), State("probe-run", "value"),
-                  prevent_initial_call=True)
-    @guarded(3)
+                  Output("probe-folds", "children"), Output("probe-confusion", "figure"), Input("probe-layer", "value"),
+                  State("probe-run", "value"), prevent_initial_call=True)
+    @guarded(4)
     def choose_layer(hook, name):
         run = ws.probe(name)
         fig = figures.probe_layers_figure(run["summary"], hook, f"{run['config'].get('target', '')} probe across layers")
@@ -58,5 +60,21 @@ def register(app, ws: Workspace, jobs) -> None:
         else:
             rows = folds[folds["hook"] == hook].round(4)
             table = dash_table.DataTable(data=rows.to_dict("records"), columns=[{"name": c, "id": c} for c in rows],
-                                         style_cell={"fontSize": 12}, id="probe-folds-table")
-        return "", fig, table
+                                         style_cell={"fontSize": 12}, style_table={"overflowX": "auto"},
+                                         id="probe-folds-table")
+        conf = run["confusions"].get(hook)
+        what = short_hook(hook)
+        if conf is None and hook == run["best_hook"]:
+            conf = run["confusion"]
+        if conf is not None:
+            cfig = figures.probe_confusion_figure(conf, f"confusion at {what}" +
+                                                  (" (best layer)" if hook == run["best_hook"] else ""))
+        else:
+            cfig = figures.empty_figure(f"no confusion matrix for {what}: this run wrote only the best layer's "
+                                        "(rerun `workbench probe` for confusion_layers.csv)")
+        return "", fig, table, cfig
+
+    @app.callback(Output("probe-url", "search"), Input("probe-run", "value"), Input("probe-layer", "value"),
+                  prevent_initial_call=True)
+    def follow_url(name, hook):
+        return url_search(run=name, layer=short_hook(hook) if hook else None)

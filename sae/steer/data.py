@@ -23,13 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from workbench.corpus import Clip, Corpus
+from workbench.names import safe_component
 
 log = logging.getLogger(__name__)
 
 
 def clip_group(clip: Clip) -> str:
-    """The unit a split keeps together: source recording, else speaker, else the clip."""
-    return str(clip.extra.get("source_id") or clip.speaker or clip.id)
+    """The unit a split keeps together: source recording, else speaker, else the clip
+    (:func:`workbench.conventions.group_of`, the one definition every analysis uses)."""
+    from workbench.conventions import group_of
+
+    return group_of(clip)
 
 
 def is_speech(clip: Clip) -> bool:
@@ -70,7 +74,7 @@ def segment_nonspeech(corpus: Corpus, out_dir: str | Path, seconds: float = 5.0,
             piece = audio[start : start + n]
             if len(piece) < min_seconds * sr:
                 break
-            path = save_audio(out / "audio" / f"{clip.id}_seg{k:02d}.flac", piece, sr)
+            path = save_audio(out / "audio" / f"{safe_component(clip.id)}_seg{k:02d}.flac", piece, sr)
             clips.append(Clip(f"{clip.id}_seg{k:02d}", str(path.resolve()), clip.domain, clip.speaker, None, {},
                               len(piece) / sr, {**base, "offset_s": start / sr}))
     return Corpus(clips, root=out)

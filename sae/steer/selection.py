@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
+from workbench.conventions import permutation_p
+
 
 @dataclass
 class Selection:
@@ -156,7 +158,7 @@ def select_features(codes: np.ndarray, y: np.ndarray, groups: np.ndarray, level:
         "mean_concept": codes[y].mean(0), "mean_rest": codes[~y].mean(0),
         "fire_concept": (codes[y] > 0).mean(0), "fire_rest": (codes[~y] > 0).mean(0),
     })
-    scores["p_perm"] = (1 + (maxima[None, :] >= d[:, None]).sum(1)) / (1 + len(maxima))
+    scores["p_perm"] = permutation_p(d, maxima[None, :], axis=1)  # the one rule: workbench.conventions
     scores.index.name = "feature"
     ok = scores[(scores.effect_size > bar) & (scores.auroc >= min_auroc)]
     chosen = ok.sort_values("effect_size", ascending=False, kind="stable").index.tolist()
@@ -199,7 +201,7 @@ def select_by_attribution(A: np.ndarray, y: np.ndarray, groups: np.ndarray, n_pe
     diff = A[y].mean(0) - A[~y].mean(0)
     scores = pd.DataFrame({"attribution": diff, "attribution_concept": A[y].mean(0),
                            "attribution_rest": A[~y].mean(0), "effect_size": d,
-                           "p_perm": (1 + (maxima[None, :] >= d[:, None]).sum(1)) / (1 + len(maxima))})
+                           "p_perm": permutation_p(d, maxima[None, :], axis=1)})
     scores.index.name = "feature"
     ok = scores[(scores.effect_size > bar) & (scores.attribution > 0)]
     chosen = ok.sort_values("attribution", ascending=False, kind="stable").index.tolist()

@@ -11,10 +11,8 @@ are read as all-float (:func:`workbench.cache.store.hook_dtypes`).
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import platform
 import time
 from collections import Counter
@@ -25,6 +23,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from workbench.atomic import read_json, write_jsonl
+from workbench.lock import DirectoryLock
 from workbench.cache import frames as ft
 from workbench.cache.store import (
     CACHE_JSON, CORPUS_JSONL, ERRORS_JSONL, FORMAT, INT_DTYPE, SUMMARY_JSON, Store, hook_dtypes, is_foreign_dir,
@@ -145,28 +144,16 @@ def mismatches(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-class DirLock:
-    """Exclusive lock on ``<cache>/.lock`` so two builds never write one cache (freed if killed)."""
+class DirLock(DirectoryLock):
+    """Exclusive lock on ``<cache>/.lock`` so two builds never write one cache (freed if killed).
+
+    The file records its holder (pid, host, start, command): ``cache-info`` tells a running build
+    from an interrupted one (:func:`workbench.cache.inputs.build_state`).
+    """
 
     def __init__(self, root: Path) -> None:
+        super().__init__(Path(root) / ".lock", what=f"the cache {root}", who="build")
         self.root = Path(root)
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RuntimeError(f"another build is writing the cache {self.root} (it holds {self.root / '.lock'})")
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 def prepare_dir(store: Store, meta: dict[str, Any], corpus: Corpus, verify: bool = False) -> dict[str, Any]:
@@ -267,4 +254,7 @@ def finalize(store: Store, meta: dict[str, Any], corpus: Corpus, before: dict[st
         )
         for cid, err in list(index["failed"].items())[:10]:
             logger.warning("skipped %s: %s", cid, err)
+    if index["failed"]:  # also when quiet: the cache is incomplete until they are cached
+        logger.warning("cache %s is incomplete: %d clip(s) failed (listed in %s); rerun the same command to "
+                       "retry them", root, len(index["failed"]), root / ERRORS_JSONL)
     return summary

@@ -198,19 +198,32 @@ class ActivationCache:
             out[a : a + _CHUNK_ROWS] = self._to_float32(self._gather(hook, rows[a : a + _CHUNK_ROWS]))
         return out
 
-    def median_norm(self, hook: str, rows: np.ndarray | None = None, sample: int = _NORM_SAMPLE,
-                    seed: int = 0) -> float:
-        """Median L2 norm of frames, estimated on up to ``sample`` random rows."""
+    def frame_centres(self, hook: str) -> np.ndarray:
+        """Centre (seconds, within its clip) of each frame of ``hook``: the frame table's
+        ``(start_s + end_s) / 2`` (:class:`workbench.conventions.FrameGrid`; caches written before
+        the frame-centre fix label Whisper frames 10 ms late)."""
+        f = self.frames(hook)
+        return ((f["start_s"] + f["end_s"]) / 2).to_numpy(dtype=np.float64)
+
+    def norm_sample(self, hook: str, rows: np.ndarray | None = None, sample: int = _NORM_SAMPLE,
+                    seed: int = 0) -> np.ndarray:
+        """L2 norms of up to ``sample`` random frames (of ``rows``), float64."""
         rows = self._check_rows(hook, rows)
         if len(rows) == 0:
-            return float("nan")
+            return np.zeros(0)
         rng = np.random.default_rng(seed)
         pick = rows if len(rows) <= sample else rng.choice(rows, size=sample, replace=False)
         x = self._to_float32(self._gather(hook, np.sort(pick)))
-        return float(np.median(np.linalg.norm(x, axis=1)))
+        return np.linalg.norm(x.astype(np.float64), axis=1)
+
+    def median_norm(self, hook: str, rows: np.ndarray | None = None, sample: int = _NORM_SAMPLE,
+                    seed: int = 0) -> float:
+        """Median L2 norm of frames, estimated on up to ``sample`` random rows."""
+        norms = self.norm_sample(hook, rows, sample, seed)
+        return float(np.median(norms)) if len(norms) else float("nan")
 
     def batches(self, hook: str, batch_size: int, shuffle: bool = True, seed: int = 0,
-                max_norm_ratio: float | None = 10.0, max_frames_per_clip: int | None = None,
+                max_norm_ratio: float | None = None, max_frames_per_clip: int | None = None,
                 rows: Iterable[int] | np.ndarray | None = None, dtype: torch.dtype = torch.float32,
                 drop_last: bool = False, chunk_rows: int = _CHUNK_ROWS) -> Iterator[torch.Tensor]:
         """One epoch of ``[batch_size, D]`` tensors, shuffled across all frames (not per clip).
@@ -218,7 +231,8 @@ class ActivationCache:
         Memory stays bounded: the row order is drawn up front (8 bytes per frame), then
         ``chunk_rows`` rows at a time are read (sorted for locality), filtered and cut
         into batches. ``max_norm_ratio`` drops frames whose norm exceeds that multiple
-        of the median norm (estimated on a sample; None keeps all); ``max_frames_per_clip``
+        of the median norm (estimated on a sample; None, the default, keeps every frame: a
+        reader does not filter unless asked, see :mod:`sae.massive`); ``max_frames_per_clip``
         keeps at most that many (random, with ``shuffle``) frames of each clip; ``rows``
         restricts to a subset (e.g. from :meth:`select`). The last, smaller batch is
         yielded unless ``drop_last``.

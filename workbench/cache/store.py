@@ -32,6 +32,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from workbench.atomic import atomic_path, read_json, write_bytes, write_json
+from workbench.names import UnsafeNameError, check_component
 
 from workbench.cache import frames as ft
 
@@ -103,7 +104,7 @@ class Store:
 
     # --- paths ---------------------------------------------------------------------------------
     def hook_dir(self, hook: str) -> Path:
-        return self.root / "hooks" / hook
+        return self.root / "hooks" / check_component(hook, "hook", self.root / CACHE_JSON)  # never ../ out of the cache
 
     def shard_path(self, hook: str, pid: str) -> Path:
         return self.hook_dir(hook) / f"shard_{pid}.bin"
@@ -118,6 +119,8 @@ class Store:
         return p.relative_to(self.root).as_posix()
 
     def abs(self, rel: str) -> Path:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:  # an edited index.json must not read outside the cache
+            raise UnsafeNameError(f"{self.root / INDEX_JSON}: file {rel!r} is outside the cache {self.root}")
         return self.root / rel
 
     def make_dirs(self, hooks: Iterable[str], groups: Iterable[str]) -> None:
@@ -147,6 +150,8 @@ class Store:
                 index["pieces"].append(rec)
                 known.add(piece_id(rec))
             index["failed"].update(rec.get("failed", {}))
+        for cid in Store.done_ids(index):  # a failed clip that a later run cached is no longer failed
+            index["failed"].pop(cid, None)
         return index
 
     def fold_progress(self) -> dict[str, Any]:
@@ -159,7 +164,9 @@ class Store:
 
     @staticmethod
     def done_ids(index: dict[str, Any]) -> set[str]:
-        done = set(index["failed"])
+        """Clips whose frames are committed. Failed clips (``index["failed"]``) are not done: a rerun
+        tries them again, and the cache is not complete while any failed."""
+        done: set[str] = set()
         if index["final"]:
             done.update(index["final"]["clips"])
         for p in index["pieces"]:

@@ -45,6 +45,8 @@ from workbench.corpus.types import Clip, Corpus
 from workbench.models.base import AudioModel
 
 logger = logging.getLogger(__name__)
+#: the largest finite float16
+FP16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass
@@ -79,7 +81,10 @@ def build_cache(
     Resumable: rerunning with the same model, hooks, dtype and corpus continues where a
     killed run stopped; a different corpus/model/hooks/dtype is refused with the reason.
     ``max_clips`` caches the first N clips of the corpus (a later run may raise it).
-    Unreadable clips are logged to ``errors.jsonl`` and skipped unless ``strict``.
+    Unreadable clips are logged to ``errors.jsonl`` and skipped unless ``strict``; a skipped clip is
+    not counted as done: the cache stays incomplete (``complete: false``) and a rerun retries it.
+    Float activations beyond float16's range (|x| > 65504) are refused with a ``ValueError`` naming
+    the hook and clip instead of being stored as inf: use ``dtype="bfloat16"`` (float32's range).
     Under torchrun each rank caches a contiguous share of the clips (see
     :mod:`workbench.cache.distributed`). Batches are written on a background thread;
     ``overlap`` also decodes the next batch's audio on one while the model runs (default:
@@ -193,7 +198,7 @@ def forward_batch(
 
 def iter_batches(model: AudioModel, corpus: Corpus, clips: list[Clip], batch_seconds: float, strict: bool):
     """Load clips into :class:`LoadedBatch` es of about ``batch_seconds`` (bad files recorded)."""
-    from workbench.audio import FullScaleWarning, load_audio
+    from workbench.audio import FullScaleWarning, LowRateWarning, load_audio
 
     batch, seconds, seq = LoadedBatch(0), 0.0, 0
     for clip in clips:
@@ -202,8 +207,8 @@ def iter_batches(model: AudioModel, corpus: Corpus, clips: list[Clip], batch_sec
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")  # e.g. "all silent": legal audio, not our business
                 x = load_audio(path, sr=model.sample_rate)
-            for w in caught:  # but audio beyond full scale was rescaled: say so
-                if issubclass(w.category, FullScaleWarning):
+            for w in caught:  # but audio beyond full scale was rescaled, or far below the model's rate: say so
+                if issubclass(w.category, (FullScaleWarning, LowRateWarning)):
                     logger.warning("clip %r: %s", clip.id, w.message)
         except Exception as e:
             if strict:
@@ -343,6 +348,8 @@ class _BatchWriter:
             out = np.empty((sum(len(t) for t in flat), flat[0].shape[1]), dtype=self.sdtype)
             dst = torch.from_numpy(out.view(np.int16)).view(torch.bfloat16) if self.sdtype == np.uint16 \
                 else torch.from_numpy(out)
+            if self.sdtype == np.float16:
+                self._check_fp16_range(h, flat, batch.clips)
             o = 0
             for t in flat:
                 if t.device.type != "cpu":
@@ -351,6 +358,20 @@ class _BatchWriter:
                 o += len(t)
             arrays[h] = out
         return arrays, rows
+
+    def _check_fp16_range(self, hook: str, flat: list[torch.Tensor], clips: list[Clip]) -> None:
+        """Refuse values that float16 cannot hold (they would be stored as inf), naming hook and clip."""
+        for t, clip in zip(flat, clips):
+            if not t.numel():
+                continue
+            peak = float(torch.linalg.vector_norm(t, ord=float("inf")))  # one pass, no copy
+            if not np.isfinite(peak):  # NaN/inf from the model itself are not a range problem: the finite ones are
+                finite = t[torch.isfinite(t)]
+                peak = float(finite.abs().max()) if finite.numel() else 0.0
+            if peak > FP16_MAX:
+                raise ValueError(f"{self.model.name}: hook {hook} gives |x| up to {peak:.4g} on clip {clip.id!r}, beyond float16's "
+                                 f"range (|x| <= {FP16_MAX:g}): they would be stored as inf. Cache with --dtype "
+                                 f"bfloat16 (float32's range) into a new --out")
 
     def _to_int32(self, hook: str, flat: list[torch.Tensor]) -> np.ndarray:
         """Integer-hook frames as one exact ``int32 [sum T, D]`` array (refuses non-integer or out-of-range values)."""

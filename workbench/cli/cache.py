@@ -82,10 +82,22 @@ def run_cache(args) -> int:
 
 
 def run_info(args) -> int:
-    from workbench.cache import ActivationCache
+    from pathlib import Path
 
-    cache = ActivationCache.open(args.dir, verify=args.verify)  # damage: CacheDamagedError naming the file
+    from workbench.cache import ActivationCache
+    from workbench.cache.inputs import build_state, describe_state
+
+    state = build_state(args.dir)  # a live build holds the lock: "running", not "interrupted"
+    try:
+        cache = ActivationCache.open(args.dir, verify=args.verify)  # damage: CacheDamagedError naming the file
+    except RuntimeError:
+        if state["state"] != "running" or not (Path(args.dir) / "cache.json").is_file():
+            raise
+        print(json.dumps({"root": args.dir, "build": state}, indent=1, default=str) if args.json else
+              f"cache {args.dir}: no merged data yet; {describe_state(args.dir, state)}")
+        return 0
     info = cache.info()
+    info["build"] = state
     if args.verify:
         from workbench.atomic import read_json
         from workbench.cache.verify import checksum_coverage
@@ -99,6 +111,8 @@ def run_info(args) -> int:
     m = info["model"]
     print(f"cache {info['root']}: model {m['spec']} ({m['name']}), dtype {info['dtype']}, "
           f"{info['clips']} clips, {info['skipped']} skipped, complete={info['complete']}", file=out)
+    if state["state"] != "complete":
+        print(f"  {describe_state(cache.root, state)}", file=out)
     if args.verify:
         v = info["verified"]
         print(f"  verified: {v['files']} files have the sizes and sha256 the index records", file=out)
@@ -107,6 +121,13 @@ def run_info(args) -> int:
                   "only their sizes were checked", file=out)
     for h, d in info["hooks"].items():
         print(f"  {h}: {d['frames']} frames x {d['d_model']} @ {d['frame_rate']:g} Hz", file=out)
+    if cache.skipped:  # failed clips: not cached, retried by the next `workbench cache` run
+        print(f"  failed clips ({len(cache.skipped)}; rerun `workbench cache` with the same settings to retry):",
+              file=out)
+        for cid, err in list(cache.skipped.items())[:10]:
+            print(f"    {cid}: {err}", file=out)
+        if len(cache.skipped) > 10:
+            print(f"    ... and {len(cache.skipped) - 10} more in {cache.root / 'errors.jsonl'}", file=out)
     s = info["summary"] or {}
     if s:
         print(f"  frames per domain: {s.get('frames_per_domain')}; disk {s.get('disk_bytes', 0) / 2**20:.1f} MB",

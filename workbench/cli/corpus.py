@@ -3,9 +3,16 @@
 Example
 -------
 $ workbench corpus build ../shared/data --out work/corpus --align
+$ workbench corpus build data/TIMIT --format timit --out work/timit
+$ workbench corpus build data/ESC-50-master --out work/esc50 --max-clips 400 --seed 0
+$ workbench corpus build my_hf_dataset --format hf --text-column sentence --out work/hf
 $ workbench corpus synth --n 200 --out work/synth --seed 0
 $ workbench corpus nonspeech --n 12 --out work/nonspeech --seed 0
 $ workbench corpus info work/synth --json
+$ workbench corpus tts --n 200 --out work/tts --exclude-text work/heldout/manifest.jsonl
+$ workbench corpus augment work/train work/tts --passes 4 --noise work/nonspeech --exclude heldout.txt --out work/aug
+$ workbench corpus segment work/naplib --seconds 8 --align --out work/naplib_segments
+$ workbench corpus mix --speech work/heldout --noise work/environment --snr 0 5 10 --out work/noisy
 """
 from __future__ import annotations
 
@@ -13,8 +20,10 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 
-from workbench.validate import check_out_dir, positive_int
+from workbench.corpus.formats import FORMATS
+from workbench.validate import check_out_dir, positive_float, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +50,12 @@ def _build(args: argparse.Namespace) -> int:
     from workbench.corpus import build_corpus
 
     check_out_dir(args.out, resume_flag=None)  # a corpus folder may be rebuilt in place
-    res = build_corpus(args.src[0] if len(args.src) == 1 else args.src, args.out, align=args.align, strict=args.strict, fold_phones=not args.no_fold,
-                       textgrids=args.textgrids, verbose=not args.quiet)
+    options = {k: v for k, v in (("split", args.split), ("audio_column", args.audio_column),
+                                 ("text_column", args.text_column), ("speaker_column", args.speaker_column),
+                                 ("label_column", args.label_column), ("id_column", args.id_column)) if v}
+    res = build_corpus(args.src[0] if len(args.src) == 1 else args.src, args.out, align=args.align, strict=args.strict,
+                       fold_phones=not args.no_fold, textgrids=args.textgrids, verbose=not args.quiet,
+                       fmt=args.format, max_clips=args.max_clips, seed=args.seed, options=options)
     summary = res.corpus.summary()
     summary["skipped"] = sum(1 for e in res.skipped if e.get("action") == "skipped")
     summary["problems"] = len(res.skipped)
@@ -78,6 +91,62 @@ def _nonspeech(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tts(args: argparse.Namespace) -> int:
+    from workbench.corpus import load_corpus
+    from workbench.corpus.tts import tts_corpus
+
+    check_out_dir(args.out, resume_flag=None)  # resumable: clips already written are kept
+    sentences = None
+    if args.sentences:
+        sentences = [line.strip() for line in open(args.sentences, encoding="utf-8") if line.strip()]
+    banned = [c.transcript for src in args.exclude_text for c in load_corpus(src) if c.transcript]
+    corpus = tts_corpus(args.n, args.out, seed=args.seed, sentences=sentences, exclude_text=banned,
+                        align=not args.no_align, verbose=not args.quiet)
+    _print_summary(corpus.summary(), args.json, f"wrote {corpus.root / 'manifest.jsonl'}")
+    return 0
+
+
+def _augment(args: argparse.Namespace) -> int:
+    from workbench.corpus import load_corpus
+    from workbench.corpus.augment import augment_corpus
+
+    check_out_dir(args.out, resume_flag=None)
+    exclude: set[str] = set()
+    for path in args.exclude:
+        exclude |= {line.strip() for line in open(path, encoding="utf-8") if line.strip()}
+    corpus = augment_corpus([load_corpus(s) for s in args.src], args.out, args.passes,
+                            noise=load_corpus(args.noise) if args.noise else None, exclude=exclude, seed=args.seed,
+                            verbose=not args.quiet)
+    _print_summary(corpus.summary(), args.json, f"wrote {corpus.root / 'manifest.jsonl'}")
+    return 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from workbench.corpus import load_corpus
+    from workbench.corpus.segment import segment_corpus
+
+    check_out_dir(args.out, resume_flag=None)
+    corpus = segment_corpus(load_corpus(args.src), args.seconds, args.out, align=args.align, verbose=not args.quiet)
+    _print_summary(corpus.summary(), args.json, f"wrote {corpus.root / 'manifest.jsonl'}")
+    return 0
+
+
+def _mix(args: argparse.Namespace) -> int:
+    from workbench.corpus import load_corpus
+    from workbench.corpus.mix import mix_corpus
+
+    check_out_dir(args.out, resume_flag=None)
+    corpus = mix_corpus(load_corpus(args.speech), args.out, args.snr, noise=load_corpus(args.noise) if args.noise else None,
+                        speakers=args.speakers, reverb=args.reverb, keep_clean=not args.no_clean, seed=args.seed,
+                        verbose=not args.quiet)
+    summary = corpus.summary()
+    summary["conditions"] = dict(sorted(Counter(c.extra["condition"] for c in corpus).items()))
+    _print_summary(summary, args.json, f"wrote {corpus.root / 'manifest.jsonl'}")
+    if not args.json:
+        print(f"  conditions: {', '.join(f'{k} {v}' for k, v in summary['conditions'].items())}")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from workbench.corpus import load_corpus
 
@@ -105,13 +174,21 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
 
     b = sub.add_parser("build", help="manifest / folder tree -> DIR/manifest.jsonl (tiers inline)")
-    b.add_argument("src", nargs="+", help="manifest.jsonl, a folder holding one, or a folder tree (domain = sub-folder); "
-                   "several sources are merged into one corpus")
+    b.add_argument("src", nargs="+", help="manifest.jsonl, a folder holding one, a folder tree (domain = sub-folder), "
+                   "a corpus in a known layout (see --format) or a Hugging Face dataset; several sources are merged")
     b.add_argument("--out", required=True, help="output folder (manifest.jsonl, errors.jsonl)")
     b.add_argument("--align", action="store_true",
                    help="force-align natural speech that has a transcript but no word tier (pocketsphinx)")
     b.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
     b.add_argument("--textgrids", action="store_true", help="also write DIR/textgrids/<clip>.TextGrid")
+    b.add_argument("--format", choices=("auto",) + FORMATS, default="auto",
+                   help="source layout (default auto: detected where unambiguous; musan and wham must be named)")
+    b.add_argument("--max-clips", type=positive_int, default=None, help="keep a seeded uniform subset of N clips")
+    b.add_argument("--seed", type=int, default=0, help="seed of the --max-clips subset (default 0)")
+    b.add_argument("--split", default=None, help="only this split (Common Voice / FLEURS table, FSD50K split, "
+                   "WHAM! folder, Hugging Face split)")
+    for col in ("audio", "text", "speaker", "label", "id"):
+        b.add_argument(f"--{col}-column", default=None, help=f"--format hf: the {col} column (default: guessed)")
     b.set_defaults(func=_build)
 
     s = sub.add_parser("synth", help="espeak-ng speech with exact phone/word timings")
@@ -135,11 +212,51 @@ def register(subparsers) -> None:
     ns.add_argument("--id-prefix", default="", help="prefix for the clip ids (<kind>_<index>)")
     ns.set_defaults(func=_nonspeech)
 
+    t = sub.add_parser("tts", help="Piper neural TTS speech with exact text, aligned (the [tts] extra)")
+    t.add_argument("--n", type=positive_int, default=100, help="number of clips (default 100)")
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--sentences", default=None, help="text file, one sentence per line (default: the espeak list)")
+    t.add_argument("--exclude-text", nargs="*", default=[], metavar="CORPUS",
+                   help="corpora whose transcripts are never read (e.g. the held-out clips)")
+    t.add_argument("--no-align", action="store_true", help="skip forced alignment (no word/phone tiers)")
+    t.set_defaults(func=_tts)
+
+    a = sub.add_parser("augment", help="random cuts, speed, level and background noise at 5-25 dB SNR")
+    a.add_argument("src", nargs="+", help="corpora to augment")
+    a.add_argument("--passes", type=positive_int, default=4, help="augmented passes over each clip (default 4)")
+    a.add_argument("--noise", default=None, help="corpus of backgrounds (default: the sources' non-speech clips "
+                   "and coloured noise)")
+    a.add_argument("--exclude", nargs="*", default=[], metavar="FILE",
+                   help="files of clip ids never read (one per line), e.g. the held-out clips")
+    a.add_argument("--out", required=True, help="output folder")
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=_augment)
+
+    g = sub.add_parser("segment", help="cut long recordings into segments with their aligned transcripts and tiers")
+    g.add_argument("src", help="corpus directory or manifest.jsonl")
+    g.add_argument("--seconds", type=positive_float, required=True, help="target segment length")
+    g.add_argument("--align", action="store_true", help="force-align speech that has a transcript but no word tier")
+    g.add_argument("--out", required=True, help="output folder")
+    g.set_defaults(func=_segment)
+
+    m = sub.add_parser("mix", help="noisy / two-speaker / reverberant versions of a speech corpus, clean kept")
+    m.add_argument("--speech", required=True, help="speech corpus (its clips of domain 'speech' are mixed)")
+    m.add_argument("--noise", default=None, help="noise corpus (needed unless --speakers 2)")
+    m.add_argument("--snr", type=float, nargs="+", default=[0.0, 5.0, 10.0],
+                   help="SNRs in dB (signal-to-interferer ratios with --speakers 2; default 0 5 10)")
+    m.add_argument("--speakers", type=int, choices=[1, 2], default=1, help="2: mix with another speaker's clip")
+    m.add_argument("--reverb", type=positive_float, default=None, metavar="RT60", help="synthetic room, RT60 seconds")
+    m.add_argument("--no-clean", action="store_true", help="do not add the clean clips as condition 'clean'")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=_mix)
+
     i = sub.add_parser("info", help="clips, hours, domains, speakers, tiers, phone inventory")
     i.add_argument("src", help="DIR or manifest.jsonl (or a folder tree)")
     i.set_defaults(func=_info)
 
-    for q in (b, s, ns, i):
+    for q in (b, s, ns, t, a, g, m, i):
         q.add_argument("--json", action="store_true", help="print the summary as JSON")
         q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     for q in (b, i):

@@ -6,6 +6,7 @@ $ workbench models info whisper-tiny.en
 $ workbench models info whisper-tiny.en --json
 $ workbench models transcribe whisper-tiny.en ../shared/data/speech/jfk.flac
 $ workbench models transcribe whisper-tiny.en noise.flac --steering work/steer/steering/tiny_sae
+$ workbench models enhance nsnet2 noisy/*.flac --out work/enhanced
 """
 from __future__ import annotations
 
@@ -16,33 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.audio import load_audio  # noqa: F401  (re-exported: tests and older callers import it from here)
 from workbench.validate import torch_device
 
 logger = logging.getLogger(__name__)
-
-
-def load_audio(path: str | Path, sr: int = 16000) -> np.ndarray:
-    """float32 mono at ``sr``: ``workbench.audio.load_audio`` when present, else soundfile + scipy."""
-    try:
-        from workbench.audio import load_audio as shared_loader
-    except ImportError:
-        shared_loader = None
-    if shared_loader is not None:
-        return shared_loader(path, sr=sr)
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    try:
-        x, sr_in = sf.read(str(path), dtype="float32", always_2d=True)
-    except RuntimeError as e:  # soundfile's error for undecodable files
-        raise ValueError(f"{path}: cannot decode audio ({e})") from e
-    x = x.mean(axis=1)
-    if sr_in != sr:
-        g = np.gcd(int(sr_in), int(sr))
-        x = resample_poly(x, sr // g, sr_in // g).astype(np.float32)
-    return x
 
 
 def _hook_dims(model) -> dict[str, int | None]:
@@ -119,6 +97,36 @@ def _transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _enhance(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from workbench.audio import audio_info, resample, save_audio
+    from workbench.models import load
+
+    missing = [p for p in args.audio if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"audio file(s) not found: {', '.join(missing)}")
+    names = [Path(p).stem for p in args.audio]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:  # the same name in two folders would overwrite one output with the other
+        raise ValueError(f"two inputs would write the same file under --out: {', '.join(dup)}.flac")
+    model = load(args.spec, device=args.device)
+    if not hasattr(model, "enhance"):
+        raise ValueError(f"{args.spec}: the {type(model).__name__} adapter is no enhancer (use nsnet2, nsnet2-48k, "
+                         "gtcrn or deepfilternet3)")
+    out = Path(args.out)
+    for path in tqdm(args.audio, desc=f"enhance ({model.name})", unit="file", disable=args.json):
+        sr = audio_info(path)[0]
+        audio = load_audio(path, sr=model.sample_rate)
+        clean = resample(model.enhance(audio), model.sample_rate, sr)  # written at the input's rate
+        target = save_audio(out / f"{Path(path).stem}.flac", clean, sr)
+        if not args.json:
+            tqdm.write(f"{path} -> {target}")
+    if args.json:
+        print(json.dumps({"model": model.name, "out": str(out), "files": len(args.audio)}))
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("models", help="inspect model adapters, transcribe with Whisper",
                                    description=__doc__.split("\n\n")[0])
@@ -143,3 +151,9 @@ def register(subparsers) -> None:
     p.add_argument("--steering", default=None, metavar="STEER_DIR",
                    help="also transcribe with this steering artifact (workbench steer fit) and print both")
     p.set_defaults(func=_transcribe)
+
+    p = sub.add_parser("enhance", help="denoise audio files with a speech enhancer (nsnet2, gtcrn, deepfilternet3)")
+    common(p)
+    p.add_argument("audio", nargs="+", help="audio files (any rate; resampled to the model's and back)")
+    p.add_argument("--out", required=True, help="folder: OUT/<name>.flac at the input's sample rate")
+    p.set_defaults(func=_enhance)

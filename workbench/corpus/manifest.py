@@ -189,27 +189,78 @@ class BuildResult:
     aligned: int = 0
 
 
-def _load_sources(src, **kwargs) -> Corpus:
-    """One source as :func:`load_corpus` reads it, or several merged (audio paths made absolute)."""
-    if isinstance(src, (str, os.PathLike)):
-        return load_corpus(src, **kwargs)
-    clips: list[Clip] = []
-    origin: dict[str, str | os.PathLike] = {}
-    for one in src:
-        part = load_corpus(one, **kwargs)
-        for clip in part:
-            if clip.id in origin:
-                raise ValueError(f"clip id {clip.id!r} is in both {origin[clip.id]} and {one}: "
-                                 f"clip ids must be unique across the sources of one corpus")
-            origin[clip.id] = one
-            clip.path = str(part.audio_path(clip).resolve())
-            clips.append(clip)
-    return Corpus(clips, root=".")
+def _load_sources(src, *, fmt: str = "auto", max_clips: int | None = None, seed: int = 0,
+                  options: dict | None = None, audio_dir: Path | None = None, **kwargs) -> Corpus:
+    """One source as :func:`load_corpus` reads it, or several merged (audio paths made absolute).
+
+    Layout formats (TIMIT, LibriSpeech, ...) stream through :mod:`workbench.corpus.formats`;
+    ``max_clips`` keeps a seeded uniform subset of the merged stream.
+    """
+    from workbench.corpus.formats import ReadContext, detect_format, iter_clips, subset
+
+    sources = [src] if isinstance(src, (str, os.PathLike)) else list(src)
+    kinds = [detect_format(one) if fmt == "auto" else fmt for one in sources]
+    if len(sources) == 1 and kinds[0] in ("manifest", "folder"):
+        corpus = load_corpus(sources[0], **kwargs)
+        return corpus if max_clips is None else Corpus(subset(corpus, max_clips, seed), root=corpus.root)
+
+    def stream():
+        origin: dict[str, str | os.PathLike] = {}
+        for one, kind in zip(sources, kinds):
+            if kind in ("manifest", "folder"):
+                part = load_corpus(one, **kwargs)
+                clips = ((clip, part.audio_path(clip)) for clip in part)
+            else:
+                ctx = ReadContext(strict=kwargs.get("strict", False), fold_phones=kwargs.get("fold_phones", True),
+                                  options=dict(options or {}), audio_dir=audio_dir)
+                if kwargs.get("errors") is not None:
+                    ctx.errors = kwargs["errors"]
+                clips = ((clip, Path(clip.path)) for clip in iter_clips(one, kind, ctx))
+            for clip, path in clips:
+                if clip.id in origin:
+                    raise ValueError(f"clip id {clip.id!r} is in both {origin[clip.id]} and {one}: "
+                                     f"clip ids must be unique across the sources of one corpus")
+                origin[clip.id] = one
+                clip.path = str(path.resolve())
+                yield clip
+
+    return Corpus(subset(stream(), max_clips, seed), root=".")
+
+
+def _check_clip(clip: Clip, path: Path, progress, strict: bool, skipped: list[dict]) -> bool:
+    """Decode ``clip`` once (or reuse an interrupted build's result): fill its duration and sample
+    rate, or report it in ``skipped``; True when the clip is usable."""
+    done = progress.lookup(path)
+    if done is None:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                sr, duration = check_audio(path)
+        except AudioLoadError as e:
+            if strict:
+                raise
+            progress.record(path, error=e.problem)
+            done = {"error": e.problem}
+        else:
+            done = {"sr": sr, "duration": duration, "warnings": [str(w.message) for w in caught]}
+            progress.record(path, **done)
+    if "error" in done:
+        logger.warning("skipping %s: %s", path, done["error"])
+        skipped.append({"clip_id": clip.id, "path": str(path), "stage": "audio", "error": done["error"],
+                        "action": "skipped"})
+        return False
+    for w in done.get("warnings", []):
+        logger.warning("%s", w)
+        skipped.append({"clip_id": clip.id, "path": str(path), "stage": "audio", "error": w, "action": "kept"})
+    clip.duration_s = round(done["duration"], 6)
+    clip.extra.setdefault("sample_rate", done["sr"])
+    return True
 
 
 def build_corpus(src: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                  align: bool = False, strict: bool = False, fold_phones: bool = True, textgrids: bool = False,
-                 verbose: bool = True) -> BuildResult:
+                 verbose: bool = True, fmt: str = "auto", max_clips: int | None = None, seed: int = 0,
+                 options: dict | None = None) -> BuildResult:
     """Load ``src``, decode every clip once, optionally force-align, write ``out_dir/manifest.jsonl``.
 
     ``src`` may be several sources (manifests, folders), merged into one corpus in order;
@@ -221,39 +272,40 @@ def build_corpus(src: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
     natural speech with a transcript and no word tier. Audio paths inside ``out_dir`` are
     written relative to it, others absolute. ``textgrids=True`` also writes
     ``out_dir/textgrids/<id>.TextGrid``.
+
+    ``fmt`` names the layout (:data:`workbench.corpus.formats.FORMATS`; ``auto`` detects it),
+    ``options`` its settings (``split``, column names for ``hf``); ``max_clips`` keeps a seeded
+    uniform subset. Metadata is streamed and audio decoded one clip at a time, never all in
+    memory; an interrupted build resumes where it stopped (:mod:`workbench.corpus.progress`).
+
+    Example
+    -------
+    >>> res = build_corpus("data/ESC-50-master", "work/esc50", fmt="esc50", max_clips=200)   # doctest: +SKIP
     """
     from tqdm.auto import tqdm
 
+    from workbench.corpus.progress import BuildProgress
+
     out = Path(out_dir)
     skipped: list[dict] = []
-    corpus = _load_sources(src, fold_phones=fold_phones, strict=strict, errors=skipped)
+    corpus = _load_sources(src, fold_phones=fold_phones, strict=strict, errors=skipped, fmt=fmt, max_clips=max_clips,
+                           seed=seed, options=options, audio_dir=out / "audio")
     if not len(corpus):
         shown = src if isinstance(src, (str, os.PathLike)) else ", ".join(map(str, src))
         problems = "; ".join(f"{e['path']}: {e['error']}" for e in skipped[:3])
         raise ValueError(f"{shown}: no clips to build (an empty manifest or a folder without audio)"
                          + (f"; problems: {problems}" if problems else "") + f"; nothing written to {out}")
     kept: list[Clip] = []
-    for clip in tqdm(list(corpus), desc="check audio", unit="clip", disable=not verbose):
-        path = corpus.audio_path(clip)
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                sr, duration = check_audio(path)
-        except AudioLoadError as e:
-            if strict:
-                raise
-            logger.warning("skipping %s", e)
-            skipped.append({"clip_id": clip.id, "path": str(path), "stage": "audio", "error": e.problem,
-                            "action": "skipped"})
-            continue
-        for w in caught:
-            logger.warning("%s", w.message)
-            skipped.append({"clip_id": clip.id, "path": str(path), "stage": "audio", "error": str(w.message),
-                            "action": "kept"})
-        clip.duration_s = round(duration, 6)
-        clip.extra.setdefault("sample_rate", sr)
-        kept.append(clip)
+    progress = BuildProgress(out)
+    with progress:
+        for clip in tqdm(list(corpus), desc="check audio", unit="clip", disable=not verbose):
+            path = corpus.audio_path(clip)
+            if _check_clip(clip, path, progress, strict, skipped):
+                kept.append(clip)
     if not kept:
+        progress.finish()
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # made only for the progress file
         problems = "; ".join(f"{e['path']}: {e['error']}" for e in skipped if e.get("action") == "skipped")
         raise ValueError(f"none of the {len(corpus)} clips is usable audio ({problems[:500]}); "
                          f"nothing written to {out}")
@@ -275,10 +327,12 @@ def build_corpus(src: str | os.PathLike | Sequence[str | os.PathLike], out_dir: 
         write_jsonl(errors_file, skipped)
     elif errors_file.exists():
         errors_file.unlink()  # stale report from an earlier build
+    progress.finish()
     if textgrids:
         from workbench.corpus.textgrid import write_textgrid
+        from workbench.names import safe_component
 
         for clip in built:
-            if clip.tiers:
-                write_textgrid(clip, out / "textgrids" / f"{clip.id}.TextGrid")
+            if clip.tiers:  # a clip id such as ../x or /x is mapped to a safe file name (never outside out/)
+                write_textgrid(clip, out / "textgrids" / f"{safe_component(clip.id)}.TextGrid")
     return BuildResult(built, manifest, skipped, errors_file if skipped else None, aligned)

@@ -151,6 +151,8 @@ def save_textgrids(corpus: Corpus, out_dir: str | os.PathLike, manifest: bool = 
     TextGrids (``"alignment"``) instead of carrying tiers inline, with absolute audio paths,
     so ``load_corpus(out_dir)`` reads the corpus back. Returns the TextGrid paths.
     """
+    from workbench.names import safe_component
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -160,7 +162,7 @@ def save_textgrids(corpus: Corpus, out_dir: str | os.PathLike, manifest: bool = 
         d.pop("tiers", None)
         d["path"] = str(corpus.audio_path(clip).resolve())
         if clip.tiers:
-            tg_path = write_textgrid(clip, out / f"{clip.id}.TextGrid")
+            tg_path = write_textgrid(clip, out / f"{safe_component(clip.id)}.TextGrid")  # ../x stays in out_dir
             written.append(tg_path)
             d["alignment"] = tg_path.name
         rows.append(Clip.from_dict(d))

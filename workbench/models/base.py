@@ -16,7 +16,6 @@ Example
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import math
 from abc import ABC, abstractmethod
 from typing import Callable, Iterator, Mapping, Sequence
@@ -25,15 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench.conventions import FrameGrid, UnknownHookError, resolve_hooks
+
 HookFn = Callable[[torch.Tensor], torch.Tensor]
 AudioLike = np.ndarray | torch.Tensor
-
-
-class UnknownHookError(KeyError):
-    """A hook name that the model does not have; the message lists the valid ones."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
 
 
 def _replace_first(output, new):
@@ -117,24 +111,30 @@ class AudioModel(ABC):
 
         Raises :class:`UnknownHookError` listing valid names if a pattern matches nothing.
         """
-        if isinstance(patterns, str):
-            patterns = [patterns]
-        valid = self.hook_points
-        chosen: set[str] = set()
-        for p in patterns:
-            hits = [h for h in valid if fnmatch.fnmatchcase(h, p)]
-            if not hits:
-                raise UnknownHookError(
-                    f"{self.name}: no hook point matches {p!r}. Valid hook points:\n  " + "\n  ".join(valid)
-                )
-            chosen.update(hits)
-        return [h for h in valid if h in chosen]
+        return resolve_hooks(patterns, self.hook_points, what=f"model {self.name}", allow_all=False)
+
+    #: how :meth:`frame_grid` was obtained; adapters that derive it from their front end say so
+    frame_centre_rule: str = "assumed: frame i covers [i / rate, (i + 1) / rate) (not derived for this adapter)"
+
+    def frame_grid(self, hook: str) -> FrameGrid:
+        """Where ``hook``'s frame ``i`` is centred (:class:`workbench.conventions.FrameGrid`).
+
+        Adapters derive it from their front end (STFT centring, conv kernels, strides, padding;
+        tested by perturbing the audio); this default assumes frame ``i`` covers
+        ``[i / rate, (i + 1) / rate)``.
+        """
+        rate = self.frame_rate(hook)
+        return FrameGrid(0.5 / rate, 1.0 / rate)
 
     def frame_times(self, hook: str, n: int) -> np.ndarray:
-        """``[n, 2]`` start/end seconds of the first ``n`` frames of ``hook``."""
-        rate = self.frame_rate(hook)
-        i = np.arange(n, dtype=np.float64)
-        return np.stack([i / rate, (i + 1) / rate], axis=1)
+        """``[n, 2]`` start/end seconds of the first ``n`` frames of ``hook``: ``centre -/+ hop / 2``,
+        so the midpoint is the frame's true centre (Whisper's frame 0 starts at -10 ms)."""
+        return self.frame_grid(hook).times(n)
+
+    def frame_centres(self, hook: str, n: int) -> np.ndarray:
+        """Centre (seconds) of each of the first ``n`` frames of ``hook``: what every label,
+        lag and alignment uses (:meth:`frame_grid`)."""
+        return self.frame_grid(hook).centres(n)
 
     def _weights(self) -> Iterator[nn.Parameter]:
         """The model's parameters: those of ``self.hf_model`` when the adapter wraps one

@@ -60,6 +60,7 @@ import scipy.signal
 import torch
 from torch import nn
 
+from workbench.conventions import FrameGrid
 from workbench.models.base import AudioModel
 
 __all__ = ["CochleagramConfig", "Cochleagram", "CochleagramModel", "erb_cos_filters", "freq2erb", "erb2freq",
@@ -366,6 +367,14 @@ class CochleagramModel(AudioModel):
     def frame_rate(self, hook: str) -> float:
         self.resolve_exact([hook])
         return float(self.cochleagram.config.env_sr)
+
+    frame_centre_rule = "derived: the zero-phase downsampling kernel is centred on sample k x hop (5 ms)"
+
+    def frame_grid(self, hook: str) -> FrameGrid:
+        """Frame ``k`` is centred on sample ``k x hop`` (the downsampling kernel is centred there)."""
+        self.resolve_exact([hook])
+        c = self.cochleagram.config
+        return FrameGrid(0.0, c.hop / c.sample_rate)
 
     @torch.no_grad()
     def _forward(self, audio: list[np.ndarray]) -> None:

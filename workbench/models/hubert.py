@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench.conventions import FrameGrid, conv_grid
 from workbench.models.base import AudioModel
 
 #: our hook name -> TransformerBridge hook name ({i} = layer index)
@@ -178,6 +179,17 @@ class HubertAudioModel(AudioModel):
     def frame_rate(self, hook: str) -> float:
         self.resolve_exact([hook])
         return self.sample_rate / self.stride
+
+    frame_centre_rule = ("derived: conv stem (kernels, strides, no padding): frame i reads samples "
+                         "[stride i, stride i + receptive_field), centred at 20 i + 12.47 ms for HuBERT/wav2vec2")
+
+    def frame_grid(self, hook: str) -> FrameGrid:
+        """Frame ``i`` is centred on the middle of its conv-stem receptive field, samples
+        ``320 i .. 320 i + 399`` for the standard stem: ``i x 20 ms + 12.47 ms``."""
+        self.resolve_exact([hook])
+        cfg = self.hf_model.config
+        return conv_grid([(int(k), int(s), 0) for k, s in zip(cfg.conv_kernel, cfg.conv_stride)],
+                         FrameGrid(0.0, 1.0 / self.sample_rate))
 
     def n_frames(self, hook: str, n_samples: int) -> int:
         """``floor((n - receptive_field) / stride) + 1`` (0 when shorter than one receptive field)."""

@@ -42,6 +42,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import logging as hf_logging
 
+from workbench.conventions import FrameGrid, conv_grid, stft_grid
 from workbench.models.base import AudioLike, AudioModel, HookFn, _as_numpy, _first, _replace_first
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,18 @@ class WhisperModel(AudioModel):
         if self.is_decoder_hook(hook):
             raise ValueError(f"{hook} is a decoder hook: one row per decoded token, not a time-based frame rate")
         return self._encoder_rate
+
+    frame_centre_rule = ("derived: centred log-mel STFT (frame j on sample j x hop) through conv1/conv2 "
+                         "(kernel, stride, padding): encoder frame i centred at i x 20 ms")
+
+    def frame_grid(self, hook: str) -> FrameGrid:
+        """Encoder frame ``i`` is centred at ``i x 20 ms``: mel frame ``j`` of the centred STFT sits on
+        sample ``j x hop``; the symmetric padded convs keep the centre and double the hop. (Frame 40
+        of tiny.en reads 0.7675-0.8325 s of audio, centre 0.800 s.) Raises for decoder hooks."""
+        self.frame_rate(hook)  # the decoder-hook error
+        enc = self.hf.model.encoder
+        mel = stft_grid(int(self.feature_extractor.hop_length), self.sample_rate, center=True)
+        return conv_grid([(c.kernel_size[0], c.stride[0], c.padding[0]) for c in (enc.conv1, enc.conv2)], mel)
 
     def info(self) -> dict:
         """Summary for ``workbench models info`` (decoder hooks have rate ``None``: per token)."""

@@ -1,0 +1,91 @@
+"""Banded ridge (one penalty per feature space) and variance partitioning.
+
+The joint model of several feature spaces (e.g. the acoustic baseline + one layer) penalises each
+space with its own ridge penalty: ``W = (G + diag(alpha_1 I_1, ..., alpha_m I_m))^-1 X^T y`` over
+the lagged design of all spaces together. Each space's penalty is the one its own model chose by
+inner cross-validation, per fold and per channel (:func:`neuro.trf.fit_trf`; an absolute penalty
+relative to that space's own Gram, which is the joint Gram's diagonal block), so the spaces keep
+the scales they need instead of sharing one compromise alpha. Channels that chose the same
+penalties share one Cholesky factorisation per fold. (himalaya's ``MultipleKernelRidgeCV`` also
+searches the penalty simplex for the joint model; that search is not done here: cost.)
+
+Variance partitioning (de Heer et al. 2017; himalaya's tutorials) from held-out R^2 (signed
+``r |r|``): for two spaces A and B, ``unique(B) = R2(A+B) - R2(A)``, ``unique(A) = R2(A+B) -
+R2(B)``, ``shared = R2(A) + R2(B) - R2(A+B)``.
+
+Example
+-------
+>>> import numpy as np
+>>> from neuro.trf import Block, assign_folds, fit_trf
+>>> rng = np.random.default_rng(0)
+>>> a = [rng.normal(size=(600, 2)) for _ in range(6)]
+>>> b = [rng.normal(size=(600, 3)) for _ in range(6)]
+>>> ys = [np.roll(x[:, :1] + z[:, :1], 3, axis=0) + rng.normal(size=(600, 2)) for x, z in zip(a, b)]
+>>> fold_of = assign_folds(6, 3)
+>>> fa, fb = (fit_trf(s, ys, 100, tmin=0, tmax=0.05, fold_of_trial=fold_of, refit=False) for s in (a, b))
+>>> joint = fit_banded([a, b], [[Block(2)], [Block(3)]], [fa, fb], ys, 100, tmin=0, tmax=0.05)
+>>> part = partition(fa.r, fb.r, joint)
+>>> bool((part["unique_b"] > 0.05).all() and (part["unique_a"] > 0.05).all())
+True
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import linalg
+
+from neuro.lagged import lag_samples, lagged_predict
+from neuro.trf import Block, FeatureTransform, TRFResult, _pearson, _stats, centre_trials
+
+__all__ = ["fit_banded", "partition", "r2"]
+
+
+def r2(r: np.ndarray) -> np.ndarray:
+    """Signed explained variance of a prediction correlation (a negative r explains nothing: ``r |r|``)."""
+    r = np.asarray(r, dtype=np.float64)
+    return r * np.abs(r)
+
+
+def fit_banded(spaces: Sequence[Sequence[np.ndarray]], blocks: Sequence[Sequence[Block]],
+               fits: Sequence[TRFResult], responses: Sequence[np.ndarray], sfreq: float, *,
+               tmin: float = -0.1, tmax: float = 0.5) -> np.ndarray:
+    """Held-out r ``[C]`` of the banded joint model of ``spaces`` (per trial ``[n_i, D_s]`` each).
+
+    ``fits`` are the spaces' own :func:`~neuro.trf.fit_trf` results on the same folds (their
+    ``fold_of_trial``, ``alphas`` and per-channel ``alpha_index`` give each space's penalty).
+    """
+    fold_of = fits[0].fold_of_trial
+    if any(not np.array_equal(f.fold_of_trial, fold_of) for f in fits):
+        raise ValueError("the spaces' fits must share one assignment of trials to folds")
+    lags = lag_samples(tmin, tmax, sfreq)
+    ys = centre_trials(responses)
+    spaces = [[np.asarray(x, dtype=np.float64) for x in s] for s in spaces]
+    n_folds, n_chan = int(fold_of.max()) + 1, ys[0].shape[1]
+    predictions: list[np.ndarray | None] = [None] * len(ys)
+    for k in range(n_folds):
+        train_idx, test_idx = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
+        # each space's own (training-only) transform: the joint transform is their block diagonal
+        tfs = [FeatureTransform.fit([s[i] for i in train_idx], bs) for s, bs in zip(spaces, blocks)]
+        xt = [np.concatenate([tf(s[i]) for tf, s in zip(tfs, spaces)], axis=1) for i in range(len(ys))]
+        space_of_col = np.tile(np.repeat(np.arange(len(spaces)), [tf.proj.shape[1] for tf in tfs]), len(lags))
+        train = _stats([xt[i] for i in train_idx], [ys[i] for i in train_idx], lags)
+        # each space's absolute penalty as its own model chose it (its Gram is the joint Gram's block)
+        pen = np.stack([f.alphas[k][f.alpha_index[k]] for f in fits], axis=1)  # [C, m]
+        B = train.B - np.outer(train.s, train.ysum / train.n)
+        W = np.zeros((len(train.G), n_chan))
+        for key in np.unique(pen, axis=0):
+            chans = np.flatnonzero((pen == key).all(1))
+            factor = linalg.cho_factor(train.G + np.diag(key[space_of_col]), check_finite=False)
+            W[:, chans] = linalg.cho_solve(factor, B[:, chans], check_finite=False)
+        y_mean = train.ysum / train.n
+        for i in test_idx:
+            predictions[i] = lagged_predict(xt[i], W, lags) + y_mean
+    centred = [np.concatenate([a - a.mean(0) for a in arrays]) for arrays in (predictions, ys)]
+    return _pearson(*centred)
+
+
+def partition(r_a: np.ndarray, r_b: np.ndarray, r_joint: np.ndarray) -> dict[str, np.ndarray]:
+    """Unique and shared R^2 of spaces A and B from held-out r of A, B and the joint A+B model."""
+    ra, rb, rj = r2(r_a), r2(r_b), r2(r_joint)
+    return {"r2_a": ra, "r2_b": rb, "r2_joint": rj, "unique_a": rj - rb, "unique_b": rj - ra, "shared": ra + rb - rj}
