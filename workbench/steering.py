@@ -24,8 +24,19 @@ CLI and the app can steer without importing ``sae``)::
   1 = unchanged, 0 = ablated, -1 = negated), ``(1 - s) z_f`` (``ablate``: 1 = ablated), ``-s z_f``
   (``negate``) or ``s`` (``clamp``). Direction edits with ``u`` the direction: ``x - s (x.û) û``
   (``project``, û = u / |u|) or ``x - s u`` (``subtract``; negative ``s`` adds the concept);
-- ``gate``: ``"none"`` or ``"frame"`` (edit only frames where a chosen feature fires, or, for a
-  direction, whose projection on û is above ``midpoint``);
+- ``method`` ``"vector"``: an optimised vector (``direction``, trained by :mod:`sae.steer.vector`),
+  edit ``add``: ``x + s v`` (``add`` also applies to ``direction``);
+- SAE edit ``clamp_target``: ``z'_f = z_f + s (t_f - z_f)`` with ``t_f`` = the feature record's
+  ``target`` (its typical value on the concept's frames): ``s`` = 0 unchanged, 1 clamped to the target;
+- ``gate``: ``"none"``, ``"frame"`` (edit only frames where a chosen feature fires, or, for a
+  direction, whose projection on û is above ``midpoint``) or ``"detector"``: ``detector`` =
+  ``{"weight", "bias", "level": "clip"|"frame", "space": "acts"|"sae", "features"}``, a linear
+  detector (logit ``f.w + b`` on the activations, or on the codes of the listed SAE features) that
+  lets the edit act on frames with a positive logit (``frame``) or on a whole window whose mean logit
+  over its real frames is positive (``clip``; :meth:`Steering.applied` finds the real frames of each
+  Whisper window);
+- values are validated on load (:mod:`workbench.steering_check`): non-finite numbers, feature indices
+  that are negative, not integers or outside the SAE get one error naming the file and the field;
 - ``concept`` and ``selection`` (how features were chosen: scores, significance bar, fit clips),
   ``sweep`` (dev clips, WER budget, chosen point), ``command`` (the command that wrote it).
 
