@@ -154,4 +154,17 @@ def write_group(out: Path, results, n_perm: int, seed: int, meta: dict) -> dict[
                      has_ceiling=ceiling is not None)
     g["ceiling"] = ceiling
     outputs.write_meta(g["meta"], out / "group.json")
+    _write_top(out.parent, g, meta)
     return g
+
+
+def _write_top(run: Path, g: dict, meta: dict) -> None:
+    """The group's view in the single-run layout at the top of the run folder (``summary.csv``,
+    ``layers.csv``, ``neuro.json`` with ``"group": true``), so every reader of a run (the app's EEG
+    and workspace pages) shows a group run as it shows one subject's."""
+    top = g["group"].rename(columns={"r_mean": "r"})
+    outputs.write_table(top, run / "summary.csv")
+    outputs.write_table(g["layers"], run / "layers.csv")
+    files = {k: f"group/{v}" for k, v in g["meta"]["files"].items()}
+    files.update(summary="summary.csv", layers="layers.csv")
+    outputs.write_meta(dict(g["meta"], group=True, files=files, channels=g["meta"]["channels"]), run / "neuro.json")

@@ -56,11 +56,10 @@ def test_partition_attributes_variance_to_the_planted_spaces_and_nothing_to_nois
     assert (joint[:3] >= np.maximum(fa.r, fb.r)[:3] - 0.01).all()
 
 
-def _sets(seed, planted: str | None):
+def _sets(seed, planted: str | None, n_tr: int = 10, n: int = 1500):
     """An acoustic set and three 'layers' (20-d, PCA-8); ``planted`` drives channels 0-2 beyond the
     acoustic drive every channel 0-3 gets."""
     rng = np.random.default_rng(seed)
-    n_tr, n = 10, 1500
     env = [_smooth(rng, n, 1) for _ in range(n_tr)]
     layers = {name: [_smooth(rng, n, 20) for _ in range(n_tr)] for name in ("block0", "block1", "block2")}
     w = rng.normal(size=20)
@@ -76,6 +75,7 @@ def _sets(seed, planted: str | None):
     return FeatureSet("envelope", "acoustic", env, Block(1), columns=["envelope"]), sets, ys
 
 
+@pytest.mark.slow
 def test_delta_r2_planted_layer_has_the_largest_unique_variance():
     env, layers, ys = _sets(3, "block1")
     summary, table, _ = fit_feature_sets([env] + layers, ys, SF, [f"c{i}" for i in range(6)], tmin=0, tmax=0.2,
@@ -88,6 +88,7 @@ def test_delta_r2_planted_layer_has_the_largest_unique_variance():
     assert abs(part_ok) < 0.02
 
 
+@pytest.mark.slow
 def test_delta_r2_null_layers_add_nothing():
     env, layers, ys = _sets(4, None)
     _, table, _ = fit_feature_sets([env] + layers, ys, SF, [f"c{i}" for i in range(6)], tmin=0, tmax=0.2,
@@ -98,9 +99,9 @@ def test_delta_r2_null_layers_add_nothing():
 
 def test_feature_set_order_does_not_matter():
     """Issue 19 defect 6: an acoustic set after a layer raised UnboundLocalError."""
-    env, layers, ys = _sets(5, "block0")
+    env, layers, ys = _sets(5, "block0", n_tr=6, n=800)
     names = [f"c{i}" for i in range(6)]
-    kw = dict(tmin=0, tmax=0.1, folds=4, n_draws=0, progress=False)
+    kw = dict(tmin=0, tmax=0.05, folds=3, n_draws=0, progress=False)
     s1, t1, _ = fit_feature_sets([env, layers[0]], ys, SF, names, **kw)
     s2, t2, _ = fit_feature_sets([layers[0], env], ys, SF, names, **kw)
     key = ["feature", "channel"]

@@ -2,7 +2,12 @@
 (and the run's topomaps), TRF kernels, and the per-feature correlation table with corrected
 p-values, from ``neuro/NAME/`` as :mod:`neuro` writes it (``summary.csv``, ``layers.csv``,
 ``features.csv``, ``kernels/SET.npy``, ``topomaps/SET.png``, ``neuro.json``; only ``summary.csv``
-is required).
+is required). A group run (``workbench neuro fit`` with several recordings or ``--bids``) has the same
+files at its top (the group's view: r = mean over subjects, p from sign flips across subjects) plus
+``group/partition.csv``, ``group/ceiling.csv`` and ``group/layer_tests.csv``; a single run has
+``partition.csv``, ``layer_tests.csv`` and, with repeated clips, ``ceiling.csv``. The page states the
+number of null draws (or sign flips), the smallest reachable p and the correction; SAE feature ids
+link to the features page; the TRF is a channel x lag image with a channel picker.
 """
 from __future__ import annotations
 
@@ -40,6 +45,9 @@ def layer_table(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     base = {str(n): float(v) for n, v in zip(df.loc[is_base, name], df.loc[is_base, r])}
     base.update({c.removeprefix("baseline_"): float(df[c].mean()) for c in df.columns if c.startswith("baseline_")})
     std = _first(df, ("r_sem", "r_std", "std", "r_sd"))
+    if std is None and {"r_ci_low", "r_ci_high"} <= set(df.columns):  # a group run: 95 % interval across subjects
+        df = df.assign(r_ci_half=(df["r_ci_high"] - df["r_ci_low"]) / 2)
+        std = "r_ci_half"
     rows = df.loc[~is_base, [name, r] + ([std] if std else [])]
     rows.columns = ["layer", "r"] + (["r_std"] if std else [])
     return rows.reset_index(drop=True), base
@@ -82,14 +90,89 @@ def layout(ws: Workspace, query: dict) -> html.Div:
         dcc.Store(id="eeg-want-feature", data=query.get("feature") if note is None else None),
         html.Div([picker("eeg-run", runs, run, "run"), picker("eeg-layer", [], None, "layer"),
                   picker("eeg-feature", [], None, "feature", searchable=True)], className="wb-row"),
-        html.Div(id="eeg-status"),
+        html.Div(id="eeg-status"), html.Div(id="eeg-stats", className="wb-note"),
         dcc.Graph(id="eeg-layers", config={"displayModeBar": False}),
+        html.H3("Variance partition (banded ridge: acoustic baseline + each set)"),
+        dcc.Graph(id="eeg-partition", config={"displayModeBar": False}),
+        html.H3("Layer comparisons (paired tests)"), html.Div(id="eeg-tests"),
+        html.H3("Noise ceiling"), dcc.Graph(id="eeg-ceiling", config={"displayModeBar": False}),
         html.H3("Per-channel r"), dcc.Graph(id="eeg-channels", config={"displayModeBar": False}),
         html.Div(id="eeg-images", className="wb-images"),
-        html.H3("TRF kernels"), picker("eeg-trf", [], None, "kernel file"),
+        html.H3("TRF kernels"),
+        html.Div([picker("eeg-trf", [], None, "kernel file"),
+                  picker("eeg-trf-channels", [], None, "channels (empty: all)", multi=True)], className="wb-row"),
         dcc.Graph(id="eeg-trf-graph", config={"displayModeBar": False}),
         html.H3("Per-feature correlations (features.csv, else summary.csv; p_fdr: Benjamini-Hochberg)"), html.Div(id="eeg-table"),
     ])
+
+
+def stats_statement(meta: dict) -> str:
+    """What the p-values of a run rest on: draws (or sign flips), the smallest reachable p, the correction."""
+    if meta.get("group"):
+        n, corr = meta.get("n_sign_flips"), "; ".join(meta.get("corrections") or [])
+        return (f"Group of {len(meta.get('subjects') or [])} subjects: sign-flip test across subjects "
+                f"({n} flips{', exact' if meta.get('exact') else ''}; smallest reachable p "
+                f"{meta.get('min_p') or float('nan'):.2g}), {meta.get('tail', 'one-sided')}; corrections: {corr}. "
+                "Error bars: 95 % interval across subjects.")
+    st = meta.get("statistics") or {}
+    n = st.get("n_draws", meta.get("n_draws"))
+    if n is None:
+        return ""
+    if not n:
+        return "No null drawn (--draws 0): no p-values."
+    return (f"{n} null draws ({st.get('null', 'circular shifts')}); smallest reachable p {1 / (int(n) + 1):.2g}; "
+            f"correction: {st.get('correction', 'Benjamini-Hochberg')}. Error bars: SE across trials.")
+
+
+def partition_figure(part: pd.DataFrame | None, title: str = ""):
+    """Stacked bars per feature set: unique R^2 of the set, of the acoustic baseline, and shared."""
+    import plotly.graph_objects as go
+
+    if part is None or part.empty or "unique_set" not in part:
+        return figures.empty_figure("no partition.csv in this run (acoustic sets only, or --no-delta-r2)")
+    m = part.groupby("feature", sort=False)[["unique_set", "unique_acoustic", "shared"]].mean()
+    fig = go.Figure([go.Bar(x=list(m.index), y=m[c], name=n) for c, n in
+                     [("unique_set", "unique to the set"), ("shared", "shared"),
+                      ("unique_acoustic", "unique to the acoustic baseline")]])
+    fig.update_layout(barmode="relative", title=title, yaxis_title="held-out R^2 (mean over channels)",
+                      template="plotly_white", height=340, legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
+def ceiling_figure(ceiling: pd.DataFrame | None, title: str = ""):
+    import plotly.graph_objects as go
+
+    if ceiling is None or ceiling.empty:
+        return figures.empty_figure("no ceiling: no clip was heard more than once (or by several subjects)")
+    fig = go.Figure(go.Bar(x=ceiling["channel"].astype(str), y=ceiling["r_ceiling"], name="r ceiling"))
+    fig.update_layout(title=title, yaxis_title="correlation ceiling sqrt(explainable variance)",
+                      template="plotly_white", height=300)
+    return fig
+
+
+def trf_image(lags_s: np.ndarray, k: np.ndarray, chans: list[str], picked, title: str):
+    """Channel x lag image of the kernels (``k [lags, channels]``), limited to ``picked`` channels."""
+    import plotly.graph_objects as go
+
+    idx = [chans.index(c) for c in (picked or []) if c in chans] or list(range(len(chans)))
+    z = k[:, idx].T
+    lim = float(np.abs(z).max()) or 1.0
+    fig = go.Figure(go.Heatmap(z=z, x=np.asarray(lags_s) * 1000, y=[chans[i] for i in idx], colorscale="RdBu_r",
+                               zmin=-lim, zmax=lim, colorbar={"title": "weight"}))
+    fig.update_layout(title=title, xaxis_title="lag (ms)", yaxis_title="channel", template="plotly_white",
+                      height=max(300, 14 * len(idx) + 120))
+    return fig
+
+
+def _extra(ws: Workspace, run: dict, name: str, key: str) -> pd.DataFrame | None:
+    """A run's optional table ``key`` (``partition``, ``ceiling``, ``layer_tests``) at the path its
+    ``neuro.json`` gives inside the run folder (``group/...`` for a group run)."""
+    rel = (run["meta"].get("files") or {}).get(key) or f"{key}.csv"
+    base = run["path"].resolve()
+    path = (base / str(rel)).resolve()
+    if not path.is_relative_to(base) or path.suffix != ".csv" or not path.is_file():
+        return None
+    return ws.table(path, f"neuro {name}")
 
 
 def register(app, ws: Workspace, jobs) -> None:
@@ -144,13 +227,37 @@ def register(app, ws: Workspace, jobs) -> None:
         return "", figures.eeg_channels_figure(rows, f"{feature}: r per channel")
 
     @app.callback(Output("eeg-status", "children", allow_duplicate=True), Output("eeg-trf-graph", "figure"),
-                  Input("eeg-trf", "value"), State("eeg-run", "value"), prevent_initial_call=True)
+                  Input("eeg-trf", "value"), Input("eeg-trf-channels", "value"), State("eeg-run", "value"),
+                  prevent_initial_call=True)
     @guarded(2)
-    def choose_trf(key, name):
+    def choose_trf(key, picked, name):
         run = ws.neuro(name)
         if key not in run["trf"]:
             return "", figures.empty_figure("no TRF kernels (.npy) in this run")
         lags, k, what = trf_axes(run["trf"][key], run["meta"])
         chans = run["meta"].get("channels")
-        chans = chans if chans is not None and len(chans) == k.shape[1] else None
-        return "", figures.trf_figure(lags, k, chans, f"{key}: TRF kernels ({what})")
+        chans = [str(c) for c in chans] if chans is not None and len(chans) == k.shape[1] else \
+            [f"ch{i}" for i in range(k.shape[1])]
+        return "", trf_image(lags, k, chans, picked, f"{key}: TRF kernels, channel x lag ({what})")
+
+    @app.callback(Output("eeg-status", "children", allow_duplicate=True), Output("eeg-stats", "children"),
+                  Output("eeg-partition", "figure"), Output("eeg-ceiling", "figure"), Output("eeg-tests", "children"),
+                  Input("eeg-run", "value"), prevent_initial_call="initial_duplicate")
+    @guarded(5)
+    def run_extras(name):
+        run = ws.neuro(name)
+        part, ceil, tests = (_extra(ws, run, name, k) for k in ("partition", "ceiling", "layer_tests"))
+        tests_view = message("no layer_tests.csv in this run", "info") if tests is None or tests.empty else \
+            dash_table.DataTable(data=tests.round(4).to_dict("records"), columns=[{"name": c, "id": c} for c in tests],
+                                 sort_action="native", page_size=10, style_cell={"fontSize": 12}, id="eeg-tests-table")
+        return ("", stats_statement(run["meta"]), partition_figure(part, f"{name}: variance partition"),
+                ceiling_figure(ceil, f"{name}: noise ceiling per channel"), tests_view)
+
+    @app.callback(Output("eeg-trf-channels", "options"), Output("eeg-trf-channels", "value"),
+                  Input("eeg-run", "value"), prevent_initial_call=True)
+    def trf_channels(name):
+        try:
+            chans = ws.neuro(name)["meta"].get("channels") or []
+        except Exception:  # the run's own callbacks show the error
+            chans = []
+        return [str(c) for c in chans], []
