@@ -189,6 +189,15 @@ def test_fit_and_evaluate_end_to_end(tiny, tmp_path, monkeypatch):
     assert [c["id"] for c in res["clips"]] == ["c14", "c15", "c16", "c17"]
     assert {"id", "domain", "reference", "baseline", "steered"} <= set(res["clips"][0])
     assert res["baseline"]["n_nonspeech"] == 2 and res["baseline"]["n_speech"] == 2
+    # per-condition and per-method rows (issue 27): what the app's Pareto plot reads
+    assert set(res["by_condition"]) == {"speech", "nonspeech"}
+    assert res["by_condition"]["speech"]["vad_gate"]["n_speech"] == 2
+    assert res["by_condition"]["speech"]["baseline"]["hallucination_rate"] is None
+    assert set(res["methods"]) == {"baseline", "steered", "steered[dir]"}
+    assert res["methods"]["steered[dir]"]["path"] == str(tmp_path / "dir")
+    rows = {(r["method"], r["gate"], r["clips"]): r for r in res["rows"]}
+    assert rows[("steered[dir]", "vad_gate", "all")]["wer"] == res["steered[dir]+vad_gate"]["wer"]
+    assert rows[("baseline", "no_speech_gate", "nonspeech")]["n_nonspeech"] == 2
 
 
 def test_refused_fit_leaves_an_existing_artifact_untouched(tiny, tmp_path, monkeypatch, capsys):
