@@ -6,7 +6,9 @@ codes used, entropy and perplexity per group (the shared clips; the naplib excer
     python benchmarks/cochlear_codebook_usage.py CORPUS_DIR [CACHE_DIR]
 """
 import sys
-import time, json, numpy as np
+import time
+import json
+import numpy as np
 from workbench.corpus import load_corpus
 from workbench.audio import load_audio
 from workbench.models.cochlear_lfq import speech_codebook
@@ -20,10 +22,12 @@ shared = [c for c in speech if not c.id.startswith("stim")]
 nap = [c for c in speech if c.id.startswith("stim")]
 out = {}
 for name, clips in [("shared speech (5 clips)", shared), ("naplib speech (10 x 62 s)", nap)]:
-    t = time.time(); ids = []
+    t = time.time()
+    ids = []
     secs = 0
     for c in clips:
-        a = load_audio(corpus.audio_path(c), sr=16000); secs += len(a) / 16000
+        a = load_audio(corpus.audio_path(c), sr=16000)
+        secs += len(a) / 16000
         ids.append(cb.encode(a))
         print(c.id, round(time.time() - t, 1), flush=True)
     ids = np.concatenate(ids)
