@@ -196,10 +196,12 @@ class Workspace(SaeExamples):
 
     def _describe_saes(self, ref: SaeRef) -> dict:
         fd = self.feature_dictionary(ref)
-        out = {"hook": ref.hook, "d_in": fd.d_in, "d_sae": fd.d_sae, "k": fd.k}
+        # Batch-Top-K: k is the mean number of active features per frame over a training batch, so a
+        # frame's L0 varies around it; the card says so beside the measured per-frame mean
+        out = {"hook": ref.hook, "d_in": fd.d_in, "d_sae": fd.d_sae, "k (Batch-Top-K: batch mean, not per frame)": fd.k}
         if ref.eval_dir is not None and (ref.eval_dir / "eval.json").is_file():
             m = self.sae_eval(ref).get("metrics", {})
-            out.update({k: m[k] for k in SAE_HEADLINE_METRICS if k in m})
+            out.update({("l0 (measured mean per frame)" if k == "l0" else k): m[k] for k in SAE_HEADLINE_METRICS if k in m})
         else:
             out["eval"] = "not evaluated yet (run `workbench sae eval`)"
         return out

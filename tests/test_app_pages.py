@@ -108,7 +108,7 @@ def wait_until(condition, timeout: float = 30.0, what: str = ""):
 
 def test_features_page(served, tmp_path):
     served.wait_for_page(served.server_url + "/features")
-    served.wait_for_contains_text("#feat-title", "Feature", timeout=30)
+    served.wait_for_contains_text("#feat-title", "Feature", timeout=120)  # the first SAE page waits for the warm-up
     first = served.find_element("#feat-title").text
     served.select_dcc_dropdown("#feat-feature", index=2)
     chosen = wait_until(lambda: (t := served.find_element("#feat-title").text) != first and t, what="a new feature")
@@ -165,7 +165,7 @@ def test_feature_url_opens_the_feature_and_names_bad_values(served):
 
     key = f"block1/{HOOK}"
     served.wait_for_page(served.server_url + "/features")
-    served.wait_for_contains_text("#feat-title", "Feature", timeout=30)
+    served.wait_for_contains_text("#feat-title", "Feature", timeout=120)  # the first SAE page waits for the warm-up
     served.select_dcc_dropdown("#feat-feature", index=5)
     wait_until(lambda: "feature=" in served.driver.current_url, what="the URL to follow the chosen feature")
     feature = int(served.driver.current_url.rsplit("feature=", 1)[1])
