@@ -43,8 +43,10 @@ class ReplayModel:
         return list(hooks)
 
     def run_with_cache(self, clips, hooks):
-        return [{h: torch.from_numpy(self.cache.load(self.hook, self.rows[self.ids[int(c[0])]])) for h in hooks}
-                for c in clips]
+        single = isinstance(clips, np.ndarray)
+        out = [{h: torch.from_numpy(self.cache.load(self.hook, self.rows[self.ids[int(c[0])]])) for h in hooks}
+               for c in ([clips] if single else clips)]
+        return out[0] if single else out
 
 
 def _cfg(tokens: int, args):

@@ -66,7 +66,12 @@ def activations_by_condition(model, corpus: Corpus, hooks: Sequence[str], audio_
 
 
 def similarity_by_layer(acts: dict[str, dict[str, dict[str, np.ndarray]]], hooks: Sequence[str]) -> pd.DataFrame:
-    """One row per (hook, condition): CKA between clean and condition frames pooled over clips."""
+    """One row per (hook, condition): CKA between clean and condition frames pooled over clips, on all
+    frames (``cka``) and without the massive frames (``cka_no_massive``: a frame whose norm exceeds
+    :func:`workbench.conventions.norm_limit` of the clean frames' median, in either version; linear CKA
+    is dominated by a few such frames in Whisper's late blocks), with their share (``massive_share``)."""
+    from workbench.conventions import massive_mask, norm_limit
+
     rows = []
     for cond, per_clip in acts.items():
         if cond == "clean":
@@ -77,7 +82,11 @@ def similarity_by_layer(acts: dict[str, dict[str, dict[str, np.ndarray]]], hooks
             n = [min(len(a), len(b)) for a, b in pairs]
             X = np.concatenate([a[:k] for (a, _), k in zip(pairs, n)])
             Y = np.concatenate([b[:k] for (_, b), k in zip(pairs, n)])
-            rows.append({"hook": h, "condition": cond, "cka": linear_cka(X, Y), "frames": len(X), "clips": len(ids)})
+            limit = norm_limit(float(np.median(np.linalg.norm(X, axis=1))))
+            massive = np.asarray(massive_mask(X, limit)) | np.asarray(massive_mask(Y, limit))
+            rows.append({"hook": h, "condition": cond, "cka": linear_cka(X, Y),
+                         "cka_no_massive": linear_cka(X[~massive], Y[~massive]),
+                         "massive_share": float(massive.mean()), "frames": len(X), "clips": len(ids)})
     return pd.DataFrame(rows)
 
 

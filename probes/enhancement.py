@@ -103,9 +103,9 @@ def _phone_labels(model, clips: Sequence[Clip], hook: str, audio_of) -> dict[str
 def _figure(sim: pd.DataFrame, rob: pd.DataFrame, hooks: Sequence[str]):
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("CKA with clean, per layer", "phone probe trained on clean"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("CKA with clean, per layer (massive frames left out)", "phone probe trained on clean"))
     short = {h: h.replace("encoder.", "").replace(".hook_resid_post", "") for h in hooks}
-    for col, (df, y) in enumerate(((sim, "cka"), (rob, "accuracy")), start=1):
+    for col, (df, y) in enumerate(((sim, "cka_no_massive"), (rob, "accuracy")), start=1):
         for cond, part in df.groupby("condition"):
             part = part.set_index("hook").reindex(list(hooks))
             fig.add_scatter(x=[short[h] for h in hooks], y=part[y], name=f"{cond}", legendgroup=cond,

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from workbench.conventions import resolve_hooks
+from workbench.cache.inputs import add_allow_incomplete
 from workbench.validate import non_negative_int, positive_float, positive_int, probability
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def _register_bench(sub) -> None:
                    choices=["core", "splice", "probing", "absorption", "erasure", "explain"], help="run only these families")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--quiet", action="store_true")
+    add_allow_incomplete(b, "the log")
     b.set_defaults(func=run_bench_cmd)
 
 
@@ -114,9 +116,9 @@ def run_bench_cmd(args) -> int:
     """``workbench sae bench`` (see :mod:`sae.bench.run`)."""
     from sae.bench.run import run_bench
     from sae.bench.saes import find_saes, load_bench_sae
-    from workbench.cache import ActivationCache
+    from workbench.cache.inputs import open_complete
 
-    cache = ActivationCache.open(args.cache)
+    cache = open_complete(args.cache, args.allow_incomplete)  # an unfinished cache only when asked
     for _, path in find_saes(args.sae):  # a damaged SAE fails here, naming its file, before the model load
         load_bench_sae(path)
     model = None

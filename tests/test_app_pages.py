@@ -92,7 +92,7 @@ def test_workspace_page(served, tmp_path):
     served.wait_for_contains_text("#section-probes", "best_accuracy")
     screenshot(served, "workspace", tmp_path)
     served.find_element("#section-saes a.wb-open").click()
-    served.wait_for_contains_text("#feat-title", "Feature", timeout=30)
+    served.wait_for_contains_text("#feat-title", "Feature", timeout=120)  # the first SAE page waits for the warm-up
     no_console_errors(served)
 
 
@@ -108,7 +108,7 @@ def wait_until(condition, timeout: float = 30.0, what: str = ""):
 
 def test_features_page(served, tmp_path):
     served.wait_for_page(served.server_url + "/features")
-    served.wait_for_contains_text("#feat-title", "Feature", timeout=30)
+    served.wait_for_contains_text("#feat-title", "Feature", timeout=120)  # the first SAE page waits for the warm-up
     first = served.find_element("#feat-title").text
     served.select_dcc_dropdown("#feat-feature", index=2)
     chosen = wait_until(lambda: (t := served.find_element("#feat-title").text) != first and t, what="a new feature")
@@ -165,7 +165,7 @@ def test_feature_url_opens_the_feature_and_names_bad_values(served):
 
     key = f"block1/{HOOK}"
     served.wait_for_page(served.server_url + "/features")
-    served.wait_for_contains_text("#feat-title", "Feature", timeout=30)
+    served.wait_for_contains_text("#feat-title", "Feature", timeout=120)  # the first SAE page waits for the warm-up
     served.select_dcc_dropdown("#feat-feature", index=5)
     wait_until(lambda: "feature=" in served.driver.current_url, what="the URL to follow the chosen feature")
     feature = int(served.driver.current_url.rsplit("feature=", 1)[1])
@@ -210,6 +210,7 @@ def test_probes_page(served, tmp_path):
         "return document.querySelector('#probe-confusion .gtitle')?.textContent || ''"), what="the chosen layer's confusion")
     wait_until(lambda: "layer=blocks.1.resid_post" in served.driver.current_url, what="the URL to follow the layer")
     assert served.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    served.find_element("h2").click()  # close the dropdown before the screenshot
     screenshot(served, "probes", tmp_path)
     no_console_errors(served)
 

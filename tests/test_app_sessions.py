@@ -164,3 +164,18 @@ def test_feature_table_id_column_is_numeric():
     cols = {c["id"]: c["type"] for c in columns(rows)}
     assert cols["feature"] == "numeric" and cols["explanation"] == "text"  # a bare "42" filters as =42
     assert [r["domain"] for r in rows] == ["speech", "music"] and rows[1]["explanation"] == "vowels"
+
+
+def test_explanations_are_found_where_sae_bench_writes_them(tmp_path):
+    from apps.data import SaeRef, Workspace
+
+    ws = Workspace(tmp_path)
+    sae_dir = tmp_path / "saes" / "b1" / "enc.h"
+    ref = SaeRef("b1", "enc.h", sae_dir, tmp_path / "saes" / "b1" / "eval" / "enc.h")
+    assert ws.explanations_file(ref) is None and ws.explanations(ref) is None  # tolerated: no file yet
+    for where in (tmp_path / "bench" / "b1" / "enc.h", tmp_path / "saes" / "b1" / "eval" / "enc.h"):
+        where.mkdir(parents=True)
+        pd.DataFrame({"feature": [3], "explanation": ["vowel AA"], "precision": [0.8], "recall": [0.5],
+                      "f1": [0.62]}).to_csv(where / "explanations.csv", index=False)
+        assert ws.explanations_file(ref) == where / "explanations.csv"
+    assert ws.explanations(ref).loc[3, "explanation"] == "vowel AA"

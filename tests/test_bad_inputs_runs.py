@@ -147,6 +147,24 @@ def test_incomplete_cache_is_refused_unless_allowed_and_recorded(capsys, tmp_pat
     assert state["complete"] is False and state["allow_incomplete"] is True and state["state"] == "interrupted"
 
 
+@pytest.mark.parametrize("argv", [
+    ["sae", "bench", "--sae", "SAE", "--cache", "CACHE", "--out", "OUT", "--quiet"],
+    ["tokens", "analyze", "--cache", "CACHE", "--out", "OUT"],
+    ["tokens", "units", "--cache", "CACHE", "--hook", HOOKS[1], "--k", "4", "--out", "OUT"],
+    ["steer", "fit", "--cache", "CACHE", "--corpus", "SYNTH", "--sae", "SAE", "--out", "OUT"],
+    ["sae", "eval", "--sae", "SAE", "--cache", "CACHE", "--out", "OUT", "--quiet"],
+])
+def test_every_analysis_refuses_an_incomplete_cache(capsys, tmp_path, fresh, synth, argv):
+    from test_bad_inputs_models import _write_sae
+
+    partial = _incomplete(fresh, tmp_path)
+    subst = {"SAE": _write_sae(tmp_path / "sae"), "CACHE": partial, "SYNTH": synth, "OUT": tmp_path / "out"}
+    before = tree_hash(tmp_path)
+    rc, _, err = cli(capsys, *[subst.get(a, a) for a in argv])
+    assert_error(rc, err, str(partial), "incomplete", "--allow-incomplete")
+    assert tree_hash(tmp_path) == before
+
+
 def test_cache_info_tells_a_running_build_from_an_interrupted_one(capsys, tmp_path, fresh):
     partial = _incomplete(fresh, tmp_path)
     rc, out, err = cli(capsys, "cache-info", partial)

@@ -39,7 +39,8 @@ def _env(**extra) -> dict:
     (["cache", "--model", "cochleagram", "--corpus", "SYNTH", "--hooks", HOOKS[1], "--out", "OUT"],
      "rerun the same command to resume"),
     (["sae", "train", "--cache", "CACHE", *TRAIN, "--out", "OUT"], "rerun the same command with --resume"),
-    (["sae", "eval", "--sae", "SAE", "--cache", "CACHE", "--out", "OUT", "--quiet"], "written whole or not at all"),
+    pytest.param(["sae", "eval", "--sae", "SAE", "--cache", "CACHE", "--out", "OUT", "--quiet", "--max-frames", "300",
+                  "--erasure-probe", "fixed"], "written whole or not at all", marks=pytest.mark.slow),
 ])
 def test_ctrl_c_is_one_line_and_exit_130(capsys, tmp_path, synth, fresh, monkeypatch, argv, hint):
     import importlib

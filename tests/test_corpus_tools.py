@@ -28,6 +28,9 @@ def test_mix_at_snr_plants_the_snr(snr):
     mixed = mix_at_snr(speech, noise, snr)
     assert snr_db(speech, mixed - speech) == pytest.approx(snr, abs=1e-3)
     assert np.array_equal(mix_at_snr(speech, np.zeros(10), snr), speech)  # silent background: unchanged
+    offset = mix_at_snr(speech, noise + 0.35, snr)  # a DC offset (as in a real whale recording) is not noise
+    assert snr_db(speech, offset - speech) == pytest.approx(snr, abs=1e-3)
+    assert abs(np.mean(offset - speech)) < 1e-6
 
 
 def test_random_cuts_cover_without_overlap():

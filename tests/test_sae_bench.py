@@ -102,7 +102,7 @@ def test_sparse_probing_k1_finds_the_planted_atom(world):
     sae, X, frames = world
     Z = sae.encode_numpy(X.numpy())
     y = (frames["phones"] == "A").to_numpy().astype(int)
-    res = sparse_probe_task(Z, X.numpy(), y, _speaker_split(frames), ks=(1, 5))
+    res = sparse_probe_task(Z, X.numpy(), y, _speaker_split(frames), ks=(1,), dense=False)
     assert res["features"][1] == [0]
     assert res["sae"][1] > 0.97
     assert res["raw"][1] < res["sae"][1]  # one raw dimension does not hold the atom
@@ -134,3 +134,16 @@ def test_targeted_erasure_removes_only_its_concept(world):
     assert res["drop"]["A"]["A"] > 0.3 and res["drop"]["music"]["music"] > 0.3
     assert abs(res["drop"]["A"]["music"]) < 0.05 and abs(res["drop"]["music"]["A"]) < 0.05
     assert res["tpp"] > 0.3
+
+
+def test_context_and_position_tiers():
+    from sae.bench.labels import neighbour_labels
+
+    frames = pd.DataFrame({"clip_id": ["a"] * 4 + ["b"] * 2, "phones": ["S", "S", "AA", "T", "M", "IY"],
+                           "phones_seg": [0, 0, 1, 2, 0, 1], "start_s": [0, 0.02, 0.04, 2.5, 0, 31.0],
+                           "end_s": [0.02, 0.04, 0.06, 2.52, 0.02, 31.02]})
+    assert neighbour_labels(frames, shift=-1).tolist() == [None, None, "S", "AA", None, "M"]
+    assert neighbour_labels(frames, shift=1).tolist() == ["AA", "AA", "T", None, "IY", None]
+    c = frame_concepts(frames, min_count=1)
+    pos = c.lab[c.tiers.index("position")]
+    assert [c.names[i] for i in pos] == ["position <0.1 s"] * 3 + ["position 2-4 s", "position <0.1 s", "position 1-2 s"]

@@ -47,7 +47,8 @@ def test_bench_cli_two_saes_with_an_ae_pt(cache, tmp_path):
                  "--quiet", "--threads", "1", "--out", str(run)]) == 0
     dl = tmp_path / "dl"
     save_sae(load_sae(run / HOOK), dl, format="dictionary_learning")
-    (dl / "holdout.json").write_text((run / "holdout.json").read_text())
+    for f in ("holdout.json", "train_config.json"):  # same split and training filter: same figures expected
+        (dl / f).write_text((run / f).read_text())
     out = tmp_path / "bench"
     assert main(["sae", "bench", "--sae", str(run), str(dl), "--cache", str(cache.root), "--out", str(out),
                  "--hook", HOOK, "--quiet"]) == 0

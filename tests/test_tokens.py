@@ -145,7 +145,7 @@ def test_units_cache_round_trip_and_analyze(codec, tmp_path):
     use = pd.read_csv(res / "usage.csv")
     assert use["codes_used"].iloc[0] == len(set(ids.tolist()))
     pur = pd.read_csv(res / "purity.csv")
-    assert set(pur["target"]) == {"domain"} and (pur["purity"] == 1.0).all()  # one domain, no speakers
+    assert pur.empty  # one domain and no speakers: nothing to tell apart
     # with the model: units re-encode audio through the random DAC's latent
     res2 = tmp_path / "full"
     analyze_cache(units, res2, source=UnitSource(model, "hook_latent", load_centroids(out)), max_clips=2,
@@ -158,6 +158,7 @@ def test_units_cache_round_trip_and_analyze(codec, tmp_path):
     assert compare([res, res2])["codes_used"].tolist() == [use["codes_used"].iloc[0]] * 2
 
 
+@pytest.mark.slow
 def test_codec_codes_reencode(codec):
     from probes.tokens.sources import ModelSource
 

@@ -2,6 +2,10 @@
 sequence under it, token usage over the corpus, and for one token its average cochleagram patch
 and the clips where it occurs (audio players).
 
+Below them, the analyses of ``workbench tokens analyze`` in ``WORKSPACE/tokens/NAME/`` for any token
+source (codec codes, cochlear tokens, k-means units): usage, purity / mutual information against
+phones, speaker and domain, consistency (DRI) and stability tables, and their plots.
+
 Data: a cache with ``tokens.hook_ids`` (``workbench cache --model auristream-tiny --hooks
 tokens.hook_ids``; AuriStream/WavCoch tokens likewise) and a ``cochleagram.hook_out`` cache of
 the same corpus (``--model cochleagram``), matched frame by frame (both 200 Hz).
@@ -33,17 +37,52 @@ def centre_hz() -> np.ndarray:
 
 def usage(ids: np.ndarray) -> tuple[pd.Series, dict]:
     """Token counts and summary statistics (distinct tokens, entropy in bits, perplexity)."""
+    from probes.tokens.metrics import usage as token_usage
+
     counts = pd.Series(ids).value_counts()
-    p = counts.to_numpy() / max(counts.sum(), 1)
-    h = float(-(p * np.log2(p)).sum()) if len(p) else 0.0
-    return counts, {"frames": int(len(ids)), "distinct tokens": int(len(counts)), "entropy (bits)": round(h, 2),
-                    "perplexity": round(2 ** h, 1)}
+    u = token_usage(np.asarray(ids, dtype=np.int64)).iloc[0]
+    return counts, {"frames": int(len(ids)), "distinct tokens": int(u["codes_used"]),
+                    "entropy (bits)": round(float(u["entropy_bits"]), 2), "perplexity": round(float(u["perplexity"]), 1)}
+
+
+def plural(n: int, word: str) -> str:
+    """``1 frame``, ``2 frames``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+ANALYSIS_TABLES = ("usage", "purity", "consistency", "stability")
+
+
+def analyses(ws: Workspace) -> dict:
+    """``{name: folder}`` of the token analyses in ``WORKSPACE/tokens/`` (folders with a summary.json)."""
+    return {p.name: p for p in ws.folders("tokens")
+            if (p / "summary.json").is_file() and p.resolve().is_relative_to(ws.root.resolve())}
+
+
+def analysis_section(ws: Workspace, query: dict) -> list:
+    runs = list(analyses(ws))
+    if not runs:
+        return [html.H3("Token analyses"), message(
+            f"no token analyses in {ws.root / 'tokens'}: run `workbench tokens analyze --cache CACHE --out "
+            f"{ws.root / 'tokens' / 'NAME'}` (usage, purity, consistency, stability)", "info")]
+    run, note = url_choice(query, "analysis", runs, "token analysis")
+    return [html.H3("Token analyses (workbench tokens analyze)"), html.Div(note),
+            picker("tok-analysis", runs, run, "analysis"), html.Div(id="tok-analysis-info", className="wb-info"),
+            dcc.Graph(id="tok-analysis-graph", config={"displayModeBar": False}), html.Div(id="tok-analysis-tables")]
+
+
+def _table(df: pd.DataFrame, id_: str):
+    from dash import dash_table
+
+    df = df.round(4)
+    return dash_table.DataTable(data=df.to_dict("records"), columns=[{"name": c, "id": c} for c in df.columns],
+                                sort_action="native", page_size=12, style_cell={"fontSize": 12}, id=id_)
 
 
 def layout(ws: Workspace, query: dict) -> html.Div:
     sources = ws.token_sources()
     if not sources:
-        return html.Div([html.H2(TITLE), message(
+        return html.Div([html.H2(TITLE), *analysis_section(ws, query), message(
             f"no cache with cochlear tokens in {ws.root / 'caches'}: run `workbench cache --model auristream-tiny "
             "--hooks tokens.hook_ids ...` (and `--model cochleagram --hooks cochleagram.hook_out` for the "
             "cochleagram)", "warn")])
@@ -62,11 +101,39 @@ def layout(ws: Workspace, query: dict) -> html.Div:
         html.H3("Chosen token"), html.Div(id="tok-token-status"),
         dcc.Graph(id="tok-patch", config={"displayModeBar": False}),
         html.Div(id="tok-clips", className="wb-examples"),
+        *analysis_section(ws, query),
     ])
 
 
 def register(app, ws: Workspace, jobs) -> None:
     follow_url(app, "tok", cache="tok-source", token="tok-token")
+
+    @app.callback(Output("tok-analysis-info", "children"), Output("tok-analysis-graph", "figure"),
+                  Output("tok-analysis-tables", "children"), Input("tok-analysis", "value"))
+    @guarded(3)
+    def choose_analysis(name):
+        import json
+
+        from probes.tokens.figures import figure
+
+        found = analyses(ws)
+        if name not in found:
+            return message(f"no token analysis {str(name)[:80]!r}", "error"), figures.empty_figure(""), []
+        d = found[name]
+        summary = json.loads((d / "summary.json").read_text())
+        read = {t: pd.read_csv(d / f"{t}.csv") for t in (*ANALYSIS_TABLES, "rank_frequency") if (d / f"{t}.csv").is_file()}
+        fig = figure(read.get("rank_frequency", pd.DataFrame(columns=["codebook", "rank", "share"])),
+                     read.get("purity", pd.DataFrame()), read.get("stability"), f"{summary['source']} · {summary['hook']}")
+        info = (f"{summary['source']} · {summary['hook']} · {plural(summary['frames'], 'frame')} · "
+                f"{plural(summary['codebooks'], 'codebook')} · {summary['frame_rate']:g} frames/s")
+        tables = []
+        for t in ANALYSIS_TABLES:
+            if t in read:
+                tables += [html.H4(f"{t}.csv"), _table(read[t], f"tok-table-{t}")]
+            else:
+                tables.append(html.Div(f"{t}.csv: not computed (run without --no-model)", className="wb-caption"))
+        return info, fig, tables
+
     @app.callback(Output("tok-status", "children"), Output("tok-clip", "options"), Output("tok-clip", "value"),
                   Output("tok-token", "options"), Output("tok-token", "value"), Output("tok-stats", "children"),
                   Output("tok-usage", "figure"), Output("tok-url-note", "children", allow_duplicate=True),
@@ -76,7 +143,7 @@ def register(app, ws: Workspace, jobs) -> None:
         src = ws.token_source(name)
         counts, stats = usage(ws.token_ids(src))
         clips = src["tokens"].clip_ids
-        opts = [{"label": f"token {t} ({n} frames)", "value": int(t)} for t, n in counts.items()]
+        opts = [{"label": f"token {t} ({plural(int(n), 'frame')})", "value": int(t)} for t, n in counts.items()]
         note = "" if src["cochleagram"] is not None else message(
             "no cochleagram cache of this corpus: only token sequences are shown", "warn")
         value, bad = (opts[0]["value"] if opts else None), ""
@@ -105,8 +172,14 @@ def register(app, ws: Workspace, jobs) -> None:
         else:
             coch = ws.cochleagram_rows(src, clip_id, frames["frame"].to_numpy())
         cf = centre_hz() if coch.shape[1] == len(centre_hz()) else None
-        return "", figures.cochleagram_tokens_figure(t, coch, ids, cf, f"{clip_id}: cochleagram and tokens",
-                                                     highlight=token)
+        fig = figures.cochleagram_tokens_figure(t, coch, ids, cf, f"{clip_id}: cochleagram and tokens",
+                                                highlight=token)
+        # colour keys: level of the cochleagram (top) and token id of the strip (bottom)
+        fig.data[0].update(showscale=True, colorbar={"title": {"text": "level"}, "len": 0.7, "y": 0.62})
+        fig.data[1].update(showscale=True, colorbar={"title": {"text": "token id"}, "len": 0.25, "y": 0.1})
+        if token is not None:
+            fig.update_layout(showlegend=True, legend={"orientation": "h", "y": -0.25})
+        return "", fig
 
     @app.callback(Output("tok-token-status", "children"), Output("tok-patch", "figure"),
                   Output("tok-clips", "children"), Input("tok-token", "value"), State("tok-source", "value"),
@@ -137,9 +210,9 @@ def register(app, ws: Workspace, jobs) -> None:
         cards = []
         for cid, r in occ.sort_values("n", ascending=False).head(N_CLIPS).iterrows():
             url = ws.clip_url(corpus, by_id[cid], max(r["start_s"] - 0.3, 0), r["end_s"] + 0.3) if cid in by_id else None
-            cards.append(html.Div([html.Div(f"{cid}: {int(r['n'])} frames, first at {r['start_s']:.2f} s",
+            cards.append(html.Div([html.Div(f"{cid}: {plural(int(r['n']), 'frame')}, first at {r['start_s']:.2f} s",
                                             className="wb-caption"),
                                    html.Audio(src=url, controls=True, preload="none", className="wb-audio") if url
                                    else message("audio outside the workspace: not served", "warn")],
                                   className="wb-example"))
-        return f"token {token}: {len(hits)} frames in {len(occ)} clips", fig, cards
+        return f"token {token}: {plural(len(hits), 'frame')} in {plural(len(occ), 'clip')}", fig, cards

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["TARGETS", "analyze_cache", "integer_hook", "purity_table", "token_cochleagrams"]
 
 TARGETS = ("phones", "speaker", "domain")
+PURITY_COLUMNS = ["codebook", "target", "frames", "classes", "purity", "purity_chance", "majority", "mi_bits",
+                  "mi_chance_bits", "label_entropy_bits", "mi_norm"]
 
 
 def integer_hook(cache, hook: str | None) -> str:
@@ -70,11 +72,11 @@ def purity_table(cache, hook: str, ids: np.ndarray, targets=TARGETS, seed: int =
             continue
         for k in range(ids.shape[1]):
             r = metrics.purity_mi(ids[:, k], labels, seed=seed)
-            if r["frames"] == 0:
-                logger.info("%s: no frame has a %r label; skipped", cache.root, target)
+            if r["classes"] < 2:
+                logger.info("%s: fewer than 2 %r labels on its frames; skipped", cache.root, target)
                 break
             rows.append({"codebook": k, "target": target, **r})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=PURITY_COLUMNS)
 
 
 def _clip_audio(cache, corpus, sample_rate: int, max_clips: int, seed: int) -> list[np.ndarray]:

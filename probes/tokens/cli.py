@@ -34,6 +34,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--no-cochleagram", action="store_true", help="skip each token's mean cochleagram")
     a.add_argument("--device", default="cpu")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--allow-incomplete", action="store_true", help="use a cache whose build did not finish")
     a.set_defaults(func=run_analyze)
     u = sub.add_parser("units", help="k-means units of a cached float hook, written as a token cache",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -43,6 +44,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     u.add_argument("--max-frames", type=positive_int, default=200_000, help="frames sampled for fitting")
     u.add_argument("--seed", type=int, default=0)
     u.add_argument("--out", required=True, help="new token cache directory (workspace: caches/NAME)")
+    u.add_argument("--allow-incomplete", action="store_true", help="use a cache whose build did not finish")
     u.set_defaults(func=run_units)
     c = sub.add_parser("compare", help="one table across `tokens analyze` outputs")
     c.add_argument("dirs", nargs="+", help="output directories of `tokens analyze`")
@@ -53,9 +55,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run_analyze(args) -> int:
     from probes.tokens.analyze import analyze_cache, integer_hook
-    from workbench.cache import ActivationCache
+    from workbench.cache.inputs import open_complete
 
-    cache = ActivationCache.open(args.cache)
+    cache = open_complete(args.cache, args.allow_incomplete)  # an unfinished cache only when asked
     integer_hook(cache, args.hook)  # a float or unknown hook fails before any work
     corpus = None
     if args.corpus:
@@ -81,10 +83,10 @@ def run_analyze(args) -> int:
 
 def run_units(args) -> int:
     from probes.tokens.units import fit_units, write_token_cache
-    from workbench.cache import ActivationCache
+    from workbench.cache.inputs import open_complete
 
     check_out_dir(args.out, resume_flag=None)
-    cache = ActivationCache.open(args.cache)
+    cache = open_complete(args.cache, args.allow_incomplete)  # an unfinished cache only when asked
     cache.hook_dtype(args.hook)  # KeyError naming the cached hooks
     ids, cents, info = fit_units(cache, args.hook, k=args.k, max_frames=args.max_frames, seed=args.seed, verbose=False)
     out = write_token_cache(cache, args.hook, ids, args.out, centroids=cents, units=info)

@@ -117,7 +117,9 @@ def write_token_cache(src, hook: str, ids: np.ndarray, out: str | os.PathLike, c
     if centroids is not None:
         with atomic_path(out / CENTROIDS) as tmp, open(tmp, "wb") as f:
             np.save(f, np.asarray(centroids, np.float32))
-    rel = lambda p: str(p.relative_to(out))
+    def rel(p: Path) -> str:
+        return str(p.relative_to(out))
+
     final = {"clips": list(final_src["clips"]), "clip_rows": {group: list(final_src["clip_rows"][group])},
              "hooks": {name: {"file": rel(acts), "rows": len(ids), "d_model": int(ids.shape[1]),
                               **file_record(acts)}},

@@ -124,7 +124,8 @@ def rule_text(c: Concepts, base_tier: int, sel_col: np.ndarray, cond: int) -> st
     if base_tier < 0:
         return ""
     labels = [c.names[i] for i in np.flatnonzero(sel_col)]
-    prefix = labels[0].split(" ")[0] + " " if c.tiers[base_tier] in ("phone", "word", "speaker") else ""
+    tier = c.tiers[base_tier]
+    prefix = tier + " " if all(lab.startswith(tier + " ") for lab in labels) and tier not in ("domain", "voicing") else ""
     text = prefix + " or ".join(lab[len(prefix):] for lab in labels)
     return text + (f"; {c.names[cond]}" if cond >= 0 else "")
 

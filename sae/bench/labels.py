@@ -80,11 +80,34 @@ def _add_tier(tiers, names, tier_of, labs, tier: str, values: np.ndarray, min_co
     labs.append(np.array([index.get(str(v), -1) if o else -1 for v, o in zip(values, ok)], dtype=np.int32))
 
 
+#: position of the frame centre within its model window (Whisper: 30 s), in seconds: bin edges and labels
+POSITION_BINS = ([-np.inf, 0.1, 0.3, 0.6, 1, 2, 4, 8, np.inf],
+                 ["<0.1 s", "0.1-0.3 s", "0.3-0.6 s", "0.6-1 s", "1-2 s", "2-4 s", "4-8 s", ">8 s"])
+
+
+def neighbour_labels(frames: pd.DataFrame, tier: str = "phones", shift: int = -1) -> np.ndarray:
+    """Per frame, the label of the segment ``shift`` segments away in the same clip (``-1``: the
+    previous phone), from the frame table's ``<tier>_seg`` column; None where there is none."""
+    out = np.full(len(frames), None, dtype=object)
+    seg_col = f"{tier}_seg"
+    if tier not in frames or seg_col not in frames:
+        return out
+    seg_all = frames[seg_col].to_numpy()
+    lab_all = frames[tier].to_numpy(dtype=object)
+    for idx in frames.groupby("clip_id", sort=False).indices.values():
+        seg, lab = seg_all[idx], lab_all[idx]
+        by_seg = {int(a): b for a, b in zip(seg, lab) if a >= 0}
+        out[idx] = [by_seg.get(int(a) + shift) if a >= 0 else None for a in seg]
+    return out
+
+
 def frame_concepts(frames: pd.DataFrame, descriptors: pd.DataFrame | None = None, min_count: int = 20,
-                   voiced_above: float = 0.5) -> Concepts:
+                   voiced_above: float = 0.5, window_s: float | None = 30.0) -> Concepts:
     """Concepts of the frames in ``frames`` (a cache frame table: ``phones``, ``words``, ``speaker``,
-    ``domain`` where present) and, when given, of ``descriptors`` (:func:`workbench.acoustics.corpus_descriptors`,
-    same rows). Labels seen on fewer than ``min_count`` frames are dropped (no rule can be judged on them)."""
+    ``domain`` where present; the previous / next phone from ``phones_seg``; the position of the
+    frame centre in its ``window_s`` model window, Whisper's features encode it) and, when given, of
+    ``descriptors`` (:func:`workbench.acoustics.corpus_descriptors`, same rows). Labels seen on fewer
+    than ``min_count`` frames are dropped (no rule can be judged on them)."""
     frames = frames.reset_index(drop=True)
     tiers: list[str] = []
     names: list[str] = []
@@ -93,6 +116,14 @@ def frame_concepts(frames: pd.DataFrame, descriptors: pd.DataFrame | None = None
     for col, tier in TIER_COLUMNS.items():
         if col in frames:
             _add_tier(tiers, names, tier_of, labs, tier or col, frames[col].to_numpy(dtype=object), min_count, tier)
+    if "phones_seg" in frames:
+        for shift, tier in ((-1, "after phone"), (1, "before phone")):
+            _add_tier(tiers, names, tier_of, labs, tier, neighbour_labels(frames, "phones", shift), min_count, tier)
+    if window_s and {"start_s", "end_s"} <= set(frames.columns):
+        centre = 0.5 * (frames["start_s"].to_numpy(float) + frames["end_s"].to_numpy(float))
+        edges, words = POSITION_BINS
+        b = np.digitize(np.mod(np.maximum(centre, 0.0), window_s), edges[1:-1])
+        _add_tier(tiers, names, tier_of, labs, "position", np.array(words, dtype=object)[b], min_count, "position")
     if descriptors is not None:
         d = descriptors.reset_index(drop=True)
         if len(d) != len(frames):

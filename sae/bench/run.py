@@ -69,6 +69,7 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
         now = time.perf_counter()
         if family in families:
             row[f"seconds_{family}"] = now - last[0]
+            log.info("%s: %s %.1f s", dest or "", family, now - last[0])
         last[0] = now
 
     if "core" in families:
@@ -175,14 +176,18 @@ def run_bench(sae_args, cache, model, out: str | os.PathLike, hook: str | None =
         frames = cache.frames(h).iloc[sel_rows].reset_index(drop=True)
         key = (h, tuple(sel_rows[:50]), len(sel_rows))
         t_desc = time.perf_counter()
-        if key not in descriptor_memo:
+        if key not in descriptor_memo and (families is None or "explain" in families):
             descriptor_memo[key] = corpus_descriptors(frames, cache.corpus, progress=verbose)
         t_desc = time.perf_counter() - t_desc
         sub = (Path(name.split("/")[0]) if several else Path()) / h
         trained = recorded_filter(path if path.is_dir() else path.parent, h)
-        row, nested = bench_one(sae, cache, h, sel_rows, frames, X, descriptor_memo[key], model, sel["clips"],
-                                splice_clips, seed, families, out / sub, verbose, clean_memo,
-                                norm_limit=trained["norm_limit"] if trained else None)
+        limit = None
+        if trained:  # a limit not recorded (older cache runs): the ratio x the median norm of these frames
+            from sae.massive import split_massive
+
+            limit = trained.get("norm_limit") or split_massive(X, None, trained.get("max_norm_ratio", 10.0))[1]
+        row, nested = bench_one(sae, cache, h, sel_rows, frames, X, descriptor_memo.get(key), model, sel["clips"],
+                                splice_clips, seed, families, out / sub, verbose, clean_memo, norm_limit=limit)
         row = {"name": name, "path": str(path), "format": sae.format, "in_sample": sel["in_sample"], **row,
                "explanations": str(out / sub / "explanations.csv") if (out / sub / "explanations.csv").is_file() else ""}
         row["seconds_descriptors"] = t_desc

@@ -44,6 +44,7 @@ def register(subparsers) -> None:
 
     f = sub.add_parser("fit", help="select features on a cache, sweep N and strength on dev clips, save STEER_DIR")
     f.add_argument("--cache", required=True, help="activation cache of the fit split")
+    f.add_argument("--allow-incomplete", action="store_true", help="use a --cache whose build did not finish")
     f.add_argument("--sae", default=None, help="SAE directory (method sae)")
     f.add_argument("--concept", default="nonspeech", help="nonspeech | domain=NAME | TIER=LABEL")
     f.add_argument("--corpus", required=True, help="corpus whose clips outside the fit split form the dev split")
@@ -101,7 +102,10 @@ def run_prepare(args) -> int:
 def run_fit(args) -> int:
     from sae.steer.fit import DEFAULT_SELECTOR, fit
 
-    steering = fit(args.cache, sae=args.sae, concept=args.concept, corpus=args.corpus, model=args.model, out=args.out,
+    from workbench.cache.inputs import open_complete
+
+    cache = open_complete(args.cache, args.allow_incomplete)  # an unfinished cache only when asked
+    steering = fit(cache, sae=args.sae, concept=args.concept, corpus=args.corpus, model=args.model, out=args.out,
                    method=args.method, edit=args.edit, gate=args.gate, hook=args.hook, n_features=args.n_features,
                    strengths=args.strengths, max_wer_increase=args.max_wer_increase, max_frames=args.max_frames,
                    n_permutations=args.permutations, max_dev_clips=args.max_dev_clips, seed=args.seed,

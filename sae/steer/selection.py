@@ -201,7 +201,7 @@ def select_by_attribution(A: np.ndarray, y: np.ndarray, groups: np.ndarray, n_pe
     diff = A[y].mean(0) - A[~y].mean(0)
     scores = pd.DataFrame({"attribution": diff, "attribution_concept": A[y].mean(0),
                            "attribution_rest": A[~y].mean(0), "effect_size": d,
-                           "p_perm": (1 + (maxima[None, :] >= d[:, None]).sum(1)) / (1 + len(maxima))})
+                           "p_perm": permutation_p(d, maxima[None, :], axis=1)})
     scores.index.name = "feature"
     ok = scores[(scores.effect_size > bar) & (scores.attribution > 0)]
     chosen = ok.sort_values("attribution", ascending=False, kind="stable").index.tolist()

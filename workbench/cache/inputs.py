@@ -97,3 +97,19 @@ def require_complete(cache, allow_incomplete: bool = False, flag: str = "--allow
         raise IncompleteCacheError(f"{what}; pass {flag} to use it anyway (recorded in the outputs)")
     logging.getLogger("workbench").warning("%s; used anyway (%s), as recorded in the outputs", what, flag)
     return record
+
+
+def add_allow_incomplete(parser, where: str = "the outputs") -> None:
+    """Add ``--allow-incomplete`` to a sub-command's parser (one wording everywhere)."""
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help=f"use a cache whose build did not finish (recorded in {where})")
+
+
+def open_complete(root: str | os.PathLike, allow_incomplete: bool = False):
+    """``ActivationCache.open(root)``, refusing an incomplete cache unless ``allow_incomplete``
+    (:func:`require_complete`; the record is in ``cache.completeness``)."""
+    from workbench.cache import ActivationCache
+
+    cache = ActivationCache.open(root)
+    cache.completeness = require_complete(cache, allow_incomplete)
+    return cache

@@ -64,12 +64,12 @@ def si_snr(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 
 def mix_at_snr(signal: np.ndarray, background: np.ndarray, snr: float) -> np.ndarray:
-    """``signal`` plus ``background`` (tiled or cut to its length) scaled to ``snr`` dB.
-
-    A silent signal or background comes back unchanged (no SNR is defined).
+    """``signal`` plus ``background`` (tiled or cut to its length, its DC offset removed) scaled to
+    ``snr`` dB. A silent signal or background comes back unchanged (no SNR is defined).
     """
     reps = int(np.ceil(len(signal) / max(len(background), 1)))
     bg = np.tile(background, reps)[: len(signal)].astype(np.float64)
+    bg -= bg.mean()  # a DC offset is no audible noise (a whale recording here sits at +0.35): SNR of what is heard
     p_sig, p_bg = float(np.mean(np.square(signal, dtype=np.float64))), float(np.mean(bg ** 2))
     if p_sig == 0 or p_bg == 0:
         return np.asarray(signal, dtype=np.float32)

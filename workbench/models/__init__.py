@@ -8,7 +8,9 @@
   ``facebook/encodec_24khz``, ``descript/dac_16khz``, ``kyutai/mimi``,
   ``TuKoResearch/AuriStream100M_40Pred_BigAudioDataset_500k``): the family is read from a
   local ``config.json``'s ``model_type`` or guessed from the name;
-- ``cochleagram``: the cochleagram front end itself, as a model with one hook point.
+- ``cochleagram``: the cochleagram front end itself, as a model with one hook point;
+- ESPnet OWSM / POWSM (``espnet/powsm``, ``espnet/owsm_v3.1_ebf``, a local ``config.yaml`` + ``*.pth``
+  directory, or ``espnet-random`` offline): the optional ``espnet`` extra.
 
 Example
 -------
@@ -34,6 +36,7 @@ FAMILIES = {
     "codec": "workbench.models.codec",
     "auristream": "workbench.models.auristream",
     "cochleagram": "workbench.models.cochleagram",
+    "espnet": "workbench.models.espnet",
     "nsnet2": "workbench.models.nsnet2",
     "enhancer": "workbench.models.enhancers",
 }
@@ -57,6 +60,9 @@ _NAME_HINTS = [
     ("auristream", "auristream"),
     ("wavcoch", "auristream"),
     ("cochleagram", "cochleagram"),
+    ("espnet", "espnet"),
+    ("owsm", "espnet"),
+    ("powsm", "espnet"),
     ("nsnet2", "nsnet2"),
     ("gtcrn", "enhancer"),
     ("deepfilternet", "enhancer"),
@@ -67,6 +73,8 @@ _NAME_HINTS = [
 def family_of(spec: str) -> str:
     """Model family of ``spec`` (local dir's config.json first, then the name)."""
     cfg = Path(spec) / "config.json"
+    if (Path(spec) / "config.yaml").is_file() and not cfg.is_file():
+        return "espnet"  # ESPnet model directories: config.yaml + *.pth
     if cfg.is_file():
         doc = read_json(cfg)  # a broken file: one error naming it
         model_type = str(doc.get("model_type", "") if isinstance(doc, dict) else "").lower()

@@ -32,7 +32,8 @@ Specs for :func:`load`:
   (64 codes, k-means on seeded synthetic audio) + a random-init
   :class:`~workbench.models.cochlear_tokens.TinyCochlearGPT` (2 layers, width 64). Options as a
   query string: ``auristream-tiny?n_codes=256&n_layer=4&n_embd=128&n_head=4&seed=1&max_tokens=4096``,
-  ``codebook=DIR`` (a saved codebook), ``lm=DIR`` (a saved tiny GPT).
+  ``codebook=DIR`` (a saved codebook), ``codebook=speech-8192`` (the WavCoch-sized 8192-code LFQ
+  codebook of :mod:`workbench.models.cochlear_lfq`, trained once offline and cached), ``lm=DIR`` (a saved tiny GPT).
 - a local directory holding a saved ``TinyCochlearGPT`` (``config.json`` with ``model_type``
   ``tiny_cochlear_gpt``) and optionally its codebook (``codebook.json``).
 - hub ids (need network and transformers<5, see below):
@@ -370,7 +371,11 @@ def _tiny(opts: dict[str, str], spec: str, device: str, dtype, local: Path | Non
 
     seed = int(opts.get("seed", 0))
     cb_dir = opts.get("codebook") or (str(local) if local and (local / "codebook.json").is_file() else None)
-    if cb_dir:
+    if cb_dir == "speech-8192":  # the WavCoch-sized LFQ codebook, trained once offline and cached
+        from workbench.models.cochlear_lfq import speech_codebook
+
+        codebook = speech_codebook()
+    elif cb_dir:
         codebook = CochlearCodebook.load(cb_dir)
     else:
         codebook = CochlearCodebook(n_codes=int(opts.get("n_codes", 64)), seed=seed, n_init=1, max_iter=20)

@@ -103,11 +103,12 @@ class CochlearCodebook:
 
     def __init__(self, n_codes: int = 1024, seed: int = 0, max_frames: int = 200_000, batch_size: int = 4096,
                  n_init: int = 3, max_iter: int = 100, cochleagram: CochleagramConfig | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, init: str = "k-means++") -> None:
         if not 2 <= int(n_codes) <= MAX_CODES:
             raise ValueError(f"n_codes must be in [2, {MAX_CODES}], got {n_codes}")
         self.n_codes, self.seed, self.max_frames = int(n_codes), int(seed), int(max_frames)
         self.batch_size, self.n_init, self.max_iter, self.verbose = batch_size, n_init, max_iter, verbose
+        self.init = init  # "random" (frames drawn as centres) keeps 8192-code fits fast; k-means++ is O(k^2)
         self.cochleagram = Cochleagram(cochleagram)
         self.centroids_: torch.Tensor | None = None
         self.sample_rate = self.cochleagram.config.sample_rate
@@ -139,7 +140,7 @@ class CochlearCodebook:
             rows = np.random.default_rng(self.seed).choice(len(frames), self.max_frames, replace=False)
             frames = frames[np.sort(rows)]
         km = MiniBatchKMeans(n_clusters=self.n_codes, random_state=self.seed, batch_size=self.batch_size,
-                             n_init=self.n_init, max_iter=self.max_iter, verbose=int(self.verbose))
+                             n_init=self.n_init, max_iter=self.max_iter, verbose=int(self.verbose), init=self.init)
         # small fits run single-threaded: thread start-up and oversubscription dominate them
         small = len(frames) * self.n_codes < 50_000_000
         with threadpool_limits(1) if small else contextlib.nullcontext():
@@ -208,6 +209,10 @@ class CochlearCodebook:
             if not (d / name).is_file():
                 raise FileNotFoundError(f"{d / name}: not a saved CochlearCodebook (missing {name})")
         meta = json.loads((d / "codebook.json").read_text())
+        if meta.get("method") == "lfq" and cls is CochlearCodebook:
+            from workbench.models.cochlear_lfq import LFQCodebook  # the WavCoch-sized LFQ codebook
+
+            return LFQCodebook.load(d)
         cb = cls(n_codes=meta["n_codes"], seed=meta["seed"], max_frames=meta.get("max_frames", 200_000),
                  cochleagram=CochleagramConfig(**meta["cochleagram"]))
         cb.centroids_ = load_file(str(d / "codebook.safetensors"))["centroids"]
