@@ -51,6 +51,10 @@ class FakeCache:
         }
         self.hooks = list(self._acts)
         self.root = "fake"
+        self.clip_ids = sorted(self._frames["clip_id"].unique())
+        # what the CLI records about a cache (workbench.cache.inputs): a finished build of 16 clips
+        self.meta = {"complete": True, "corpus": {"fingerprint": "fake", "clips": 16}, "model": {"spec": "fake"},
+                     "hooks": self.hooks, "dtype": "float32"}
 
     def frames(self, hook=None):
         return self._frames.copy()
@@ -61,8 +65,13 @@ class FakeCache:
 
 
 @pytest.fixture(scope="module")
-def cache():
-    return FakeCache()
+def cache(tmp_path_factory):
+    fake = FakeCache()
+    root = tmp_path_factory.mktemp("fake_cache")  # the files the CLI's completeness and fingerprint checks read
+    (root / "cache.json").write_text('{"complete": true}')
+    (root / "index.json").write_text('{"final": {}}')
+    fake.root = root
+    return fake
 
 
 @pytest.fixture(scope="module")
