@@ -24,6 +24,7 @@ from probes.report import confusion_figure, layer_figure, short_hook
 
 __all__ = ["histogram_figure", "activation_figure", "features_over_time_figure", "cochleagram_tokens_figure",
            "token_usage_figure", "token_patch_figure", "probe_layers_figure", "probe_confusion_figure",
+           "condition_layers_figure",
            "eeg_layers_figure", "eeg_channels_figure", "trf_figure", "pareto_figure", "empty_figure"]
 
 TEMPLATE = "plotly_white"
@@ -200,6 +201,27 @@ def probe_layers_figure(summary: pd.DataFrame, highlight: str | None = None, tit
 def probe_confusion_figure(conf: pd.DataFrame, title: str = "") -> go.Figure:
     """Row-normalised confusion matrix (:func:`probes.report.confusion_figure`) of a true x predicted table."""
     return confusion_figure(conf.to_numpy(), [str(c) for c in conf.index], title)
+
+
+def condition_layers_figure(table: pd.DataFrame, title: str = "", yaxis: str = "",
+                            baseline: pd.Series | None = None, baseline_name: str = "majority") -> go.Figure:
+    """One line per condition across layers: ``table`` is ``hook x condition`` (layer order) as
+    :func:`apps.data_conditions.layer_table` gives it; ``baseline`` (per hook) is drawn dotted grey.
+    Clean-referenced conditions (CKA) have no ``clean`` column; enhanced ones (``COND+ENH``) are dashed."""
+    if table.empty:
+        return empty_figure(f"{title}: no rows in this run")
+    x = [short_hook(str(h)) for h in table.index]
+    fig = go.Figure()
+    for cond in table.columns:
+        dash = "dash" if "+" in str(cond) else "solid"
+        fig.add_trace(go.Scatter(x=x, y=table[cond].to_numpy(dtype=float), mode="lines+markers", name=str(cond),
+                                 line={"dash": dash, "width": 3 if cond == "clean" else 2}))
+    if baseline is not None and len(baseline):
+        fig.add_trace(go.Scatter(x=x, y=baseline.reindex(table.index).to_numpy(dtype=float), mode="lines",
+                                 name=baseline_name, line={"dash": "dot", "color": "#999"}))
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title=yaxis, template=TEMPLATE, height=380,
+                      legend={"orientation": "h", "y": -0.25}, margin={"t": 50, "b": 10})
+    return fig
 
 
 def eeg_layers_figure(layers: pd.DataFrame, baselines: Mapping[str, float] | None = None,
