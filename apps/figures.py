@@ -207,15 +207,25 @@ def condition_layers_figure(table: pd.DataFrame, title: str = "", yaxis: str = "
                             baseline: pd.Series | None = None, baseline_name: str = "majority") -> go.Figure:
     """One line per condition across layers: ``table`` is ``hook x condition`` (layer order) as
     :func:`apps.data_conditions.layer_table` gives it; ``baseline`` (per hook) is drawn dotted grey.
-    Clean-referenced conditions (CKA) have no ``clean`` column; enhanced ones (``COND+ENH``) are dashed."""
+    Clean-referenced conditions (CKA) have no ``clean`` column; an enhanced one (``COND+ENH``) has its noisy
+    condition's colour and its enhancer's dash pattern."""
     if table.empty:
         return empty_figure(f"{title}: no rows in this run")
     x = [short_hook(str(h)) for h in table.index]
+    # a noisy condition and its enhanced versions share a colour (the same in every figure of a run);
+    # each enhancer has its own dash pattern; clean is a thick dark line
+    conds = [str(c) for c in table.columns]
+    bases = sorted({c.split("+", 1)[0] for c in conds if c != "clean"})
+    enhancers = sorted({c.split("+", 1)[1] for c in conds if "+" in c})
+    palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    dashes = ["dash", "dot", "dashdot", "longdash"]
     fig = go.Figure()
-    for cond in table.columns:
-        dash = "dash" if "+" in str(cond) else "solid"
-        fig.add_trace(go.Scatter(x=x, y=table[cond].to_numpy(dtype=float), mode="lines+markers", name=str(cond),
-                                 line={"dash": dash, "width": 3 if cond == "clean" else 2}))
+    for cond, col in zip(conds, table.columns):
+        base, _, enh = cond.partition("+")
+        line = {"color": "#222", "width": 3} if cond == "clean" else {
+            "color": palette[bases.index(base) % len(palette)], "width": 2,
+            "dash": dashes[enhancers.index(enh) % len(dashes)] if enh else "solid"}
+        fig.add_trace(go.Scatter(x=x, y=table[col].to_numpy(dtype=float), mode="lines+markers", name=cond, line=line))
     if baseline is not None and len(baseline):
         fig.add_trace(go.Scatter(x=x, y=baseline.reindex(table.index).to_numpy(dtype=float), mode="lines",
                                  name=baseline_name, line={"dash": "dot", "color": "#999"}))

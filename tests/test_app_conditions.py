@@ -98,6 +98,9 @@ def test_curves_have_one_line_per_condition_in_layer_order(ws):
         want = sim[sim.condition == t.name].set_index("hook").loc[COND_HOOKS, "cka_no_massive"].to_numpy()
         assert np.allclose(t.y, want) and list(t.x) == [h.replace("encoder.", "").replace("hook_", "") for h in COND_HOOKS]
         assert (t.line.dash == "dash") == ("+" in t.name)
+    colour = {t.name: t.line.color for t in cka.data}
+    assert colour["noise_0db"] == colour["noise_0db+nsnet2"] != colour["noise_5db"]
+    assert {t.name: t.line.color for t in rob.data if t.name in colour} == colour  # same colours in both figures
     _, cka_all, _, _ = curves(w, "fixture", "cka")  # the all-frames CKA is one click away
     assert not np.allclose(cka_all.data[0].y, cka.data[0].y)
     names = [t.name for t in rob.data]
