@@ -38,7 +38,9 @@ class ConditionRuns:
         out: dict = {"path": path}
         for t in TABLES:
             f = path / f"{t}.csv"
-            out[t] = self.table(f, f"conditions run {name}") if f.is_file() else None
+            # a run without enhancers writes an empty quality.csv: no table, not an error
+            blank = f.is_file() and not f.read_bytes()[:4096].strip()
+            out[t] = self.table(f, f"conditions run {name}") if f.is_file() and not blank else None
         out["summary"] = self.json(path / "summary.json", f"conditions run {name}") if (path / "summary.json").is_file() else {}
         if out["similarity"] is None and out["robustness"] is None:
             raise PartError(f"conditions run {name}: no similarity.csv or robustness.csv in {path} (not written yet?)")

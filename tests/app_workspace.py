@@ -146,6 +146,7 @@ def write_conditions(ws: Path, name: str = "fixture", utterances: int = 2, snrs=
 
     mix, out = ws / "corpora" / f"{name}-mix", ws / "conditions" / name
     (mix / "audio").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     t = np.arange(8000) / 16000
     clips, said, quality = [], [], []
     for u in range(utterances):

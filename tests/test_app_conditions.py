@@ -78,6 +78,10 @@ def test_the_corpus_is_found_without_summary_and_a_half_written_run_names_its_fo
     (run / "summary.json").write_text(json.dumps(doc))  # an older run: found by its noisy clip ids
     w = Workspace(ws)
     assert w.conditions_corpus("fixture").root.name == "fixture-mix"
+    other = write_conditions(ws, "plain", utterances=1, snrs=(10,), enhancers=())
+    (other / "quality.csv").write_text("\n")  # what a run without enhancers writes
+    assert [v["role"] for v in w.condition_versions("plain", "utt0")] == ["clean", "noisy"]
+    assert w.conditions_run("plain")["quality"] is None
     (ws / "conditions" / "empty").mkdir()
     with pytest.raises(PartError, match="no similarity.csv or robustness.csv in .*empty"):
         w.conditions_run("empty")
