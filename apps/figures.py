@@ -203,6 +203,14 @@ def probe_confusion_figure(conf: pd.DataFrame, title: str = "") -> go.Figure:
     return confusion_figure(conf.to_numpy(), [str(c) for c in conf.index], title)
 
 
+def _snr_order(condition: str):
+    """Sort key of a condition name: by its SNR (``noise_5db`` before ``noise_10db``), then by name."""
+    import re
+
+    m = re.search(r"(-?\d+(?:\.\d+)?)db", condition)
+    return (0, float(m.group(1)), condition) if m else (1, 0.0, condition)
+
+
 def condition_layers_figure(table: pd.DataFrame, title: str = "", yaxis: str = "",
                             baseline: pd.Series | None = None, baseline_name: str = "majority") -> go.Figure:
     """One line per condition across layers: ``table`` is ``hook x condition`` (layer order) as
@@ -214,18 +222,20 @@ def condition_layers_figure(table: pd.DataFrame, title: str = "", yaxis: str = "
     x = [short_hook(str(h)) for h in table.index]
     # a noisy condition and its enhanced versions share a colour (the same in every figure of a run);
     # each enhancer has its own dash pattern; clean is a thick dark line
-    conds = [str(c) for c in table.columns]
-    bases = sorted({c.split("+", 1)[0] for c in conds if c != "clean"})
+    table = table.copy()
+    table.columns = [str(c) for c in table.columns]
+    conds = sorted(table.columns, key=lambda c: (c != "clean", _snr_order(c.split("+", 1)[0]), c))
+    bases = sorted({c.split("+", 1)[0] for c in conds if c != "clean"}, key=_snr_order)
     enhancers = sorted({c.split("+", 1)[1] for c in conds if "+" in c})
     palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
     dashes = ["dash", "dot", "dashdot", "longdash"]
     fig = go.Figure()
-    for cond, col in zip(conds, table.columns):
+    for cond in conds:
         base, _, enh = cond.partition("+")
         line = {"color": "#222", "width": 3} if cond == "clean" else {
             "color": palette[bases.index(base) % len(palette)], "width": 2,
             "dash": dashes[enhancers.index(enh) % len(dashes)] if enh else "solid"}
-        fig.add_trace(go.Scatter(x=x, y=table[col].to_numpy(dtype=float), mode="lines+markers", name=cond, line=line))
+        fig.add_trace(go.Scatter(x=x, y=table[cond].to_numpy(dtype=float), mode="lines+markers", name=cond, line=line))
     if baseline is not None and len(baseline):
         fig.add_trace(go.Scatter(x=x, y=baseline.reindex(table.index).to_numpy(dtype=float), mode="lines",
                                  name=baseline_name, line={"dash": "dot", "color": "#999"}))

@@ -98,6 +98,7 @@ def test_curves_have_one_line_per_condition_in_layer_order(ws):
     info, cka, rob, links = curves(w, "fixture", "cka_no_massive")
     assert "whisper-tiny.en" in info and "nsnet2 +8.0 dB" in info
     assert sorted(t.name for t in cka.data) == sorted(set(sim.condition))  # clean is the reference, no line
+    assert [t.name for t in cka.data] == ["noise_0db", "noise_0db+nsnet2", "noise_5db", "noise_5db+nsnet2"]
     for t in cka.data:
         want = sim[sim.condition == t.name].set_index("hook").loc[COND_HOOKS, "cka_no_massive"].to_numpy()
         assert np.allclose(t.y, want) and list(t.x) == [h.replace("encoder.", "").replace("hook_", "") for h in COND_HOOKS]
@@ -165,3 +166,14 @@ def test_conditions_pickers_stay_inside_the_workspace(ws, tmp_path, first_input,
     b = json.dumps(_post(app, "cond-clip.value", ["../../outside/conditions/run"], ["fixture"]))
     assert "valid: utt0, utt1" in b and SECRET not in b
     shutil.rmtree(outside)
+
+
+def test_conditions_sort_by_snr_not_by_name():
+    import pandas as pd
+
+    from apps import figures
+
+    table = pd.DataFrame({c: [0.5, 0.4] for c in ["noise_10db", "reverb", "noise_5db+gtcrn", "clean", "noise_5db"]},
+                         index=["encoder.blocks.0.hook_resid_post", "encoder.blocks.1.hook_resid_post"])
+    fig = figures.condition_layers_figure(table, "t", "y")
+    assert [t.name for t in fig.data] == ["clean", "noise_5db", "noise_5db+gtcrn", "noise_10db", "reverb"]

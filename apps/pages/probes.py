@@ -27,9 +27,10 @@ def layout(ws: Workspace, query: dict) -> html.Div:
         html.Div([picker("probe-run", runs, run, "probe run"), picker("probe-layer", [], None, "layer")],
                  className="wb-row"),
         html.Div(id="probe-status"), html.Div(id="probe-info", className="wb-info"),
-        dcc.Graph(id="probe-layers", config={"displayModeBar": False}),
-        html.H3("Folds of the selected layer"), html.Div(id="probe-folds"),
-        dcc.Graph(id="probe-confusion", config={"displayModeBar": False}),
+        html.Div([dcc.Graph(id="probe-layers", config={"displayModeBar": False}),
+                  html.H3("Folds of the selected layer"), html.Div(id="probe-folds"),
+                  dcc.Graph(id="probe-confusion", config={"displayModeBar": False})],
+                 style=None if runs else {"display": "none"}),
         curves_section(ws, query),
     ])
 
