@@ -55,6 +55,19 @@ def one_thread():
 # machine at load average 25-30, about 10x an idle run's wall time; see docs/readme/tests.md). `make test`
 # runs them all. A nodeid key matches that test with every parameter.
 SLOW_HERE = {
+    "tests/test_align.py::test_pocketsphinx_phones_are_folded_and_agree_with_mfa": "46 s wall (final fast run, load 8-29)",
+    "tests/test_bad_inputs_weak.py::test_ctrl_c_is_one_line_and_exit_130": "49 s wall (final fast run, load 8-29)",
+    "tests/test_cache.py::test_layout_and_meta": "12 s wall (final fast run, load 8-29)",
+    "tests/test_cache.py::test_values_equal_run_with_cache": "19 s wall (final fast run, load 8-29)",
+    "tests/test_cli_models.py::test_info_saved_dac_directory": "18 s wall (final fast run, load 8-29)",
+    "tests/test_enhancers.py::test_deepfilternet3_is_delay_compensated_and_has_an_lsnr_hook": "20 s wall (final fast run, load 8-29)",
+    "tests/test_enhancers.py::test_each_enhancer_raises_si_snr_at_a_planted_snr": "15 s wall (final fast run, load 8-29)",
+    "tests/test_frame_centres.py::test_hubert_frame_centre_is_the_middle_of_its_conv_stem": "44 s wall (final fast run, load 8-29)",
+    "tests/test_neuro_banded.py::test_delta_r2_null_layers_add_nothing": "29 s wall (final fast run, load 8-29)",
+    "tests/test_neuro_banded.py::test_delta_r2_planted_layer_has_the_largest_unique_variance": "86 s wall (final fast run, load 8-29)",
+    "tests/test_neuro_fit.py::test_null_recording_finds_nothing": "160 s wall (final fast run, load 8-29)",
+    "tests/test_neuro_fit.py::test_run_folder_has_the_documented_files": "111 s wall (final fast run, load 8-29)",
+    "tests/test_neuro_trf.py::test_planted_layer_projection_ranks_first_with_its_lag": "43 s wall (final fast run, load 8-29)",
     "tests/test_neuro_fit.py::test_planted_envelope_is_found_on_its_channels_at_its_lag": "144 s CPU, 1365 s wall",
     "tests/test_align.py::test_align_corpus_adds_tiers_to_clips_without_them": "2.0 s CPU, 10 s wall",
     "tests/test_align.py::test_align_file_recovers_espeak_word_boundaries": "2.1 s CPU, 9 s wall",
