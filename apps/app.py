@@ -1,4 +1,4 @@
-"""The Dash app over a workspace: a navigation bar, six pages and the safe file route.
+"""The Dash app over a workspace: a navigation bar, seven pages and the safe file route.
 
 Pages live in :mod:`apps.pages` (one module each: ``PATH``, ``TITLE``, ``layout(ws, query)`` and
 ``register(app, ws, jobs)``). A small router renders them by URL path instead of Dash's
@@ -26,12 +26,12 @@ from dash import Input, Output, State, dcc, html
 
 from apps.data import Workspace
 from apps.live import MAX_UPLOAD_BYTES, Jobs
-from apps.pages import eeg, features, home, probes, steering, tokens
+from apps.pages import conditions, eeg, features, home, probes, steering, tokens
 from apps.pages.common import explain
 from apps.server import add_file_route, add_upload_route
 from apps.sessions import Sessions, new_session_id
 
-PAGES = (home, features, tokens, probes, eeg, steering)
+PAGES = (home, features, tokens, probes, conditions, eeg, steering)
 log = logging.getLogger(__name__)
 
 

@@ -1,9 +1,9 @@
 """The app's one view of a workspace: discover its parts and read them through the public types.
 
 A workspace (``../shared/DESIGN.md``) holds ``corpora/``, ``caches/``, ``saes/``, ``probes/``,
-``steering/`` and ``neuro/`` (and optionally ``workspace.json``, which says which command made
-each part). Every reader here raises :class:`PartError` with a message fit for a page when a part
-is missing or half-written; pages show that message instead of a traceback. Files are re-read
+``steering/``, ``neuro/`` and ``conditions/`` (``workbench conditions`` runs; and optionally
+``workspace.json``, which says which command made each part). Every reader here raises
+:class:`PartError` with a message fit for a page when a part is missing or half-written; pages show that message instead of a traceback. Files are re-read
 when they change (results are memoised on path and modification time).
 
 Example
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from apps.data_conditions import ConditionRuns
 from apps.data_features import QUANTILE_SAMPLE, SaeExamples  # noqa: F401  (QUANTILE_SAMPLE: public here too)
 from workbench.atomic import read_json
 from workbench.audio import AUDIO_EXTENSIONS
@@ -32,7 +33,7 @@ from workbench.cache import ActivationCache
 from workbench.corpus import Corpus, load_corpus
 from workbench.features import FeatureDictionary, is_sae_dir
 
-KINDS = ("corpora", "caches", "saes", "probes", "steering", "neuro")
+KINDS = ("corpora", "caches", "saes", "probes", "steering", "neuro", "conditions")
 #: Files the app may serve from inside the workspace (audio players and figure images).
 SERVABLE = tuple(AUDIO_EXTENSIONS) + (".png", ".jpg", ".jpeg", ".svg")
 TOKENS_HOOK, COCHLEAGRAM_HOOK = "tokens.hook_ids", "cochleagram.hook_out"
@@ -109,7 +110,7 @@ def _load_fd(path: Path, mtime: float) -> FeatureDictionary:
     return FeatureDictionary.load(path)
 
 
-class Workspace(SaeExamples):
+class Workspace(SaeExamples, ConditionRuns):
     """Read-only access to the workspace directory ``root`` (see module docstring)."""
 
     def __init__(self, root: str | os.PathLike) -> None:

@@ -24,6 +24,7 @@ from probes.report import confusion_figure, layer_figure, short_hook
 
 __all__ = ["histogram_figure", "activation_figure", "features_over_time_figure", "cochleagram_tokens_figure",
            "token_usage_figure", "token_patch_figure", "probe_layers_figure", "probe_confusion_figure",
+           "condition_layers_figure",
            "eeg_layers_figure", "eeg_channels_figure", "trf_figure", "pareto_figure", "empty_figure"]
 
 TEMPLATE = "plotly_white"
@@ -200,6 +201,47 @@ def probe_layers_figure(summary: pd.DataFrame, highlight: str | None = None, tit
 def probe_confusion_figure(conf: pd.DataFrame, title: str = "") -> go.Figure:
     """Row-normalised confusion matrix (:func:`probes.report.confusion_figure`) of a true x predicted table."""
     return confusion_figure(conf.to_numpy(), [str(c) for c in conf.index], title)
+
+
+def _snr_order(condition: str):
+    """Sort key of a condition name: by its SNR (``noise_5db`` before ``noise_10db``), then by name."""
+    import re
+
+    m = re.search(r"(-?\d+(?:\.\d+)?)db", condition)
+    return (0, float(m.group(1)), condition) if m else (1, 0.0, condition)
+
+
+def condition_layers_figure(table: pd.DataFrame, title: str = "", yaxis: str = "",
+                            baseline: pd.Series | None = None, baseline_name: str = "majority") -> go.Figure:
+    """One line per condition across layers: ``table`` is ``hook x condition`` (layer order) as
+    :func:`apps.data_conditions.layer_table` gives it; ``baseline`` (per hook) is drawn dotted grey.
+    Clean-referenced conditions (CKA) have no ``clean`` column; an enhanced one (``COND+ENH``) has its noisy
+    condition's colour and its enhancer's dash pattern."""
+    if table.empty:
+        return empty_figure(f"{title}: no rows in this run")
+    x = [short_hook(str(h)) for h in table.index]
+    # a noisy condition and its enhanced versions share a colour (the same in every figure of a run);
+    # each enhancer has its own dash pattern; clean is a thick dark line
+    table = table.copy()
+    table.columns = [str(c) for c in table.columns]
+    conds = sorted(table.columns, key=lambda c: (c != "clean", _snr_order(c.split("+", 1)[0]), c))
+    bases = sorted({c.split("+", 1)[0] for c in conds if c != "clean"}, key=_snr_order)
+    enhancers = sorted({c.split("+", 1)[1] for c in conds if "+" in c})
+    palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    dashes = ["dash", "dot", "dashdot", "longdash"]
+    fig = go.Figure()
+    for cond in conds:
+        base, _, enh = cond.partition("+")
+        line = {"color": "#222", "width": 3} if cond == "clean" else {
+            "color": palette[bases.index(base) % len(palette)], "width": 2,
+            "dash": dashes[enhancers.index(enh) % len(dashes)] if enh else "solid"}
+        fig.add_trace(go.Scatter(x=x, y=table[cond].to_numpy(dtype=float), mode="lines+markers", name=cond, line=line))
+    if baseline is not None and len(baseline):
+        fig.add_trace(go.Scatter(x=x, y=baseline.reindex(table.index).to_numpy(dtype=float), mode="lines",
+                                 name=baseline_name, line={"dash": "dot", "color": "#999"}))
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title=yaxis, template=TEMPLATE, height=380,
+                      legend={"orientation": "h", "y": -0.25}, margin={"t": 50, "b": 10})
+    return fig
 
 
 def eeg_layers_figure(layers: pd.DataFrame, baselines: Mapping[str, float] | None = None,

@@ -8,6 +8,7 @@ reads a corpus made by ``workbench corpus mix`` (clean clips plus noisy versions
 - ``quality.csv``: per noisy clip and enhancer, SI-SNR of the noisy and the enhanced signal against the
   clean reference, and the improvement; ``quality_summary.csv``: means per condition and enhancer;
 - ``wer.csv``: the ASR model's WER per condition (clean, each noisy condition, each ``COND+ENHANCER``);
+- ``transcripts.csv``: every transcribed clip's text (``clip, condition, clean_id, text``; the app's clip view);
 - ``hallucination.csv`` (with ``--noise-only CORPUS``): share of noise clips transcribed as words,
   plain and after each enhancer;
 - ``similarity.csv``: linear CKA per layer between clean and each condition (:mod:`probes.conditions`);
@@ -76,18 +77,23 @@ def _quality(corpus: Corpus, enhanced: dict[str, list[Clip]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _wer(model, clips: Sequence[Clip], audio_of) -> pd.DataFrame:
+def _wer(model, clips: Sequence[Clip], audio_of) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """WER per condition and every clip's transcript (``clip, condition, clean_id, text``)."""
     from tqdm.auto import tqdm
 
-    per = {}
+    per, said = {}, []
     for clip in tqdm(clips, desc="transcribe", unit="clip"):
         if not clip.transcript:
             continue
-        e, n = word_errors(clip.transcript, model.transcribe(audio_of(clip)))
+        text = model.transcribe(audio_of(clip))
+        said.append({"clip": clip.id, "condition": clip.extra["condition"], "clean_id": clip.extra.get("clean_id"),
+                     "text": text})
+        e, n = word_errors(clip.transcript, text)
         acc = per.setdefault(clip.extra["condition"], [0, 0, 0])
         acc[0], acc[1], acc[2] = acc[0] + e, acc[1] + n, acc[2] + 1
-    return pd.DataFrame([{"condition": k, "wer": e / max(n, 1), "errors": e, "words": n, "clips": c}
-                         for k, (e, n, c) in sorted(per.items())])
+    wer = pd.DataFrame([{"condition": k, "wer": e / max(n, 1), "errors": e, "words": n, "clips": c}
+                        for k, (e, n, c) in sorted(per.items())])
+    return wer, pd.DataFrame(said, columns=["clip", "condition", "clean_id", "text"])
 
 
 def _phone_labels(model, clips: Sequence[Clip], hook: str, audio_of) -> dict[str, np.ndarray]:
@@ -133,8 +139,9 @@ def evaluate_conditions(corpus: str | os.PathLike | Corpus, model: str, enhancer
         return load_audio(corpus.audio_path(clip), sr=asr.sample_rate)
 
     everything = Corpus(list(corpus) + [c for cs in enhanced.values() for c in cs], root=corpus.root)
-    tables = {"quality": _quality(corpus, enhanced) if enhanced else pd.DataFrame(),
-              "wer": _wer(asr, list(everything), audio_of)}
+    wer, transcripts = _wer(asr, list(everything), audio_of)
+    tables = {"quality": _quality(corpus, enhanced) if enhanced else pd.DataFrame(), "wer": wer,
+              "transcripts": transcripts}
     acts = activations_by_condition(asr, everything, hook_list, audio_of, verbose)
     tables["similarity"] = similarity_by_layer(acts, hook_list)
     labels = _phone_labels(asr, list(corpus), hook_list[0], audio_of)
@@ -152,6 +159,7 @@ def evaluate_conditions(corpus: str | os.PathLike | Corpus, model: str, enhancer
         _figure(tables["similarity"], tables["robustness"], hook_list).write_html(str(out / "conditions.html"))
     write_json(out / "summary.json", {
         "model": model, "enhancers": list(enhanced), "hooks": hook_list, "clips": len(corpus),
+        "corpus": str(Path(corpus.root).resolve()) if corpus.root else None,
         "wer": dict(zip(tables["wer"].condition, tables["wer"].wer.round(4))),
         "si_snr_improvement_db": (tables["quality"].groupby("enhancer").improvement_db.mean().round(2).to_dict()
                                   if len(tables["quality"]) else {})})

@@ -2,7 +2,7 @@
 
 Corpus (``corpus synth --n 6``), a whisper-tiny.en cache of two encoder blocks, an auristream-tiny
 token cache and a cochleagram cache, a tiny SAE (``sae train --tokens 50000``) with ``sae eval``,
-and a probe run: all real CLI runs. The steering and neuro parts are hand-written files in the
+and a probe run: all real CLI runs. The steering, neuro and conditions parts are hand-written files in the
 documented formats (``workbench.steering`` and the neuro summary columns), labelled as fixtures:
 their numbers are not results, they only give the pages something to draw.
 """
@@ -60,6 +60,7 @@ def _build(ws: Path) -> Path:
          "--out", ws / "probes" / "phones")
     write_steering(ws)
     write_neuro(ws)
+    write_conditions(ws)
     (ws / "workspace.json").write_text(json.dumps({"parts": {
         "corpora/synth": {"command": "workbench corpus synth --n 6"},
         "probes/phones": {"command": "workbench probe --target phones --folds 2"}}}))
@@ -129,4 +130,63 @@ def write_neuro(ws: Path, name: str = "fixture") -> Path:
     ax.set_axis_off()
     fig.savefig(out / "topomaps" / "acoustic.png", dpi=60)
     plt.close(fig)
+    return out
+
+
+COND_HOOKS = [f"encoder.blocks.{i}.hook_resid_post" for i in range(4)]
+
+
+def write_conditions(ws: Path, name: str = "fixture", utterances: int = 2, snrs=(0, 5),
+                     enhancers=("nsnet2",), transcripts: bool = True) -> Path:
+    """``conditions/NAME`` in the layout ``workbench conditions`` writes (:mod:`probes.enhancement`) and
+    its mixed corpus ``corpora/NAME-mix`` (the ``corpus mix`` row format), with tone audio and fixture
+    numbers: CKA rises with the SNR and with enhancement, and falls with depth."""
+    from workbench.audio import save_audio
+    from workbench.corpus import Clip, Corpus
+
+    mix, out = ws / "corpora" / f"{name}-mix", ws / "conditions" / name
+    (mix / "audio").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    t = np.arange(8000) / 16000
+    clips, said, quality = [], [], []
+    for u in range(utterances):
+        cid, ref = f"utt{u}", f"the fixture sentence number {u}"
+        tone = (0.3 * np.sin(2 * np.pi * (220 + 110 * u) * t)).astype(np.float32)
+        for snr in (None, *snrs):
+            cond = "clean" if snr is None else f"noise_{snr}db"
+            noise = np.random.default_rng(u).standard_normal(len(t)).astype(np.float32) * (0 if snr is None else 0.3 / 10 ** (snr / 20))
+            cl = Clip(f"{cid}__{cond}", f"audio/{cid}__{cond}.flac", "speech", None, ref, {}, 0.5,
+                      {"clean_id": cid, "clean_path": f"audio/{cid}__clean.flac", "source_id": cid, "condition": cond,
+                       "snr_db": None if snr is None else float(snr)})
+            save_audio(mix / cl.path, tone + noise, 16000)
+            clips.append(cl)
+            said.append({"clip": cl.id, "condition": cond, "clean_id": cid,
+                         "text": ref if snr is None else f"the fixture {cond} {u}"})
+            for e in enhancers if snr is not None else ():
+                (out / "enhanced" / e).mkdir(parents=True, exist_ok=True)
+                save_audio(out / "enhanced" / e / f"{cl.id}.flac", tone + 0.2 * noise, 16000)
+                said.append({"clip": f"{cl.id}+{e}", "condition": f"{cond}+{e}", "clean_id": cid,
+                             "text": f"the fixture sentence {e} {u}"})
+                quality.append({"clip": cl.id, "condition": cond, "enhancer": e, "snr_db": float(snr),
+                                "noise_domain": "fixture", "si_snr_noisy_db": float(snr),
+                                "si_snr_enhanced_db": snr + 8.0, "improvement_db": 8.0})
+    Corpus(clips, root=mix).save(mix / "manifest.jsonl")
+    conds = [f"noise_{s}db" for s in snrs] + [f"noise_{s}db+{e}" for s in snrs for e in enhancers]
+    gain = {c: (0.3 if "+" in c else 0.0) + 0.04 * int(c.split("_")[1].split("db")[0]) for c in conds}
+    pd.DataFrame([{"hook": h, "condition": c, "cka": min(1.0, 0.5 + gain[c] - 0.05 * i),
+                   "cka_no_massive": min(1.0, 0.45 + gain[c] - 0.08 * i), "massive_share": 0.01, "frames": 100,
+                   "clips": utterances} for h in COND_HOOKS for i in [COND_HOOKS.index(h)] for c in conds]
+                 ).to_csv(out / "similarity.csv", index=False)
+    pd.DataFrame([{"hook": h, "condition": c, "accuracy": 0.6 - 0.05 * i + (0 if c == "clean" else gain[c] / 3 - 0.25),
+                   "majority": 0.15, "frames": 80} for i, h in enumerate(COND_HOOKS) for c in ["clean", *conds]]
+                 ).to_csv(out / "robustness.csv", index=False)
+    pd.DataFrame([{"condition": c, "wer": 0.1 + 0.1 * k, "errors": k, "words": 10, "clips": utterances}
+                  for k, c in enumerate(["clean", *conds])]).to_csv(out / "wer.csv", index=False)
+    pd.DataFrame(quality).to_csv(out / "quality.csv", index=False)
+    if transcripts:
+        pd.DataFrame(said).to_csv(out / "transcripts.csv", index=False)
+    (out / "summary.json").write_text(json.dumps({
+        "model": "whisper-tiny.en", "enhancers": list(enhancers), "hooks": COND_HOOKS, "clips": len(clips),
+        "corpus": str(mix.resolve()), "si_snr_improvement_db": {e: 8.0 for e in enhancers},
+        "command": "hand-written test fixture"}))
     return out

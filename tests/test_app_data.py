@@ -28,7 +28,7 @@ def ws(app_ws):
 
 def test_discovers_every_part_with_key_figures(ws):
     parts = {(p.kind, p.name): p for p in ws.parts()}
-    assert {k for k, _ in parts} == {"corpora", "caches", "saes", "probes", "steering", "neuro"}
+    assert {k for k, _ in parts} == {"corpora", "caches", "saes", "probes", "steering", "neuro", "conditions"}
     assert all(p.error is None for p in parts.values()), [p.error for p in parts.values() if p.error]
     assert parts[("caches", "tiny")].figures["model"] == "whisper-tiny.en"
     assert parts[("corpora", "synth")].figures["clips"] == 6

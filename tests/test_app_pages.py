@@ -215,6 +215,29 @@ def test_probes_page(served, tmp_path):
     no_console_errors(served)
 
 
+def test_conditions_curves_and_clip_view(served, tmp_path):
+    """Issue 23: the Probes page's per-condition curves (``?conditions=``), and the clip view playing one
+    utterance clean, noisy and enhanced side by side with their transcripts (fixture run)."""
+    served.wait_for_page(served.server_url + "/probes?conditions=fixture")
+    served.wait_for_contains_text("#probe-cond-info", "whisper-tiny.en", timeout=30)
+    wait_until(lambda: len(figure_traces(served, "probe-cond-cka")) == 4, what="a CKA line per noisy/enhanced condition")
+    wait_until(lambda: {t["name"] for t in figure_traces(served, "probe-cond-robust")} >= {"clean", "noise_0db+nsnet2",
+                                                                                          "majority class"},
+               what="the robustness lines")
+    assert served.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    served.find_element("#probe-cond-clips a[href*='clip=utt1']").click()
+    served.wait_for_contains_text("#cond-versions", "enhanced: nsnet2", timeout=30)
+    first_row = served.find_elements("#cond-table tbody tr")[0]
+    players = first_row.find_elements("css selector", "audio")
+    assert len(players) == 3  # clean | noisy | enhanced, side by side
+    for a in audio_sources(served, "#cond-table"):
+        assert_audio(a)
+    assert "the fixture sentence nsnet2 1" in first_row.text and "the fixture noise_5db 1" in first_row.text
+    wait_until(lambda: "clip=utt1" in served.driver.current_url, what="the URL to name the clip")
+    screenshot(served, "conditions", tmp_path)
+    no_console_errors(served)
+
+
 def test_eeg_page(served, tmp_path):
     served.wait_for_page(served.server_url + "/eeg")
     served.wait_for_element("#eeg-corr-table", timeout=30)

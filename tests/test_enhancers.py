@@ -199,5 +199,8 @@ def test_conditions_end_to_end_on_real_whisper(tmp_path):
     assert set(sim.condition) == {"noise_0db", "noise_0db+nsnet2"} and sim.cka.between(0, 1).all()
     wer = pd.read_csv(tmp_path / "out" / "wer.csv").set_index("condition").wer
     assert wer["clean"] <= wer["noise_0db"]
+    said = pd.read_csv(tmp_path / "out" / "transcripts.csv")  # the app's clip view reads these
+    assert set(said.condition) == {"clean", "noise_0db", "noise_0db+nsnet2"} and len(said) == 12
+    assert said.groupby("clean_id").size().eq(3).all()
     rob = pd.read_csv(tmp_path / "out" / "robustness.csv")
     assert set(rob.condition) >= {"clean", "noise_0db"}

@@ -10,7 +10,7 @@ from apps.pages.common import message
 
 PATH, TITLE = "/", "Workspace"
 PAGE_OF = {"saes": ("/features", "sae"), "caches": ("/tokens", "cache"), "probes": ("/probes", "run"),
-           "neuro": ("/eeg", "run"), "steering": ("/steering", "artifact")}
+           "neuro": ("/eeg", "run"), "steering": ("/steering", "artifact"), "conditions": ("/conditions", "run")}
 
 
 def _fmt(v) -> str:

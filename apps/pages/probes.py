@@ -1,23 +1,25 @@
-"""Probes page (``/probes?run=NAME&layer=HOOK``): layer curves with baselines, controls and
-selectivity (choose a layer to highlight it and see its folds and its confusion matrix). The URL
-follows the run and layer; a bad value gets a message with the valid names."""
+"""Probes page (``/probes?run=NAME&layer=HOOK&conditions=RUN``): layer curves with baselines, controls and
+selectivity (choose a layer to highlight it and see its folds and its confusion matrix), and the noise
+conditions' per-layer CKA and probe robustness (:mod:`apps.pages.condition_curves`). The URL follows
+the run, layer and conditions run; a bad value gets a message with the valid names."""
 from __future__ import annotations
 
 from dash import Input, Output, State, dash_table, dcc, html
 
 from apps import figures
-from apps.data import Workspace
+from apps.data import PartError, Workspace
+from apps.pages.condition_curves import curves_section, register_curves
 from apps.pages.common import guarded, message, picker, url_choice, url_location, url_search
 from probes.report import short_hook
 
 PATH, TITLE = "/probes", "Probes"
+_NO_RUN = "no probe run in WORKSPACE/probes: run `workbench probe --cache CACHE --target phones --out WORKSPACE/probes/phones`"
 
 
 def layout(ws: Workspace, query: dict) -> html.Div:
     runs = [p.name for p in ws.folders("probes")]
-    if not runs:
-        return html.Div([html.H2(TITLE), message(f"no probe run in {ws.root / 'probes'}: run `workbench probe "
-                                                 "--cache CACHE --target phones --out WORKSPACE/probes/phones`", "warn")])
+    if not runs and not ws.folders("conditions"):
+        return html.Div([html.H2(TITLE), message(_NO_RUN, "warn")])
     run, note = url_choice(query, "run", runs, "probe run")
     return html.Div([
         html.H2(TITLE), url_location("probe"), html.Div(note, id="probe-url-note"),
@@ -25,9 +27,11 @@ def layout(ws: Workspace, query: dict) -> html.Div:
         html.Div([picker("probe-run", runs, run, "probe run"), picker("probe-layer", [], None, "layer")],
                  className="wb-row"),
         html.Div(id="probe-status"), html.Div(id="probe-info", className="wb-info"),
-        dcc.Graph(id="probe-layers", config={"displayModeBar": False}),
-        html.H3("Folds of the selected layer"), html.Div(id="probe-folds"),
-        dcc.Graph(id="probe-confusion", config={"displayModeBar": False}),
+        html.Div([dcc.Graph(id="probe-layers", config={"displayModeBar": False}),
+                  html.H3("Folds of the selected layer"), html.Div(id="probe-folds"),
+                  dcc.Graph(id="probe-confusion", config={"displayModeBar": False})],
+                 style=None if runs else {"display": "none"}),
+        curves_section(ws, query),
     ])
 
 
@@ -37,6 +41,8 @@ def register(app, ws: Workspace, jobs) -> None:
                   Input("probe-run", "value"), State("probe-want-layer", "data"), prevent_initial_call="initial_duplicate")
     @guarded(5)
     def choose_run(name, want):
+        if name is None and not ws.folders("probes"):
+            raise PartError(_NO_RUN)
         run = ws.probe(name)
         hooks = list(run["summary"]["hook"])
         best = run["best_hook"] if run["best_hook"] in hooks else hooks[0]
@@ -75,6 +81,13 @@ def register(app, ws: Workspace, jobs) -> None:
         return "", fig, table, cfig
 
     @app.callback(Output("probe-url", "search"), Input("probe-run", "value"), Input("probe-layer", "value"),
-                  prevent_initial_call=True)
-    def follow_url(name, hook):
-        return url_search(run=name, layer=short_hook(hook) if hook else None)
+                  State("probe-conditions", "value"), prevent_initial_call=True)
+    def follow_url(name, hook, conditions):
+        return url_search(run=name, layer=short_hook(hook) if hook else None, conditions=conditions)
+
+    @app.callback(Output("probe-url", "search", allow_duplicate=True), Input("probe-conditions", "value"),
+                  State("probe-run", "value"), State("probe-layer", "value"), prevent_initial_call=True)
+    def follow_conditions(conditions, name, hook):
+        return url_search(run=name, layer=short_hook(hook) if hook else None, conditions=conditions)
+
+    register_curves(app, ws)
