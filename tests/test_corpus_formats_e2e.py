@@ -40,9 +40,16 @@ def test_librispeech_plus_esc50_through_cache_probe_sae_steer(tmp_path, monkeypa
     rows = [json.loads(x) for x in (corpus / "manifest.jsonl").read_text().splitlines()]
     assert len(rows) == 18 and {r["domain"] for r in rows} == {"speech", "dog", "rooster", "rain", "crying_baby"}
 
+    from workbench.corpus import load_corpus
+
+    # the fit split: 12 of the 18 clips (steer fit sweeps on the other 6); a finished cache of its own,
+    # since a `--max-clips` cache of the whole corpus counts as incomplete and analyses refuse it
+    built = load_corpus(corpus)
+    fit = type(built)(list(built)[:12], root=built.root)
+    fit.save(tmp_path / "fit.jsonl")
     cache = tmp_path / "cache"
-    assert main(["cache", "--model", "random", "--corpus", str(corpus), "--hooks", HOOK, "--out", str(cache),
-                 "--max-clips", "12", "--quiet"]) == 0
+    assert main(["cache", "--model", "random", "--corpus", str(tmp_path / "fit.jsonl"), "--hooks", HOOK, "--out",
+                 str(cache), "--quiet"]) == 0
     from workbench.cache import ActivationCache
 
     frames = ActivationCache.open(cache).frames()  # the ESC-50 labels, folds and sources are columns analyses can use
