@@ -32,9 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sae.steer.data import segment_nonspeech, synth_quiet  # noqa: E402
-from workbench.audio import resample, save_audio  # noqa: E402
-from workbench.corpus import Clip, Corpus, load_corpus  # noqa: E402
+from sae.steer.data import segment_nonspeech, synth_quiet
+from workbench.audio import resample, save_audio
+from workbench.corpus import Clip, Corpus, load_corpus
 
 SR = 16000
 log = logging.getLogger("steer_corpus")
@@ -133,7 +133,9 @@ def build(out: Path, shared: Path, seconds: float, seed: int, n_piper: int, n_es
     if (shared / "manifest.jsonl").is_file():
         seg = segment_nonspeech(load_corpus(shared / "manifest.jsonl"), out / "shared", seconds)
         for c in absolute(seg):
-            src = str(c.extra.get("source_id") or c.id)
+            src = str(c.extra.get("source_id") or c.id).split("_", 1)[-1]  # ids are DOMAIN_NAME
+            if src not in SHARED_SPLIT:
+                log.warning("%s: recording %s has no split in SHARED_SPLIT; put in fit", shared, src)
             splits[SHARED_SPLIT.get(src, "fit")].append(c)
     else:
         log.warning("%s has no manifest.jsonl: the real recordings of ../shared/data are left out", shared)

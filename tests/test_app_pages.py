@@ -272,7 +272,7 @@ def test_steering_page_live(served, tmp_path):
 def test_two_sessions_uploading_the_same_file_name_get_their_own_transcripts(served, tmp_path):
     import soundfile as sf
 
-    from sae.steer.metrics import word_errors
+    from workbench.text import word_errors
     from workbench.audio import load_audio
     from workbench.corpus import load_corpus
 

@@ -157,6 +157,7 @@ def test_fit_and_evaluate_end_to_end(tiny, tmp_path, monkeypatch):
     assert saved["method"] == "direction" and saved["model"] == "random-whisper" and saved["hook"] == HOOK
     assert set(saved["selection"]["clips"]) == {c.id for c in fit_c}
     assert set(saved["sweep"]["clips"]) == {c.id for c in dev_c}
+    assert saved["sweep"]["rule"].startswith("lowest hallucination rate")
     assert Steering.load(tmp_path / "dir").to_dict() == st.to_dict()
 
     W = torch.randn(64, 48, generator=torch.Generator().manual_seed(3)) / 8
@@ -188,3 +189,59 @@ def test_fit_and_evaluate_end_to_end(tiny, tmp_path, monkeypatch):
     assert [c["id"] for c in res["clips"]] == ["c14", "c15", "c16", "c17"]
     assert {"id", "domain", "reference", "baseline", "steered"} <= set(res["clips"][0])
     assert res["baseline"]["n_nonspeech"] == 2 and res["baseline"]["n_speech"] == 2
+    # per-condition and per-method rows (issue 27): what the app's Pareto plot reads
+    assert set(res["by_condition"]) == {"speech", "nonspeech"}
+    assert res["by_condition"]["speech"]["vad_gate"]["n_speech"] == 2
+    assert res["by_condition"]["speech"]["baseline"]["hallucination_rate"] is None
+    assert set(res["methods"]) == {"baseline", "steered", "steered[dir]"}
+    assert res["methods"]["steered[dir]"]["path"] == str(tmp_path / "dir")
+    rows = {(r["method"], r["gate"], r["clips"]): r for r in res["rows"]}
+    assert rows[("steered[dir]", "vad_gate", "all")]["wer"] == res["steered[dir]+vad_gate"]["wer"]
+    assert rows[("baseline", "no_speech_gate", "nonspeech")]["n_nonspeech"] == 2
+
+
+def test_refused_fit_leaves_an_existing_artifact_untouched(tiny, tmp_path, monkeypatch, capsys):
+    """Issue 22 case 7: a refused `steer fit` (no dev clips) neither changes an artifact nor leaves a lone
+    features.csv in a new folder; an --out holding something else is refused before any work."""
+    import hashlib
+
+    from workbench.audio import save_audio
+    from workbench.cache import build_cache
+    from workbench.cli import main
+    from workbench.corpus import Clip, Corpus
+    import workbench.models
+
+    tiny.tokenizer = FakeTokenizer()
+    monkeypatch.setattr(workbench.models, "load", lambda spec, **kw: tiny)
+    clips = []
+    for i in range(4):
+        save_audio(tmp_path / "audio" / f"c{i}.flac", noise(400 + i), SR)
+        clips.append(Clip(f"c{i}", f"audio/c{i}.flac", "speech" if i % 2 else "environment",
+                          transcript="w1 w2" if i % 2 else None))
+    corpus = Corpus(clips, root=tmp_path)
+    corpus.save(tmp_path / "fit.jsonl")
+    build_cache(tiny, corpus, [HOOK], tmp_path / "cache", verbose=False)
+    W = torch.randn(64, 48, generator=torch.Generator().manual_seed(3)) / 8
+    save_file({"W_enc": W, "b_enc": torch.zeros(48), "W_dec": W.T.contiguous(), "b_dec": torch.zeros(64),
+               "threshold": torch.full((48,), 0.05)}, str(tmp_path / "sae_weights.safetensors"))
+    (tmp_path / "cfg.json").write_text(json.dumps({"d_in": 64, "d_sae": 48, "hook_name": HOOK}))
+    art = tmp_path / "art"
+    Steering(model="random-whisper", hook=HOOK, d_model=64, method="sae", edit="scale", strength=2.0,
+             features=[{"index": 1}], sae=str(tmp_path)).save(art)
+    (art / "features.csv").write_text("feature,effect_size\n1,0.5\n")
+
+    def digest(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    before = digest(art)
+    argv = ["steer", "fit", "--cache", str(tmp_path / "cache"), "--sae", str(tmp_path), "--corpus",
+            str(tmp_path / "fit.jsonl"), "--permutations", "10", "--quiet", "--out"]
+    for out in (art, tmp_path / "new"):
+        assert main(argv + [str(out)]) == 2
+        assert "no dev clips" in capsys.readouterr().err
+    assert digest(art) == before and not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp folder left
+    other = tmp_path / "audio"  # a folder that is not a steering artifact
+    assert main(argv + [str(other)]) == 2
+    err = capsys.readouterr().err
+    assert str(other) in err and "not a steering artifact" in err

@@ -24,8 +24,19 @@ CLI and the app can steer without importing ``sae``)::
   1 = unchanged, 0 = ablated, -1 = negated), ``(1 - s) z_f`` (``ablate``: 1 = ablated), ``-s z_f``
   (``negate``) or ``s`` (``clamp``). Direction edits with ``u`` the direction: ``x - s (x.û) û``
   (``project``, û = u / |u|) or ``x - s u`` (``subtract``; negative ``s`` adds the concept);
-- ``gate``: ``"none"`` or ``"frame"`` (edit only frames where a chosen feature fires, or, for a
-  direction, whose projection on û is above ``midpoint``);
+- ``method`` ``"vector"``: an optimised vector (``direction``, trained by :mod:`sae.steer.vector`),
+  edit ``add``: ``x + s v`` (``add`` also applies to ``direction``);
+- SAE edit ``clamp_target``: ``z'_f = z_f + s (t_f - z_f)`` with ``t_f`` = the feature record's
+  ``target`` (its typical value on the concept's frames): ``s`` = 0 unchanged, 1 clamped to the target;
+- ``gate``: ``"none"``, ``"frame"`` (edit only frames where a chosen feature fires, or, for a
+  direction, whose projection on û is above ``midpoint``) or ``"detector"``: ``detector`` =
+  ``{"weight", "bias", "level": "clip"|"frame", "space": "acts"|"sae", "features"}``, a linear
+  detector (logit ``f.w + b`` on the activations, or on the codes of the listed SAE features) that
+  lets the edit act on frames with a positive logit (``frame``) or on a whole window whose mean logit
+  over its real frames is positive (``clip``; :meth:`Steering.applied` finds the real frames of each
+  Whisper window);
+- values are validated on load (:mod:`workbench.steering_check`): non-finite numbers, feature indices
+  that are negative, not integers or outside the SAE get one error naming the file and the field;
 - ``concept`` and ``selection`` (how features were chosen: scores, significance bar, fit clips),
   ``sweep`` (dev clips, WER budget, chosen point), ``command`` (the command that wrote it).
 
@@ -56,9 +67,10 @@ import contextlib
 import copy
 import dataclasses
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -116,7 +128,7 @@ class Steering:
 
     # --- files --------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> "Steering":
+    def load(cls, path: str | Path) -> Steering:
         """Read ``path/steering.json`` (or the file itself); errors name the file."""
         path = Path(path)
         file = path if path.is_file() else path / STEERING_FILE
@@ -139,7 +151,7 @@ class Steering:
             s.sae = str((file.parent / s.sae).resolve())
         if s.method == "sae" and Path(s.sae).is_dir():  # feature indices against the SAE, now
             try:
-                s.dictionary  # noqa: B018 (loading validates the feature indices)
+                _ = s.dictionary  # loading validates the feature indices
             except ValueError as e:
                 raise ValueError(f"{file}: {e}") from None
         return s
@@ -155,7 +167,7 @@ class Steering:
     # --- variants -----------------------------------------------------------------------------
     def with_(self, *, features: Sequence[int] | None = None, n_features: int | None = None,
               strength: float | None = None, edit: str | None = None, gate: str | None = None,
-              detector: dict | None = None) -> "Steering":
+              detector: dict | None = None) -> Steering:
         """A copy with other settings, e.g. for live steering in the app.
 
         ``features``: explicit SAE feature indices (ranked entries are kept for listed indices that
@@ -312,7 +324,7 @@ class Steering:
             raise ValueError(f"{where} was made for model {self.model!r}, not {model.spec or model.name!r}")
 
     @contextlib.contextmanager
-    def applied(self, model, check: bool = True) -> Iterator["Steering"]:
+    def applied(self, model, check: bool = True) -> Iterator[Steering]:
         """``with steering.applied(model): model.transcribe(x)`` runs with the edit in place."""
         if check:
             self.check_model(model)

@@ -72,7 +72,7 @@ def _history_table(history: list[dict]) -> html.Table | html.Div:
 
 
 def _wer(reference: str | None, text: str) -> float | None:
-    from sae.steer.metrics import word_errors
+    from workbench.text import word_errors
 
     if not reference:
         return None

@@ -21,4 +21,4 @@ from sae.steer.evaluate import evaluate
 from sae.steer.fit import fit
 from sae.steer.selection import class_mean_direction, select_features
 
-__all__ = ["fit", "evaluate", "select_features", "class_mean_direction"]
+__all__ = ["class_mean_direction", "evaluate", "fit", "select_features"]

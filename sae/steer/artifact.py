@@ -21,8 +21,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 STEERING_FILE = "steering.json"
 

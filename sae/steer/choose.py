@@ -50,7 +50,7 @@ def fit_clips(cache, concept: str, max_clips: int | None, sample_rate: int, seed
 
 
 def attribution_features(model, fd, hook, cache, concept, codes, y_frames, edit, n_candidates, max_clips,
-                         n_permutations, seed, verbose, probe=None) -> tuple[list[dict], dict, "object"]:
+                         n_permutations, seed, verbose, probe=None) -> tuple[list[dict], dict, object]:
     """Features chosen by attribution patching and confirmed by patching (see :mod:`sae.steer.attribution`).
 
     Returns ``(feature records, selection info, scores table)``; records are ranked by the patched

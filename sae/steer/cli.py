@@ -12,7 +12,12 @@ from __future__ import annotations
 import shlex
 import sys
 
-from workbench.validate import int_list, non_negative_float, positive_float, positive_int
+from workbench.validate import (
+    int_list,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 
 
 def _floats(s: str) -> list[float]:

@@ -17,8 +17,8 @@ False
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 
 
 def clip_group(clip: Clip) -> str:
-    """The unit a split keeps together: source recording, else speaker, else the clip."""
-    return str(clip.extra.get("source_id") or clip.speaker or clip.id)
+    """The unit a split keeps together: source recording, else speaker, else the clip
+    (:func:`workbench.conventions.group_of`, the one definition every analysis uses)."""
+    from workbench.conventions import group_of
+
+    return group_of(clip)
 
 
 def is_speech(clip: Clip) -> bool:

@@ -35,7 +35,7 @@ def fit_detector(X: np.ndarray, y: np.ndarray, level: str = "clip", space: str =
     b = float(clf.intercept_[0] - (mu * clf.coef_[0] / sd).sum())
     acc = float(((X @ w + b > 0) == y).mean())
     out = {"weight": [float(v) for v in w], "bias": b, "level": level, "space": space, "frame_accuracy": acc,
-           "model": "logistic regression (scikit-learn), balanced classes, C=%g" % C}
+           "model": f"logistic regression (scikit-learn), balanced classes, C={C:g}"}
     if features is not None:
         out["features"] = [int(f) for f in features]
     return out

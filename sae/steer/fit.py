@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,7 +103,7 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
     model = load(model or spec) if model is None or isinstance(model, str) else model
     acts, y, groups, level, fit_ids = fit_frames(cache, hook, concept, max_frames, seed)
     direction = class_mean_direction(acts, y)
-    selection = {"concept": concept, "level": level, "frames": int(len(y)), "concept_frames": int(y.sum()),
+    selection = {"concept": concept, "level": level, "frames": len(y), "concept_frames": int(y.sum()),
                  "clips": fit_ids, "groups": sorted(set(groups.tolist())), "cache": str(Path(cache.root).resolve()),
                  "direction_auroc": direction["auroc"], "direction_effect_size": direction["effect_size"],
                  "selector": selector if method == "sae" else method}

@@ -2,7 +2,7 @@
 
 - ``hallucination_rate``: share of clips without speech whose normalized transcript is not empty;
 - ``wer``: word error rate pooled over the speech clips with transcripts (errors / reference words,
-  jiwer; text normalized with :func:`sae.splice.normalize_text`).
+  jiwer; text normalized with :func:`workbench.text.normalize_text`).
 
 Intervals resample clips (non-speech and speech separately) with replacement; the same resamples
 serve every condition, so ``hallucination_drop`` (relative, vs the baseline) and ``wer_change``
@@ -20,24 +20,11 @@ Example
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from sae.splice import normalize_text
-
-
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(errors, reference words) of one clip after normalization."""
-    import jiwer
-
-    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
-    if not ref:
-        return len(hyp.split()), 0
-    if not hyp:
-        return len(ref.split()), len(ref.split())
-    out = jiwer.process_words(ref, hyp)
-    return out.substitutions + out.deletions + out.insertions, len(ref.split())
+from workbench.text import normalize_text, word_errors  # noqa: F401 (word_errors is re-exported)
 
 
 def _ci(samples: np.ndarray) -> list[float] | None:

@@ -24,7 +24,7 @@ Example
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,19 +37,25 @@ def _teacher_logprobs(model, enc: torch.Tensor, ids: torch.Tensor) -> torch.Tens
     return model.hf(encoder_outputs=(enc,), decoder_input_ids=ids, use_cache=False).logits.float().log_softmax(-1)
 
 
-def optimise_vector(model, hook: str, audio: Sequence[np.ndarray], concept: Sequence[bool], steps: int = 60,
-                    lr: float = 0.05, kl_weight: float = 1.0, l2: float = 0.1, kl_tokens: int = 12,
-                    batch_size: int = 8, seed: int = 0, verbose: bool = True) -> dict:
-    """Train ``v`` (see module doc) on fit clips; returns ``{"vector", "loss", "end_logprob", "kl", ...}``."""
+def optimise_vector(model, hook: str, audio: Sequence[np.ndarray] | None, concept: Sequence[bool], steps: int = 60,
+                    lr: float = 0.005, kl_weight: float = 1.0, l2: float = 0.1, kl_tokens: int = 12,
+                    batch_size: int = 8, seed: int = 0, verbose: bool = True,
+                    windows: tuple[torch.Tensor, list[int]] | None = None) -> dict:
+    """Train ``v`` (see module doc) on fit clips; returns ``{"vector", "loss", "end_logprob", "kl", ...}``.
+
+    ``windows``: ``(X [clips, 1500, D], real frames)`` captured at the hook, instead of ``audio``."""
     concept = np.asarray(concept, dtype=bool)
     if concept.all() or not concept.any():
         raise ValueError("the optimised vector needs clips of both classes")
-    xs, ns = [], []
-    for a in range(0, len(audio), batch_size):
-        x, n = hook_windows(model, hook, audio[a : a + batch_size])
-        xs.append(x)
-        ns += n
-    X = torch.cat(xs)
+    if windows is None:
+        xs, ns = [], []
+        for a in range(0, len(audio), batch_size):
+            x, n = hook_windows(model, hook, audio[a : a + batch_size])
+            xs.append(x)
+            ns += n
+        X = torch.cat(xs)
+    else:
+        X, ns = windows
     scale = float(torch.cat([X[i, :k] for i, k in enumerate(ns)]).norm(dim=-1).mean())
     rest = np.flatnonzero(~concept)
     with torch.no_grad():  # plain decoding of the rest: its tokens and next-token distributions
@@ -75,8 +81,8 @@ def optimise_vector(model, hook: str, audio: Sequence[np.ndarray], concept: Sequ
             opt.zero_grad()
             loss.backward()
             opt.step()
-        history["loss"].append(float(loss))
-        history["end_logprob"].append(float(end))
-        history["kl"].append(float(kl))
+        history["loss"].append(float(loss.detach()))
+        history["end_logprob"].append(float(end.detach()))
+        history["kl"].append(float(kl.detach()))
     return {"vector": v.detach().tolist(), "norm": float(v.detach().norm()), "activation_norm": scale,
             "steps": steps, "lr": lr, "kl_weight": kl_weight, "l2": l2, "kl_tokens": kl_tokens, **history}
