@@ -188,11 +188,18 @@ def test_quick_demo_builds_a_workspace_that_loads(tmp_path, tiny_en_wheel, capsy
     record = json.loads((ws / "workspace.json").read_text())
 
     corpora = {n: load_corpus(ws / "corpora" / n) for n in ("speech", "nonspeech", "demo", "dev", "heldout")}
-    assert sorted(p.name for p in (ws / "corpora").iterdir()) == ["demo", "dev", "heldout", "nonspeech", "speech"]
+    assert sorted(p.name for p in (ws / "corpora").iterdir()) == ["audiobook", "demo", "dev", "heldout", "nonspeech",
+                                                                  "sae_holdout.txt", "speech"]
     assert set(corpora["demo"].summary()["domains"]) == {"speech", "music", "environment"}
     assert len(corpora["speech"].summary()["speakers"]) >= 3
     fit_ids, heldout_ids = {c.id for c in corpora["demo"]}, {c.id for c in corpora["heldout"]}
     dev_ids = {c.id for c in corpora["dev"]}
+    # the SAE is scored on real held-out speech (naplib audiobook segments), the steering on never-cached ones
+    sae_holdout = set((ws / "corpora" / "sae_holdout.txt").read_text().split())
+    assert sae_holdout and sae_holdout <= fit_ids
+    assert all(c.transcript for c in load_corpus(ws / "corpora" / "audiobook" / "heldout"))
+    steer_ids = {c.id for c in load_corpus(ws / "corpora" / "audiobook" / "steer")}
+    assert steer_ids and steer_ids <= heldout_ids
     assert not fit_ids & heldout_ids and not dev_ids & (fit_ids | heldout_ids)  # ids of their own
     assert record["parts"]["corpora/dev"]["command"].startswith("workbench corpus synth")
 
@@ -229,6 +236,10 @@ def test_quick_demo_builds_a_workspace_that_loads(tmp_path, tiny_en_wheel, capsy
     figures = json.loads((ws / "demo_figures.json").read_text())
     assert figures["probes"]["phones"]["peak_hook"] in whisper.hooks
     assert set(figures["saes"]) == {f"{MODEL}/{LAST_HOOK}", f"{MODEL}/{MIDDLE_HOOK}"}
+    assert set(figures["checks"]) == {"sae_wer", "steering", "neuro_planted", "tokens"}
+    assert all(c["status"] in ("met", "missed") for c in figures["checks"].values())  # --quick measures all four
+    assert figures["tokens"]["codes_used"] > 64  # the 8192-code LFQ codebook, not the old 64-code k-means
+    assert figures["neuro"]["simulated"]["planted"]["feature"] == "envelope"
 
     for name, rec in record["steps"].items():
         assert rec["status"] == "done", (name, rec)  # every step's sub-command exists: none may be "unavailable"

@@ -14,6 +14,7 @@ import pytest
 
 from apps.demo.runner import read_workspace, run_steps
 from apps.demo.steps import LAST_HOOK, MIDDLE_HOOK, MODEL, DemoSettings, demo_steps
+from workbench.corpus import load_corpus
 
 TINY = {"speech": 6, "speakers": 3, "nonspeech": 3, "dev_speech": 2, "dev_nonspeech": 2, "heldout_speech": 2,
         "heldout_speakers": 2, "heldout_nonspeech": 2, "sae_tokens": 8192, "sae_batch": 256, "splice_clips": 1,
@@ -57,11 +58,21 @@ def test_sizes_are_checked():
 def test_corpus_step(ws):
     record = _run(ws, "corpus")
     corpora = _corpora(ws)
-    assert sorted(p.name for p in (ws / "corpora").iterdir()) == ["demo", "dev", "heldout", "nonspeech", "speech"]
+    assert sorted(p.name for p in (ws / "corpora").iterdir()) == ["audiobook", "demo", "dev", "heldout", "nonspeech",
+                                                                  "sae_holdout.txt", "speech"]
     assert len(corpora["speech"]) == TINY["speech"] and len(corpora["speech"].summary()["speakers"]) == 3
     assert set(corpora["demo"].summary()["domains"]) >= {"speech"} and len(corpora["demo"].summary()["domains"]) >= 2
     fit, dev, held = ({c.id for c in corpora[n]} for n in ("demo", "dev", "heldout"))
     assert not fit & held and not dev & (fit | held)  # ids of their own
+    # real speech: naplib's excerpts, each excerpt's segments in one part only (SAE train / SAE held out / steering)
+    book = {n: load_corpus(ws / "corpora" / "audiobook" / n) for n in ("train", "heldout", "steer")}
+    sources = {n: {c.extra["source_id"] for c in b} for n, b in book.items()}
+    assert all(sources.values()) and not sources["train"] & sources["heldout"]
+    assert not (sources["train"] | sources["heldout"]) & sources["steer"]
+    assert all(c.transcript and c.tiers.get("words") for b in book.values() for c in b)
+    holdout = set((ws / "corpora" / "sae_holdout.txt").read_text().split())
+    assert holdout == {c.id for c in book["heldout"]} and holdout <= fit and not holdout & {c.id for c in book["train"]}
+    assert {c.id for c in book["steer"]} <= held and not {c.id for c in book["steer"]} & fit
     assert record["parts"]["corpora/dev"]["command"].startswith("workbench corpus synth")
 
 

@@ -4,7 +4,8 @@ Every step is a list of ``workbench`` command lines (the same ones a user would 
 process) plus a completeness check on what they write. The workspace layout is the one of
 ``../shared/DESIGN.md``::
 
-    corpora/{speech,nonspeech,shared,demo,dev,heldout,naplib}   (dev/ and heldout/ keep their halves in parts/)
+    corpora/{speech,nonspeech,shared,audiobook,demo,dev,heldout,naplib}   (dev/ and heldout/ keep their halves in parts/)
+    corpora/sae_holdout.txt      (the real-speech clips `sae train --holdout-file` keeps out of training)
     caches/{whisper-tiny.en,cochleagram,auristream-tiny}
     saes/whisper-tiny.en/{HOOK}/ and saes/whisper-tiny.en/eval/{HOOK}/
     probes/phones/
@@ -22,11 +23,12 @@ Example
 >>> [s.name for s in steps]
 ['corpus', 'caches', 'sae', 'probes', 'steering', 'neuro']
 >>> steps[0].actions[0].command
-'workbench corpus synth --n 24 --speakers 4 --seed 0 --out corpora/speech -q'
+'workbench corpus synth --n 16 --speakers 4 --seed 0 --out corpora/speech -q'
 """
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,17 +73,20 @@ class DemoSettings:
 
     def _sizes(self) -> dict:
         if self.quick:
-            return {"speech": 24, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
+            return {"speech": 16, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
                     "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000, "sae_batch": 1024,
                     "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000, "steer_n": "8",
                     "steer_strengths": "8,16",  # the strengths that mattered in the steering study
-                    "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8}
-        return {"speech": 48, "speakers": 8, "nonspeech": 24, "dev_speech": 6, "dev_nonspeech": 6,
+                    "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
+                    # naplib's audiobook excerpts (62 s each): SAE training / SAE held-out / steering held-out
+                    "audiobook_train": 1, "audiobook_heldout": 1, "audiobook_steer": 1, "segment_seconds": 15}
+        return {"speech": 32, "speakers": 8, "nonspeech": 24, "dev_speech": 6, "dev_nonspeech": 6,
                 "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 600_000, "sae_batch": 1024,
                 # sized so that the steps take ~5 min on 2 idle cores (measured: README)
                 "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000, "steer_n": "4,16",
                 "steer_strengths": "8,16,32",
-                "neuro_draws": 100, "neuro_folds": 3, "neuro_sae_features": 16, "neuro_components": 16}
+                "neuro_draws": 100, "neuro_folds": 3, "neuro_sae_features": 16, "neuro_components": 16,
+                "audiobook_train": 4, "audiobook_heldout": 2, "audiobook_steer": 2, "segment_seconds": 15}
 
     @property
     def neuro_data(self) -> str:
@@ -95,9 +100,14 @@ class DemoSettings:
             return "naplib" if not self.quick and _naplib_file() is not None else "simulated"
         return self.neuro
 
+    @property
+    def audiobook(self) -> bool:
+        """Real speech (naplib's audiobook excerpts) in the corpora: when the naplib sample is installed."""
+        return _naplib_file() is not None
+
     def to_json(self) -> dict:
         return {"quick": self.quick, "shared_data": str(self.shared_data) if self.shared_data else None,
-                "model": MODEL, "neuro": self.neuro_data, **self.sizes}
+                "model": MODEL, "neuro": self.neuro_data, "audiobook": self.audiobook, **self.sizes}
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -136,16 +146,53 @@ def _cache_ok(rel: str):
 
 
 # --- steps ---------------------------------------------------------------------------------------
-def _split(name: str, seed: int, n_speech: int, n_speakers: int, n_nonspeech: int) -> tuple[list[Action], str]:
+def _split(name: str, seed: int, n_speech: int, n_speakers: int, n_nonspeech: int,
+           real: str | None = None) -> tuple[list[Action], str]:
     """A corpus of its own voices (``seed``) and clip ids (``NAME_``): its speech and non-speech halves are
-    built under ``corpora/NAME/parts/`` (not listed as corpora of their own) and merged into ``corpora/NAME``."""
+    built under ``corpora/NAME/parts/`` (not listed as corpora of their own) and merged into ``corpora/NAME``.
+    ``real``: a corpus of real speech that replaces the synthetic speech half."""
     base = f"@corpora/{name}/parts"
-    actions = [cli("corpus", "synth", "--n", str(n_speech), "--speakers", str(n_speakers), "--seed", str(seed),
-                   "--id-prefix", f"{name}_", "--out", f"{base}/speech", "-q"),
-               cli("corpus", "nonspeech", "--n", str(n_nonspeech), "--seed", str(seed), "--id-prefix", f"{name}_",
-                   "--out", f"{base}/nonspeech", "-q"),
-               cli("corpus", "build", f"{base}/speech", f"{base}/nonspeech", "--out", f"@corpora/{name}", "-q")]
+    speech = [] if real else [cli("corpus", "synth", "--n", str(n_speech), "--speakers", str(n_speakers), "--seed",
+                                  str(seed), "--id-prefix", f"{name}_", "--out", f"{base}/speech", "-q")]
+    actions = speech + [cli("corpus", "nonspeech", "--n", str(n_nonspeech), "--seed", str(seed), "--id-prefix",
+                            f"{name}_", "--out", f"{base}/nonspeech", "-q"),
+                        cli("corpus", "build", real or f"{base}/speech", f"{base}/nonspeech", "--out", f"@corpora/{name}",
+                            "-q")]
     return actions, "; ".join(a.command for a in actions)
+
+
+def py(module: str, *argv: str) -> Action:
+    """An action that runs ``python -m MODULE ARGV...`` (its ``main(argv)``) in this process; ``@`` as in :func:`cli`."""
+    import importlib
+
+    def run(ctx: Context) -> None:
+        importlib.import_module(module).main([str(ctx.root / a[1:]) if a.startswith("@") else a for a in argv])
+
+    return Action(f"python -m {module} " + shlex.join([a[1:] if a.startswith("@") else a for a in argv]), run)
+
+
+AUDIOBOOK = "corpora/audiobook"
+SAE_HOLDOUT = "corpora/sae_holdout.txt"
+
+
+def _audiobook(s: DemoSettings) -> tuple[list[Action], list[Part]]:
+    """naplib's excerpts, split by excerpt (:mod:`apps.demo.audiobook`) and cut into aligned segments."""
+    z = s.sizes
+    src = f"@{AUDIOBOOK}/source/corpus"
+    actions = [cli("neuro", "naplib", "--out", f"@{AUDIOBOOK}/source"),
+               py("apps.demo.audiobook", "split", src, "--train", str(z["audiobook_train"]),
+                  "--heldout", str(z["audiobook_heldout"]), "--steer", str(z["audiobook_steer"]))]
+    for part in ("train", "heldout", "steer"):
+        actions.append(cli("corpus", "segment", f"{src}/{part}.jsonl", "--seconds", str(z["segment_seconds"]), "--align",
+                           "--out", f"@{AUDIOBOOK}/{part}", "-q"))
+    held = [f"@{AUDIOBOOK}/heldout"] + (["@corpora/shared"] if s.shared_data is not None else [])
+    actions.append(py("apps.demo.audiobook", "holdout", f"@{SAE_HOLDOUT}", *held))
+    what = {"train": "cached, SAE training", "heldout": "cached, never in SAE training: the SAE's FVU and spliced WER",
+            "steer": "never cached: the steering evaluation's real speech"}
+    parts = [Part("corpora", f"audiobook/{p}", f"{AUDIOBOOK}/{p}",
+                  {"what": f"naplib audiobook excerpts cut into {z['segment_seconds']}-s aligned segments ({w})"},
+                  "; ".join(a.command for a in actions)) for p, w in what.items()]
+    return actions, parts
 
 
 def corpus_step(s: DemoSettings) -> Step:
@@ -165,38 +212,50 @@ def corpus_step(s: DemoSettings) -> Step:
         sources.append("@corpora/shared")
         parts.append(Part("corpora", "shared", "corpora/shared", {"what": f"real clips from {s.shared_data}"},
                           shared.command))
+    if s.audiobook:
+        book, book_parts = _audiobook(s)
+        actions += book
+        parts += book_parts
+        sources += [f"@{AUDIOBOOK}/train", f"@{AUDIOBOOK}/heldout"]
     merged = cli("corpus", "build", *sources, "--out", "@corpora/demo", "-q")
     actions.append(merged)
     parts.append(Part("corpora", "demo", "corpora/demo", {"what": "what the caches, SAEs, probes and the steering's "
                                                           "feature selection see"}, merged.command))
     # dev (seed 2) and held out (seed 1): other voices, other non-speech draws, ids of their own. The steering
-    # sweep picks its settings on dev; only the steering evaluation reads the held-out clips.
+    # sweep picks its settings on dev; only the steering evaluation reads the held-out clips (real speech of
+    # audiobook excerpts never cached, when naplib is installed).
     dev, dev_cmd = _split("dev", 2, z["dev_speech"], z["heldout_speakers"], z["dev_nonspeech"])
-    held, held_cmd = _split("heldout", 1, z["heldout_speech"], z["heldout_speakers"], z["heldout_nonspeech"])
+    held, held_cmd = _split("heldout", 1, z["heldout_speech"], z["heldout_speakers"], z["heldout_nonspeech"],
+                            real=f"@{AUDIOBOOK}/steer" if s.audiobook else None)
     actions += dev + held
     parts += [Part("corpora", "dev", "corpora/dev", {"what": "the steering sweep chooses N and strength here"}, dev_cmd),
               Part("corpora", "heldout", "corpora/heldout", {"what": "held-out clips for the steering evaluation"},
                    held_cmd)]
-    names = [p.name for p in parts]
     checks = [_corpus_ok("corpora/speech", z["speech"]), _corpus_ok("corpora/nonspeech", z["nonspeech"]),
               _corpus_ok("corpora/demo"), _corpus_ok("corpora/dev", z["dev_speech"] + z["dev_nonspeech"]),
-              _corpus_ok("corpora/heldout", z["heldout_speech"] + z["heldout_nonspeech"])]
+              _corpus_ok("corpora/heldout", None if s.audiobook else z["heldout_speech"] + z["heldout_nonspeech"])]
+    outputs = [f"{p.path}/manifest.jsonl" for p in parts] + ([SAE_HOLDOUT] if s.audiobook else [])
     return Step("corpus", "corpora: espeak speech (several voices), synthetic non-speech, "
+                + ("naplib's audiobook excerpts (real speech, split by excerpt), " if s.audiobook else "")
                 + ("../shared/data, " if s.shared_data else "") + "dev and held-out clips",
-                actions=actions, outputs=[f"corpora/{n}/manifest.jsonl" for n in names], parts=parts,
-                check=_all(*checks), removes=["corpora"])
+                actions=actions, outputs=outputs, parts=parts, check=_all(*checks), removes=["corpora"])
+
+
+#: the WavCoch-sized offline cochlear codebook (LFQ, 8192 codes: workbench.models.cochlear_lfq), cached as auristream-tiny
+TOKENS_SPEC = "auristream-tiny?codebook=speech-8192"
 
 
 def caches_step(s: DemoSettings) -> Step:
-    specs = [(MODEL, ENCODER_HOOKS), ("cochleagram", ["cochleagram.hook_out"]),
-             ("auristream-tiny", ["tokens.hook_ids", "lm.blocks.*.hook_resid_post"])]
-    actions = [cli("cache", "--model", model, "--corpus", "@corpora/demo", "--hooks", *hooks, "--out", f"@caches/{model}",
-                   "--quiet") for model, hooks in specs]
+    specs = [(MODEL, MODEL, ENCODER_HOOKS), ("cochleagram", "cochleagram", ["cochleagram.hook_out"]),
+             ("auristream-tiny", TOKENS_SPEC, ["tokens.hook_ids", "lm.blocks.*.hook_resid_post"])]
+    actions = [cli("cache", "--model", spec, "--corpus", "@corpora/demo", "--hooks", *hooks, "--out", f"@caches/{name}",
+                   "--quiet") for name, spec, hooks in specs]
     return Step(
-        "caches", f"activation caches: {MODEL} (conv stem + every encoder block), cochleagram, offline cochlear tokens",
-        actions=actions, outputs=[f"caches/{m}/cache.json" for m, _ in specs],
-        parts=[Part("caches", m, f"caches/{m}", command=a.command) for (m, _), a in zip(specs, actions)],
-        needs=["corpus"], check=_all(*(_cache_ok(f"caches/{m}") for m, _ in specs)),
+        "caches", f"activation caches: {MODEL} (conv stem + every encoder block), cochleagram, offline cochlear tokens "
+                  "(8192-code LFQ codebook)",
+        actions=actions, outputs=[f"caches/{m}/cache.json" for m, _, _ in specs],
+        parts=[Part("caches", m, f"caches/{m}", command=a.command) for (m, _, _), a in zip(specs, actions)],
+        needs=["corpus"], check=_all(*(_cache_ok(f"caches/{m}") for m, _, _ in specs)),
     )
 
 
@@ -219,8 +278,8 @@ def sae_step(s: DemoSettings) -> Step:
     hooks = [LAST_HOOK, MIDDLE_HOOK]
     train = ["sae", "train", "--cache", f"@caches/{MODEL}", "--hook", LAST_HOOK, "--hook", MIDDLE_HOOK,
              "--expansion", "8", "--k", "32", "--tokens", str(z["sae_tokens"]), "--batch-size", str(z["sae_batch"]),
-             "--holdout-clips", "0.25",
-             "--holdout-by", "speaker", "--out", f"@{out}", "--quiet"]
+             *(["--holdout-file", f"@{SAE_HOLDOUT}"] if s.audiobook else ["--holdout-clips", "0.25", "--holdout-by", "speaker"]),
+             "--out", f"@{out}", "--quiet"]
 
     def check(ctx: Context) -> bool:
         from workbench.features import FeatureDictionary
@@ -304,11 +363,13 @@ def neuro_step(s: DemoSettings) -> Step:
         # needs no model run
         plant = ["--plant", "envelope"] if s.quick else ["--plant", MIDDLE_HOOK, "--model", MODEL]
         # r = 0.3 on 5 channels: the demo's minute or two of speech is too little to find the tests' r = 0.1
-        what = f"a simulated 64-channel EEG of corpora/speech ({plant[1]} planted at 150 ms, r = 0.3)"
-        actions = [cli("neuro", "simulate", "--corpus", "@corpora/speech", "--out", "@recordings/simulated/sub-sim_eeg.fif",
+        # the recording's stimulus: the SAE-training audiobook segments (continuous real speech, cached) when there
+        speech = f"{AUDIOBOOK}/train" if s.audiobook else "corpora/speech"
+        what = f"a simulated 64-channel EEG of {speech} ({plant[1]} planted at 150 ms, r = 0.3)"
+        actions = [cli("neuro", "simulate", "--corpus", f"@{speech}", "--out", "@recordings/simulated/sub-sim_eeg.fif",
                        *plant, "--r", "0.3"),
                    cli("neuro", "fit", "--recording", "@recordings/simulated/sub-sim_eeg.fif", "--corpus",
-                       "@corpora/speech", "--cache", f"@caches/{MODEL}", *common, "--out", "@neuro/simulated")]
+                       f"@{speech}", "--cache", f"@caches/{MODEL}", *common, "--out", "@neuro/simulated")]
         parts = [Part("neuro", name, "neuro/simulated", {"data": what})]
         removes = ["recordings/simulated", "neuro/simulated"]
     return Step(
