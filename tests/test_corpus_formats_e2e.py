@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import corpus_layouts as L
+from fake_saes import FakeTokenizer
 import pytest
 
 from workbench.cli import main
@@ -13,25 +14,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 HOOK = "encoder.blocks.0.hook_resid_post"
 
 
-class WordTokenizer:
-    """Token ids as words (the random model has no vocabulary)."""
-
-    unk_token_id = 95
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(f"w{int(i)}" for i in ids if int(i) < 88)
-
-    def convert_tokens_to_ids(self, name):
-        return 89 if name == "<|nospeech|>" else self.unk_token_id
-
-
 def test_librispeech_plus_esc50_through_cache_probe_sae_steer(tmp_path, monkeypatch):
     import workbench.models
     from workbench.models.whisper import random_whisper
 
     model = random_whisper(seed=0)
     model.max_new_tokens = 4
-    model.tokenizer = WordTokenizer()
+    model.tokenizer = FakeTokenizer()
     monkeypatch.setattr(workbench.models, "load", lambda spec, **kw: model)
 
     ls, esc = L.librispeech(tmp_path / "LibriSpeech"), L.esc50(tmp_path / "ESC-50", n=12)

@@ -14,6 +14,7 @@ from sae.steer.selection import class_mean_direction, select_features
 from workbench.features import FeatureDictionary
 from workbench.models.whisper import random_whisper
 from workbench.steering import Steering
+from fake_saes import FakeTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HOOK = "encoder.blocks.0.hook_resid_post"
@@ -22,18 +23,6 @@ SR = 16000
 
 def noise(seed, seconds=1.0):
     return (0.1 * np.random.default_rng(seed).standard_normal(int(SR * seconds))).astype(np.float32)
-
-
-class FakeTokenizer:
-    """Token ids as words (the random model has no vocabulary); id 89 plays <|nospeech|>."""
-
-    unk_token_id = 95
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(f"w{int(i)}" for i in ids if int(i) < 88)
-
-    def convert_tokens_to_ids(self, name):
-        return 89 if name == "<|nospeech|>" else self.unk_token_id
 
 
 @pytest.fixture(scope="module")
