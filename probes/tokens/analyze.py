@@ -243,7 +243,8 @@ def analyze_cache(cache, out: str | os.PathLike, hook: str | None = None, corpus
 
 
 def headline(summary: dict) -> dict:
-    """One row of the comparison table from a ``summary.json``: codebook 0 figures and means over codebooks."""
+    """One row of the comparison table from a ``summary.json``: codebook 0's figures (and the consistency
+    averaged over codebooks, ``consistency_mean``)."""
     row = {"source": summary["source"], "hook": summary["hook"], "frames": summary["frames"],
            "codebooks": summary["codebooks"], "frame_rate": summary["frame_rate"]}
     u = pd.DataFrame(summary["usage"])
@@ -259,6 +260,7 @@ def headline(summary: dict) -> dict:
     if summary.get("consistency"):
         c = pd.DataFrame(summary["consistency"])
         row["consistency"] = float(c["consistency"].iloc[0])
+        row["consistency_mean"] = float(c["consistency"].mean())  # over codebooks (RVQ: deeper ones drift more)
     if summary.get("stability"):
         s = pd.DataFrame(summary["stability"])
         for test, g in s[s["codebook"] == 0].groupby("test", sort=False):
