@@ -34,6 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("caches", nargs="+", help="token caches (one integer hook each, or pass --hook)")
     ap.add_argument("--hook", default=None)
+    ap.add_argument("--cochleagram-cache", default="auto", help="passed to tokens analyze ('none': from the audio)")
     ap.add_argument("--out", default=None, help="folder for the analyses (default: a temporary folder)")
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_tokens_"))
@@ -47,7 +48,7 @@ def main() -> int:
         audio_s = frames / cache.frame_rate(hook)
         dest = out / Path(c).name
         cmd = [sys.executable, "-m", "workbench", "tokens", "analyze", "--cache", c, "--hook", hook, "--no-model",
-               "--out", str(dest)]
+               "--cochleagram-cache", args.cochleagram_cache, "--out", str(dest)]
         load0 = os.getloadavg()
         t = time.time()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

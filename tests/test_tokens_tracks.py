@@ -100,6 +100,11 @@ def test_cochlear_tokens(corpus, tmp_path):
         rows = np.flatnonzero(ids[:, 0] == code)
         assert n == len(rows)
         np.testing.assert_allclose(mean, frames[rows].mean(0), rtol=1e-5, atol=1e-6)
+    # a cache without the cochleagram is refused before any work
+    from workbench.cli import main
+
+    bad = ["tokens", "analyze", "--cache", str(cache.root), "--no-model", "--out", str(tmp_path / "bad")]
+    assert main([*bad, "--cochleagram-cache", str(cache.root)]) != 0 and not (tmp_path / "bad").exists()
     # recomputed from the audio (no cochleagram cache) it is the same, up to the cache's fp16
     slow = token_cochleagrams(cache, "tokens.hook_ids", ids, cache.corpus, top=5)
     np.testing.assert_array_equal(slow["codes"], tc["codes"][:5])

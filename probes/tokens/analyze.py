@@ -178,12 +178,25 @@ def token_cochleagrams(cache, hook: str, ids: np.ndarray, corpus, top: int = 256
 def analyze_cache(cache, out: str | os.PathLike, hook: str | None = None, corpus=None, targets=TARGETS,
                   robust_tests: bool = True, reencode_n: int = 0, max_clips: int = 8, slice_s: float = 1.0,
                   context_s: float = 1.0, cochleagram: bool = True, source=None, device: str = "cpu",
-                  seed: int = 0) -> dict[str, Path]:
-    """Run every token analysis of ``hook`` (see the module docstring) and write the files to ``out``."""
+                  seed: int = 0, coch_cache="auto") -> dict[str, Path]:
+    """Run every token analysis of ``hook`` (see the module docstring) and write the files to ``out``.
+
+    ``coch_cache``: where the token cochleagrams read cochleagram frames: ``"auto"`` (the cache itself or a
+    sibling cache of the same corpus, :func:`cochleagram_cache`), a cache directory, or None (computed
+    from the audio)."""
     from probes.tokens.figures import tokens_figure
 
     hook = integer_hook(cache, hook)
     corpus = corpus if corpus is not None else cache.corpus
+    coch = None  # checked before any work: a bad --cochleagram-cache fails at once
+    if cochleagram and coch_cache == "auto":
+        coch = cochleagram_cache(cache)
+    elif cochleagram and coch_cache is not None:
+        from workbench.cache import ActivationCache
+
+        coch = ActivationCache.open(coch_cache)
+        if COCHLEAGRAM_HOOK not in coch.hooks:
+            raise ValueError(f"{coch_cache}: no {COCHLEAGRAM_HOOK} in this cache (hooks: {coch.hooks})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     times, paths = {}, {}
@@ -217,10 +230,8 @@ def analyze_cache(cache, out: str | os.PathLike, hook: str | None = None, corpus
             logger.info("%s: no decoder for this token source; re-encoding skipped", cache.root)
         paths["stability"] = write_text(out / "stability.csv", stab.to_csv(index=False))
         times["stability_s"] = time.time() - t
-    coch = None
     if cochleagram:
         t = time.time()
-        coch = cochleagram_cache(cache)
         tc = token_cochleagrams(cache, hook, ids, corpus, coch=coch)
         path = out / "token_cochleagrams.npz"
         from workbench.atomic import atomic_path
