@@ -90,7 +90,7 @@ def comparison(ws: Workspace) -> list:
     except (OSError, ValueError, KeyError) as e:
         return [message(f"comparison table not built: {e}", "warn")]
     df = df[[c for c in COMPARE_COLUMNS if c in df.columns]]
-    return [html.Div(f"All {plural(len(df), 'analysis')} side by side (codebook 0; purity / MI against phones with "
+    return [html.Div(f"All {len(df)} analyses side by side (codebook 0; purity / MI against phones with "
                      "their shuffled-token chance; ued_*: unit edit distance under each perturbation, lower is "
                      "more stable):", className="wb-caption"), _table(df, "tok-compare")]
 
@@ -100,7 +100,8 @@ def _table(df: pd.DataFrame, id_: str):
 
     df = df.round(4)
     return dash_table.DataTable(data=df.to_dict("records"), columns=[{"name": c, "id": c} for c in df.columns],
-                                sort_action="native", page_size=12, style_cell={"fontSize": 12}, id=id_)
+                                sort_action="native", page_size=12, style_cell={"fontSize": 12}, id=id_,
+                                style_table={"overflowX": "auto"})  # wide tables scroll inside the page
 
 
 def layout(ws: Workspace, query: dict) -> html.Div:
