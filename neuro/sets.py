@@ -129,11 +129,12 @@ def subject_tables(fits: dict[str, SetFit], idx, ch_names: Sequence[str], alphas
         res = f.res
         r = res.r[idx]
         p = res.p[idx] if res.p is not None else np.full(len(r), np.nan)
+        p_perm = res.p_perm[idx] if res.p_perm is not None else np.full(len(r), np.nan)
         rel_alpha = np.exp(np.log(alphas[res.alpha_index[:, idx]]).mean(0))  # geometric mean over folds
         best = res.lags_s[res.best_lag_index()[idx]] if res.kernel.size else np.full(len(r), np.nan)
         for c, ch in enumerate(ch_names):
             rows.append({"feature": name, "kind": f.fs.kind, "channel": ch, "r": r[c],
-                         "r_cv_mean": res.r_folds[:, idx][:, c].mean(), "best_lag_s": best[c], "p": p[c],
+                         "r_cv_mean": res.r_folds[:, idx][:, c].mean(), "best_lag_s": best[c], "p": p[c], "p_perm": p_perm[c],
                          "alpha_rel": rel_alpha[c]})
         per_trial = f.trial_r[:, idx].mean(1)  # each trial's channel-mean r: the units of the interval
         d_r2 = shared = np.full(len(r), np.nan)
@@ -153,10 +154,19 @@ def subject_tables(fits: dict[str, SetFit], idx, ch_names: Sequence[str], alphas
                            "shared_r2_mean": float(np.nanmean(shared)) if np.isfinite(shared).any() else np.nan,
                            "r2_mean": float(r2(r).mean()), "alpha_rel": float(np.exp(np.log(rel_alpha).mean()))})
     summary = pd.DataFrame(rows)
-    reject, p_fdr = fdr(summary["p"].to_numpy())  # NaN p (no null drawn) stays NaN, never significant
-    summary["p_fdr"], summary["significant"] = p_fdr, reject
+    summary["p_fdr"], summary["significant"] = np.nan, False
+    for name, at in summary.groupby("feature", sort=False).groups.items():  # BH over channels, per feature set
+        reject, p_fdr = fdr(summary.loc[at, "p"].to_numpy())  # NaN p (no null drawn) stays NaN, never significant
+        summary.loc[at, "p_fdr"], summary.loc[at, "significant"] = p_fdr, reject
+    summary["significant"] = summary["significant"].astype(bool)
     layers = pd.DataFrame(layer_rows)
     layers["n_significant"] = [int(summary.loc[summary["feature"] == f, "significant"].sum()) for f in layers["feature"]]
+    # the layer curve on the responsive channels (significant for at least one set): a mean over every
+    # channel is dominated by the null channels' noise when few channels respond
+    responsive = set(summary.loc[summary["significant"], "channel"])
+    layers["n_responsive"] = len(responsive)
+    layers["r_responsive"] = [float(summary.loc[(summary["feature"] == f) & summary["channel"].isin(responsive), "r"]
+                                    .mean()) if responsive else np.nan for f in layers["feature"]]
     layers["order"] = np.arange(len(layers))  # acoustic baselines first, then model sets in hook order
     part_df = pd.DataFrame(part_rows, columns=["feature", "channel", "r2_acoustic", "r2_set", "r2_joint",
                                                "unique_set", "unique_acoustic", "shared"])

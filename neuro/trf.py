@@ -200,7 +200,8 @@ class TRFResult:
     fold_of_trial: np.ndarray          # [n_trials]
     predictions: list[np.ndarray] = field(default_factory=list, repr=False)  # out-of-fold, per trial
     responses: list[np.ndarray] = field(default_factory=list, repr=False)    # per trial, centred
-    p: np.ndarray | None = None        # [C] p of ``r`` against the refitted circular-shift null, one-sided
+    p: np.ndarray | None = None        # [C] p of ``r``: Gaussian tail of the refitted circular-shift null, one-sided
+    p_perm: np.ndarray | None = None   # [C] the rank p against the same draws (floor 1 / (draws + 1))
     r_null: np.ndarray | None = field(default=None, repr=False)  # [draws, C]
     r_null_observed: np.ndarray | None = field(default=None, repr=False)  # [C] the null's r at shift 0 (== r)
 
@@ -306,12 +307,12 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
         W = _Eig(full).weights(rel * np.trace(full.G) / len(full.G))
         kernel = W.reshape(len(lags), W.shape[0] // len(lags), -1).transpose(2, 1, 0)
     centred = [np.concatenate([a - a.mean(0) for a in arrays]) for arrays in (predictions, ys)]
-    p_value = r_null = r_stat = None
+    p_value = p_perm = r_null = r_stat = None
     if null is not None:
-        r_stat, r_null, p_value = null.result()
+        r_stat, r_null, p_value, p_perm = null.result()
     return TRFResult(lags_s=lags / float(sfreq), r=_pearson(*centred), r_folds=np.array(r_folds),
                      r_path=np.array(r_path), alphas=np.array(abs_alphas), alpha_index=np.array(chosen),
-                     kernel=kernel, fold_of_trial=fold_of, predictions=predictions, responses=ys, p=p_value,
+                     kernel=kernel, fold_of_trial=fold_of, predictions=predictions, responses=ys, p=p_value, p_perm=p_perm,
                      r_null=r_null, r_null_observed=r_stat)
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import fft as sp_fft
 
 from neuro.lagged import lagged_column_sums
-from neuro.stats import draw_shifts, p_value
+from neuro.stats import draw_shifts, p_value, tail_p_value
 
 __all__ = ["NullAccumulator"]
 
@@ -140,8 +140,11 @@ class NullAccumulator:
         out += [(slice(d, min(n_rows, d + step)), not low) for d in range(first, n_rows, step)]
         return out
 
-    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(observed r [C], null r [draws, C], p [C])``; p one-sided (r > 0)."""
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(observed r [C], null r [draws, C], p [C], p_perm [C])``, one-sided (r > 0): ``p`` from the
+        null's Gaussian tail (:func:`neuro.stats.tail_p_value`; the rank p with fewer than 3 draws),
+        ``p_perm`` the rank p (floor ``1 / (draws + 1)``)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.nan_to_num(self.num / np.sqrt(np.clip(self.var_p, 0, None) * self.var_y))
-        return r[0], r[1:], p_value(r[0], r[1:])
+        p_perm = p_value(r[0], r[1:])
+        return r[0], r[1:], (tail_p_value(r[0], r[1:]) if len(r) > 3 else p_perm), p_perm
