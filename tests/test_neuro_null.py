@@ -70,3 +70,18 @@ def test_null_equals_the_brute_force_refit(tmin, n_feat, kind, dtype):
     np.testing.assert_allclose(res.r_null_observed, ref[0], atol=1e-9)
     np.testing.assert_allclose(res.r_null, ref[1:], atol=1e-9 if dtype == "float64" else 1e-5)
     assert (res.alpha_index != res.alpha_index[:, :1]).any()  # channels chose different alphas: per-channel M
+
+
+def test_null_is_the_same_in_small_channel_chunks_and_draw_blocks(monkeypatch):
+    import neuro.trf_null as tn
+
+    rng = np.random.default_rng(12)
+    xs = [gaussian_filter1d(rng.normal(size=(n, 2)), 2, axis=0) for n in (260, 280, 300, 270)]
+    ys = [rng.normal(size=(len(x), 7)) + 0.5 * np.roll(x[:, :1], 3, axis=0) for x in xs]
+    kw = dict(tmin=-0.03, tmax=0.06, folds=3, n_draws=9, min_shift=30, refit=False, null_dtype="float64")
+    whole = fit_trf(xs, ys, SF, **kw)
+    monkeypatch.setattr(tn, "CC_BYTES", 1)      # one channel per cross-covariance chunk
+    monkeypatch.setattr(tn, "BLOCK_ROWS", 4)    # four draws per product
+    chunked = fit_trf(xs, ys, SF, **kw)
+    np.testing.assert_allclose(chunked.r_null, whole.r_null, atol=1e-12)
+    np.testing.assert_allclose(chunked.p, whole.p, atol=1e-12)
