@@ -204,6 +204,7 @@ class TRFResult:
     p_perm: np.ndarray | None = None   # [C] the rank p against the same draws (floor 1 / (draws + 1))
     r_null: np.ndarray | None = field(default=None, repr=False)  # [draws, C]
     r_null_observed: np.ndarray | None = field(default=None, repr=False)  # [C] the null's r at shift 0 (== r)
+    transforms: list = field(default_factory=list, repr=False)  # [K] each fold's (training-only) FeatureTransform
 
     def best_lag_index(self) -> np.ndarray:
         """Per channel, the lag where the kernel's energy over features peaks."""
@@ -266,7 +267,7 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
     fold_of = assign_folds(len(xs), folds, seed) if fold_of_trial is None else np.asarray(fold_of_trial)
     n_folds, n_chan = int(fold_of.max()) + 1, ys[0].shape[1]
     alphas = np.asarray(alphas, dtype=np.float64)
-    r_path, r_folds, abs_alphas, chosen, predictions = [], [], [], [], [None] * len(xs)
+    r_path, r_folds, abs_alphas, chosen, predictions, transforms = [], [], [], [], [None] * len(xs), []
     null = None
     if n_draws:
         shift = min_shift if min_shift is not None else max(int(round(sfreq)), int(np.abs(lags).max()) + 1)
@@ -276,6 +277,7 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
     for k in range(n_folds):
         train_idx, test_idx = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
         transform = FeatureTransform.fit([], blocks, moments=_sum([moments[i] for i in train_idx]))
+        transforms.append(transform)
         transformed = [transform(x) for x in xs]
         groups = {g: _stats([transformed[i] for i in np.flatnonzero(fold_of == g)],
                             [ys[i] for i in np.flatnonzero(fold_of == g)], lags) for g in range(n_folds)}
@@ -313,7 +315,7 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
     return TRFResult(lags_s=lags / float(sfreq), r=_pearson(*centred), r_folds=np.array(r_folds),
                      r_path=np.array(r_path), alphas=np.array(abs_alphas), alpha_index=np.array(chosen),
                      kernel=kernel, fold_of_trial=fold_of, predictions=predictions, responses=ys, p=p_value, p_perm=p_perm,
-                     r_null=r_null, r_null_observed=r_stat)
+                     r_null=r_null, r_null_observed=r_stat, transforms=transforms)
 
 
 def trial_r(res: "TRFResult") -> np.ndarray:
