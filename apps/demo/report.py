@@ -64,9 +64,12 @@ def _saes(root: Path) -> dict:
     for ev in sorted(root.glob("saes/*/eval/*/eval.json")):
         doc = _json(ev) or {}
         m, sp = doc.get("metrics", {}), doc.get("splice", {})
+        every = doc.get("metrics_all_frames") or {}
         out[f"{ev.parents[2].name}/{ev.parent.name}"] = {
             "fvu": m.get("fvu"), "l0": m.get("l0"), "dead_frac": m.get("dead_frac"),
-            "wer_clean": sp.get("wer_clean"), "wer_spliced": sp.get("wer_spliced"),
+            # FVU over every frame (massive ones passed through) and the median per-frame relative error
+            "fvu_all_frames": every.get("fvu"), "rel_error_median": m.get("rel_error_median"),
+            "wer_clean": sp.get("wer_clean"), "wer_spliced": sp.get("wer_spliced"), "wer_clips": sp.get("wer_clips"),
             "in_sample": doc.get("in_sample")}
     return out
 
@@ -222,7 +225,8 @@ def format_headline(fig: dict) -> str:
         lines.append(f"probes    {name}: peak at {p['peak_hook']}, accuracy {_f(p['accuracy'])} "
                      f"(majority {_f(p['majority'])}, selectivity {_f(p['selectivity'])})")
     for name, s in fig["saes"].items():
-        lines.append(f"sae       {name}: FVU {_f(s['fvu'])}, L0 {_f(s['l0'], 1)}, dead {_f(s['dead_frac'])}, "
+        lines.append(f"sae       {name}: FVU {_f(s['fvu'])} (all frames {_f(s.get('fvu_all_frames'))}), per-frame "
+                     f"error {_f(s.get('rel_error_median'))}, L0 {_f(s['l0'], 1)}, dead {_f(s['dead_frac'])}, "
                      f"WER {_f(s['wer_clean'])} -> {_f(s['wer_spliced'])} spliced in"
                      + (" (in-sample)" if s.get("in_sample") else ""))
     for name, st in fig["steering"].items():

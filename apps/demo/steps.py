@@ -32,6 +32,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apps.demo.background import parallel
 from apps.demo.runner import Action, Context, Part, Step, cli
 from workbench.atomic import read_json
 
@@ -75,18 +76,22 @@ class DemoSettings:
         if self.quick:
             return {"speech": 16, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
                     "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000, "sae_batch": 1024,
+                    "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 0,
                     "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000, "steer_n": "8",
                     "steer_strengths": "8,16",  # the strengths that mattered in the steering study
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
                     # naplib's audiobook excerpts (62 s each): SAE training / SAE held-out / steering held-out
-                    "audiobook_train": 1, "audiobook_heldout": 1, "audiobook_steer": 1, "segment_seconds": 15}
+                    "audiobook_train": 2, "audiobook_heldout": 1, "audiobook_steer": 1, "segment_seconds": 15}
         return {"speech": 32, "speakers": 8, "nonspeech": 24, "dev_speech": 6, "dev_nonspeech": 6,
                 "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 600_000, "sae_batch": 1024,
+                # the recipe that keeps the held-out WER at this data size (measured: docs/readme/demo.md): a short run
+                # needs a higher learning rate than the long-run default, and k = 64 of 4 x 384 features
+                "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 2,
                 # sized so that the steps take ~5 min on 2 idle cores (measured: README)
                 "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000, "steer_n": "4,16",
                 "steer_strengths": "8,16,32",
                 "neuro_draws": 100, "neuro_folds": 3, "neuro_sae_features": 16, "neuro_components": 16,
-                "audiobook_train": 4, "audiobook_heldout": 2, "audiobook_steer": 2, "segment_seconds": 15}
+                "audiobook_train": 6, "audiobook_heldout": 2, "audiobook_steer": 2, "segment_seconds": 15}
 
     @property
     def neuro_data(self) -> str:
@@ -176,21 +181,30 @@ SAE_HOLDOUT = "corpora/sae_holdout.txt"
 
 
 def _audiobook(s: DemoSettings) -> tuple[list[Action], list[Part]]:
-    """naplib's excerpts, split by excerpt (:mod:`apps.demo.audiobook`) and cut into aligned segments."""
+    """naplib's excerpts, split by excerpt (:mod:`apps.demo.audiobook`). The SAE-training excerpts stay whole
+    (the SAE needs no word timings); the held-out and steering ones are cut into aligned segments (WER is
+    scored per segment), both alignments side by side (pocketsphinx runs on one core)."""
     z = s.sizes
     src = f"@{AUDIOBOOK}/source/corpus"
     actions = [cli("neuro", "naplib", "--out", f"@{AUDIOBOOK}/source"),
                py("apps.demo.audiobook", "split", src, "--train", str(z["audiobook_train"]),
-                  "--heldout", str(z["audiobook_heldout"]), "--steer", str(z["audiobook_steer"]))]
-    for part in ("train", "heldout", "steer"):
-        actions.append(cli("corpus", "segment", f"{src}/{part}.jsonl", "--seconds", str(z["segment_seconds"]), "--align",
-                           "--out", f"@{AUDIOBOOK}/{part}", "-q"))
+                  "--heldout", str(z["audiobook_heldout"]), "--steer", str(z["audiobook_steer"])),
+               cli("corpus", "build", f"{src}/train.jsonl", "--out", f"@{AUDIOBOOK}/train", "-q"),
+               parallel(*(cli("corpus", "segment", f"{src}/{part}.jsonl", "--seconds", str(z["segment_seconds"]),
+                              "--align", "--out", f"@{AUDIOBOOK}/{part}", "-q") for part in ("heldout", "steer")))]
+    if z["augment_passes"]:  # more varied frames for the SAE: cuts, speed, level, backgrounds (train excerpts only)
+        actions.append(cli("corpus", "augment", f"@{AUDIOBOOK}/train", "--passes", str(z["augment_passes"]),
+                           "--out", f"@{AUDIOBOOK}/augmented", "-q"))
     held = [f"@{AUDIOBOOK}/heldout"] + (["@corpora/shared"] if s.shared_data is not None else [])
     actions.append(py("apps.demo.audiobook", "holdout", f"@{SAE_HOLDOUT}", *held))
-    what = {"train": "cached, SAE training", "heldout": "cached, never in SAE training: the SAE's FVU and spliced WER",
-            "steer": "never cached: the steering evaluation's real speech"}
-    parts = [Part("corpora", f"audiobook/{p}", f"{AUDIOBOOK}/{p}",
-                  {"what": f"naplib audiobook excerpts cut into {z['segment_seconds']}-s aligned segments ({w})"},
+    what = {"train": "whole 62-s excerpts (cached, SAE training)",
+            "heldout": f"cut into {z['segment_seconds']}-s aligned segments (cached, never in SAE training: the "
+                       "SAE's FVU and spliced WER)",
+            "steer": f"cut into {z['segment_seconds']}-s aligned segments (never cached: the steering evaluation's "
+                     "real speech)"}
+    if z["augment_passes"]:
+        what["augmented"] = f"the training excerpts, {z['augment_passes']} augmented passes (cached, SAE training)"
+    parts = [Part("corpora", f"audiobook/{p}", f"{AUDIOBOOK}/{p}", {"what": f"naplib audiobook excerpts, {w}"},
                   "; ".join(a.command for a in actions)) for p, w in what.items()]
     return actions, parts
 
@@ -217,6 +231,7 @@ def corpus_step(s: DemoSettings) -> Step:
         actions += book
         parts += book_parts
         sources += [f"@{AUDIOBOOK}/train", f"@{AUDIOBOOK}/heldout"]
+        sources += [f"@{AUDIOBOOK}/augmented"] if s.sizes["augment_passes"] else []
     merged = cli("corpus", "build", *sources, "--out", "@corpora/demo", "-q")
     actions.append(merged)
     parts.append(Part("corpora", "demo", "corpora/demo", {"what": "what the caches, SAEs, probes and the steering's "
@@ -277,7 +292,8 @@ def sae_step(s: DemoSettings) -> Step:
     out = f"saes/{SAE_NAME}"
     hooks = [LAST_HOOK, MIDDLE_HOOK]
     train = ["sae", "train", "--cache", f"@caches/{MODEL}", "--hook", LAST_HOOK, "--hook", MIDDLE_HOOK,
-             "--expansion", "8", "--k", "32", "--tokens", str(z["sae_tokens"]), "--batch-size", str(z["sae_batch"]),
+             "--expansion", str(z["sae_expansion"]), "--k", str(z["sae_k"]), "--lr", str(z["sae_lr"]),
+             "--tokens", str(z["sae_tokens"]), "--batch-size", str(z["sae_batch"]),
              *(["--holdout-file", f"@{SAE_HOLDOUT}"] if s.audiobook else ["--holdout-clips", "0.25", "--holdout-by", "speaker"]),
              "--out", f"@{out}", "--quiet"]
 
@@ -292,7 +308,8 @@ def sae_step(s: DemoSettings) -> Step:
         actions=[_sae_train(train, out),
                  cli("sae", "eval", "--sae", f"@{out}", "--cache", f"@caches/{MODEL}", "--model", MODEL,
                      "--max-frames", str(z["eval_frames"]), "--splice-clips", str(z["splice_clips"]),
-                     "--out", f"@{out}/eval", "--quiet")],
+                     # the erasure analyses (two thirds of the eval's time) feed no demo figure or page
+                     "--erasure-probe", "none", "--out", f"@{out}/eval", "--quiet")],
         outputs=[p for h in hooks for p in (f"{out}/{h}/cfg.json", f"{out}/{h}/sae_weights.safetensors",
                                             f"{out}/eval/{h}/eval.json", f"{out}/eval/{h}/features.parquet")],
         parts=[Part("saes", f"{SAE_NAME}/{h}", f"{out}/{h}", {"eval": f"{out}/eval/{h}"}) for h in hooks],
@@ -311,6 +328,7 @@ def probes_step(s: DemoSettings) -> Step:
         outputs=["probes/phones/summary.json", "probes/phones/summary.csv"],
         parts=[Part("probes", "phones", "probes/phones")],
         needs=["caches"],
+        background=True,  # L-BFGS runs on one thread: the probes share the machine with the SAE and steering steps
     )
 
 

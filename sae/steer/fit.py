@@ -94,6 +94,8 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
         hook = hook or fd.hook_name
         if fd.hook_name and hook != fd.hook_name:
             raise ValueError(f"SAE {sae} encodes {fd.hook_name}, not {hook}")
+    elif sae is not None and hook is None:  # direction / vector beside an SAE: edit where the SAE reads
+        hook = FeatureDictionary.load(sae).hook_name
     hook = hook or (cache.hooks[0] if len(cache.hooks) == 1 else None)
     if hook is None or hook not in cache.hooks:
         raise ValueError(f"choose a hook of the cache with --hook; cached: {cache.hooks}")
@@ -137,7 +139,7 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
         detector = fit_detector(X, y, level=detector_level, space=space, features=top, seed=seed)
     base = Steering(model=model.spec or spec, hook=hook, d_model=int(acts.shape[1]), method=method, edit=edit,
                     strength=1.0, features=features, n_features=len(features),
-                    sae=str(Path(sae).resolve()) if sae else None,
+                    sae=str(Path(sae).resolve()) if sae and method == "sae" else None,
                     direction=direction["direction"] if method == "direction" else vector,
                     midpoint=direction["midpoint"], gate=gate, detector=detector, concept=concept,
                     selection=selection, command=command)
