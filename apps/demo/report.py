@@ -120,9 +120,17 @@ def _neuro(root: Path) -> dict:
         t = pd.read_csv(layers)
         meta = _json(layers.parent / "neuro.json") or {}
         if len(t) and "r_mean" in t:
-            curve = {str(r["feature"]): round(float(r["r_mean"]), 4) for _, r in t.iterrows()}
+            # the curve over the responsive channels (significant for some feature set, the same channels for
+            # every set) when there are any: a mean over every channel drowns a few responsive ones in noise
+            responsive = "r_responsive" in t and int(t.get("n_responsive", pd.Series([0])).max()) > 0 \
+                and bool(np.isfinite(t["r_responsive"]).all())
+            column = "r_responsive" if responsive else "r_mean"
+            curve = {str(r["feature"]): round(float(r[column]), 4) for _, r in t.iterrows()}
             name = layers.parent.name
-            out[name] = {"data": meta.get("data"), "curve": curve, "best": max(curve, key=curve.get)}
+            out[name] = {"data": meta.get("data"), "curve": curve, "curve_of": column,
+                         "n_responsive": int(t["n_responsive"].max()) if "n_responsive" in t else None,
+                         "curve_all_channels": {str(r["feature"]): round(float(r["r_mean"]), 4) for _, r in t.iterrows()},
+                         "best": max(curve, key=curve.get)}
             planted = _planted(root, name, curve, layers.parent / "summary.csv")
             if planted:
                 out[name]["planted"] = planted
@@ -237,7 +245,9 @@ def format_headline(fig: dict) -> str:
     for name, n in fig["neuro"].items():
         curve = ", ".join(f"{k.replace('encoder.blocks.', 'b').replace('.hook_resid_post', '')} {v:.3f}"
                           for k, v in n["curve"].items())
-        lines.append(f"neuro     {name} ({n['data']}): mean r per feature set: {curve}; best {n['best']}")
+        over = ("the " + str(n.get("n_responsive")) + " responsive channels" if n.get("curve_of") == "r_responsive"
+                else "all channels")
+        lines.append(f"neuro     {name} ({n['data']}): mean r per feature set over {over}: {curve}; best {n['best']}")
     tok = fig.get("tokens") or {}
     if tok.get("codes_used") is not None:
         lines.append(f"tokens    {tok.get('model')}: {tok['codes_used']} codes in use over {tok['frames']} frames, "

@@ -95,14 +95,15 @@ class DemoSettings:
 
     @property
     def neuro_data(self) -> str:
-        """"naplib" or "simulated": the recording the neuro step fits (see :func:`neuro_step`)."""
+        """The recordings the neuro step fits, ``+``-joined: ``simulated`` (a planted layer: the demo checks it
+        is recovered) and ``naplib`` (real audiobook stimuli, simulated iEEG; not in ``--quick``)."""
         if self.neuro not in ("auto", "naplib", "simulated"):
             raise ValueError(f"neuro must be auto, naplib or simulated, got {self.neuro!r}")
         if self.neuro == "naplib" and _naplib_file() is None:
             raise FileNotFoundError("--neuro naplib: the naplib sample is not installed (run `make neuro-data`, "
                                     "i.e. pip install --no-deps naplib==2.6.0)")
         if self.neuro == "auto":  # naplib's 10 minutes of audio do not fit the quick demo's 2 minutes
-            return "naplib" if not self.quick and _naplib_file() is not None else "simulated"
+            return "simulated+naplib" if not self.quick and _naplib_file() is not None else "simulated"
         return self.neuro
 
     @property
@@ -361,41 +362,43 @@ def _naplib_file() -> Path | None:
 
 
 def neuro_step(s: DemoSettings) -> Step:
-    """naplib's sample (real audiobook audio, simulated iEEG) when installed, else a simulated 64-channel EEG
-    of the demo's speech clips with block 1 (``--quick``: the envelope) planted at 150 ms."""
+    """A simulated 64-channel EEG of the demo's continuous real speech with encoder block 1 planted at 150 ms
+    (the demo checks that it is recovered) and, in the full demo, naplib's sample (real audiobook audio,
+    simulated iEEG: the layer curve with its statistics)."""
+    z = s.sizes
     common = ["--model", MODEL, "--hooks", "encoder.blocks.*.hook_resid_post", "--sae",
-              f"@saes/{SAE_NAME}/{LAST_HOOK}", "--sae-features", str(s.sizes["neuro_sae_features"]),
-              "--n-components", str(s.sizes["neuro_components"]), "--draws", str(s.sizes["neuro_draws"]),
-              "--folds", str(s.sizes["neuro_folds"]), "--no-delta-r2", "--quiet"]  # delta-R^2 fits: minutes more
-    if s.neuro_data == "naplib":
-        name, what = "naplib", "naplib's speech-task sample (10 audiobook excerpts, 10 simulated iEEG channels)"
-        actions = [cli("neuro", "naplib", "--out", "@recordings/naplib"),
-                   cli("corpus", "build", "@recordings/naplib/corpus", "--out", "@corpora/naplib", "-q"),
-                   cli("neuro", "fit", "--recording", "@recordings/naplib/sub-naplib_ieeg.fif", "--corpus",
-                       "@corpora/naplib", *common, "--out", "@neuro/naplib")]
-        parts = [Part("corpora", "naplib", "corpora/naplib"), Part("neuro", name, "neuro/naplib", {"data": what})]
-        removes = ["recordings/naplib", "corpora/naplib", "neuro/naplib"]
-    else:
-        name = "simulated"
-        # the full demo plants a model layer (its curve should peak there); --quick plants the envelope, which
-        # needs no model run
-        plant = ["--plant", "envelope"] if s.quick else ["--plant", MIDDLE_HOOK, "--model", MODEL]
-        # r = 0.3 on 5 channels: the demo's minute or two of speech is too little to find the tests' r = 0.1
-        # the recording's stimulus: the SAE-training audiobook segments (continuous real speech, cached) when there
+              f"@saes/{SAE_NAME}/{LAST_HOOK}", "--sae-features", str(z["neuro_sae_features"]),
+              "--n-components", str(z["neuro_components"]), "--draws", str(z["neuro_draws"]),
+              "--folds", str(z["neuro_folds"]), "--no-delta-r2", "--quiet"]  # delta-R^2 fits: minutes more
+    actions, parts, removes, names, whats = [], [], [], [], []
+    if "simulated" in s.neuro_data:
+        # the stimulus: continuous real speech already cached (the SAE-training excerpts), else espeak clips
         speech = f"{AUDIOBOOK}/train" if s.audiobook else "corpora/speech"
-        what = f"a simulated 64-channel EEG of {speech} ({plant[1]} planted at 150 ms, r = 0.3)"
-        actions = [cli("neuro", "simulate", "--corpus", f"@{speech}", "--out", "@recordings/simulated/sub-sim_eeg.fif",
-                       *plant, "--r", "0.3"),
-                   cli("neuro", "fit", "--recording", "@recordings/simulated/sub-sim_eeg.fif", "--corpus",
-                       f"@{speech}", "--cache", f"@caches/{MODEL}", *common, "--out", "@neuro/simulated")]
-        parts = [Part("neuro", name, "neuro/simulated", {"data": what})]
-        removes = ["recordings/simulated", "neuro/simulated"]
+        what = f"a simulated 64-channel EEG of {speech} ({MIDDLE_HOOK} planted at 150 ms, r = 0.3, 5 channels)"
+        actions += [cli("neuro", "simulate", "--corpus", f"@{speech}", "--out", "@recordings/simulated/sub-sim_eeg.fif",
+                        "--plant", MIDDLE_HOOK, "--model", MODEL, "--r", "0.3"),
+                    cli("neuro", "fit", "--recording", "@recordings/simulated/sub-sim_eeg.fif", "--corpus",
+                        f"@{speech}", "--cache", f"@caches/{MODEL}", *common, "--out", "@neuro/simulated")]
+        parts.append(Part("neuro", "simulated", "neuro/simulated", {"data": what}))
+        removes += ["recordings/simulated", "neuro/simulated"]
+        names.append("simulated")
+        whats.append(what)
+    if "naplib" in s.neuro_data:
+        what = "naplib's speech-task sample (10 audiobook excerpts, 10 simulated iEEG channels)"
+        actions += [cli("neuro", "naplib", "--out", "@recordings/naplib"),
+                    cli("corpus", "build", "@recordings/naplib/corpus", "--out", "@corpora/naplib", "-q"),
+                    cli("neuro", "fit", "--recording", "@recordings/naplib/sub-naplib_ieeg.fif", "--corpus",
+                        "@corpora/naplib", *common, "--out", "@neuro/naplib")]
+        parts += [Part("corpora", "naplib", "corpora/naplib"), Part("neuro", "naplib", "neuro/naplib", {"data": what})]
+        removes += ["recordings/naplib", "corpora/naplib", "neuro/naplib"]
+        names.append("naplib")
+        whats.append(what)
     return Step(
-        "neuro", f"encoding-model layer curve (TRF, circular-shift nulls, FDR) on {what}",
-        actions=actions, outputs=[f"neuro/{name}/{f}" for f in ("summary.csv", "layers.csv", "neuro.json")],
+        "neuro", f"encoding-model layer curves (TRF, circular-shift nulls, FDR) on {' and on '.join(whats)}",
+        actions=actions, outputs=[f"neuro/{n}/{f}" for n in names for f in ("summary.csv", "layers.csv", "neuro.json")],
         parts=parts, removes=removes, needs=["sae", "corpus"], available=lambda: _has_command("neuro", "fit"),
         # neuro.json is written again, with the run's seconds, once everything else is on disk
-        check=lambda ctx: read_json(ctx.path(f"neuro/{name}/neuro.json")).get("seconds") is not None,
+        check=lambda ctx: all(read_json(ctx.path(f"neuro/{n}/neuro.json")).get("seconds") is not None for n in names),
     )
 
 
