@@ -35,7 +35,8 @@ DEFAULT_N = (1, 2, 4, 8, 16, 32)
 # (adding the raw direction, subtract < 0, turns speech into " you"); ablation (scale 0) is swept too.
 DEFAULT_STRENGTHS = {"scale": (0.0, 4.0, 8.0, 16.0, 32.0), "ablate": (1.0,), "negate": (1.0, 2.0), "clamp": (1.0, 4.0),
                      "clamp_target": (0.5, 1.0, 2.0, 4.0), "subtract": (-2.0, -1.0, 1.0, 2.0),
-                     "project": (-1.0, -2.0, -3.0, -4.0), "add": (0.5, 1.0, 1.5, 2.0, 3.0)}
+                     "project": (-1.0, -2.0, -3.0, -4.0), "add": (0.25, 0.5, 1.0)}
+# the optimised vector (edit add) was chosen at s = 0.5 on tiny.en (docs/readme/steering.md); s = 2 breaks speech
 #: what ``steer fit`` does with no method flags: the best ungated SAE method found (docs/readme/steering.md)
 DEFAULT_SELECTOR = "contrast"
 DEFAULT_EDIT = "scale"
