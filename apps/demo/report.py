@@ -238,8 +238,9 @@ def format_headline(fig: dict) -> str:
                      f"WER {_f(s['wer_clean'])} -> {_f(s['wer_spliced'])} spliced in"
                      + (" (in-sample)" if s.get("in_sample") else ""))
     for name, st in fig["steering"].items():
-        lines.append(f"steering  {name}: {st['edit']} {st['n_features']} features at {st['hook']} "
-                     f"(strength {st['strength']}), {st['clips']} held-out clips")
+        what = (f"{st['edit']} {st['n_features']} SAE features" if st.get("method") in (None, "sae")
+                else f"{st.get('method')} ({st['edit']})")
+        lines.append(f"steering  {name}: {what} at {st['hook']} (strength {st['strength']}), {st['clips']} held-out clips")
         for arm, m in st["arms"].items():
             lines.append(f"            {arm:24s} hallucination {_f(m['hallucination_rate'])}  WER {_f(m['wer'])}")
     for name, n in fig["neuro"].items():

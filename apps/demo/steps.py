@@ -21,7 +21,7 @@ Example
 -------
 >>> steps = demo_steps(DemoSettings(quick=True, shared_data=None, app=False))
 >>> [s.name for s in steps]
-['corpus', 'caches', 'sae', 'probes', 'steering', 'neuro']
+['corpus', 'caches', 'probes', 'sae', 'steering', 'neuro']
 >>> steps[0].actions[0].command
 'workbench corpus synth --n 16 --speakers 4 --seed 0 --out corpora/speech -q'
 """
@@ -77,8 +77,8 @@ class DemoSettings:
             return {"speech": 16, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
                     "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000, "sae_batch": 1024,
                     "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 0,
-                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000, "steer_n": "8",
-                    "steer_strengths": "8,16",  # the strengths that mattered in the steering study
+                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000,
+                    "steer_strengths": "0.5", "steer_fit_clips": 12, "steer_steps": 20,
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
                     # naplib's audiobook excerpts (62 s each): SAE training / SAE held-out / steering held-out
                     "audiobook_train": 2, "audiobook_heldout": 1, "audiobook_steer": 1, "segment_seconds": 15}
@@ -88,8 +88,8 @@ class DemoSettings:
                 # needs a higher learning rate than the long-run default, and k = 64 of 4 x 384 features
                 "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 2,
                 # sized so that the steps take ~5 min on 2 idle cores (measured: README)
-                "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000, "steer_n": "4,16",
-                "steer_strengths": "8,16,32",
+                "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000,
+                "steer_strengths": "0.25,0.5", "steer_fit_clips": 16, "steer_steps": 30,
                 "neuro_draws": 100, "neuro_folds": 3, "neuro_sae_features": 16, "neuro_components": 16,
                 "audiobook_train": 6, "audiobook_heldout": 2, "audiobook_steer": 2, "segment_seconds": 15}
 
@@ -336,12 +336,16 @@ def probes_step(s: DemoSettings) -> Step:
 def steering_step(s: DemoSettings) -> Step:
     out = "steering/nonspeech"
     return Step(
-        "steering", f"steering {MODEL} away from transcripts of non-speech: features chosen on the cache, N and "
-                    "strength on the dev clips, evaluated on held-out clips against Whisper's no-speech gate and Silero VAD",
+        "steering", f"steering {MODEL} away from transcripts of non-speech: an optimised steering vector at {LAST_HOOK} "
+                    "(trained on the cache's clips, its strength chosen on the dev clips), evaluated on held-out clips "
+                    "against Whisper's no-speech gate and Silero VAD",
         actions=[cli("steer", "fit", "--cache", f"@caches/{MODEL}", "--sae", f"@saes/{SAE_NAME}/{LAST_HOOK}",
                      "--concept", "nonspeech", "--corpus", "@corpora/dev", "--model", MODEL,
-                     "--n-features", s.sizes["steer_n"], "--strengths", s.sizes["steer_strengths"],
-                     "--out", f"@{out}", "--quiet"),
+                     # the optimised steering vector: the best method of the steering study (docs/readme/steering.md);
+                     # no SAE-feature edit lowered the dev hallucinations within the WER budget
+                     "--method", "vector", "--strengths", s.sizes["steer_strengths"],
+                     "--max-fit-clips", str(s.sizes["steer_fit_clips"]), "--vector-steps", str(s.sizes["steer_steps"]),
+                     "--vector-kl", "4", "--out", f"@{out}", "--quiet"),
                  cli("steer", "eval", "--steering", f"@{out}", "--corpus", "@corpora/heldout", "--out", f"@{out}/eval",
                      "--quiet")],
         outputs=[f"{out}/steering.json", f"{out}/sweep.csv", f"{out}/eval/eval.json"],
@@ -413,6 +417,7 @@ def app_step(s: DemoSettings) -> Step:
 
 def demo_steps(settings: DemoSettings) -> list[Step]:
     """The demo's steps in order (the app last, unless ``settings.app`` is False)."""
-    steps = [corpus_step(settings), caches_step(settings), sae_step(settings), probes_step(settings),
+    # the probes run in the background (one core) from right after the caches, beside the SAE and steering steps
+    steps = [corpus_step(settings), caches_step(settings), probes_step(settings), sae_step(settings),
              steering_step(settings), neuro_step(settings)]
     return steps + [app_step(settings)] if settings.app else steps
