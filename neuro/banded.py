@@ -66,7 +66,8 @@ def fit_banded(spaces: Sequence[Sequence[np.ndarray]], blocks: Sequence[Sequence
     for k in range(n_folds):
         train_idx, test_idx = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
         # each space's own (training-only) transform: the joint transform is their block diagonal
-        tfs = [FeatureTransform.fit([s[i] for i in train_idx], bs) for s, bs in zip(spaces, blocks)]
+        tfs = [f.transforms[k] if len(f.transforms) == n_folds else FeatureTransform.fit([s[i] for i in train_idx], bs)
+               for f, s, bs in zip(fits, spaces, blocks)]  # the spaces' own fits already made them
         xt = [np.concatenate([tf(s[i]) for tf, s in zip(tfs, spaces)], axis=1) for i in range(len(ys))]
         space_of_col = np.tile(np.repeat(np.arange(len(spaces)), [tf.proj.shape[1] for tf in tfs]), len(lags))
         train = _stats([xt[i] for i in train_idx], [ys[i] for i in train_idx], lags)

@@ -232,10 +232,14 @@ def write_subject(out: Path, res: SubjectResult, meta: dict[str, Any]) -> dict:
 
 def _statistics(meta: dict) -> dict:
     n = int(meta.get("n_draws") or 0)
-    return {"n_draws": n, "min_p": 1.0 / (n + 1) if n else None,
+    return {"n_draws": n, "min_p_perm": 1.0 / (n + 1) if n else None,
             "null": "circular shifts of the stimulus within trials, cross-validated model refitted per draw",
-            "correction": "Benjamini-Hochberg over feature sets x channels (summary.csv) and over features x "
-                          "channels (features.csv)",
+            "p": "one-sided; Gaussian tail of the null draws (Student-t with draws - 1 df, the null's mean and sd "
+                 "estimated from the draws), so it can go below 1 / (draws + 1); p_perm: the rank p",
+            "correction": "Benjamini-Hochberg over channels within each feature set (summary.csv) and over "
+                          "features x channels (features.csv)",
+            "layer_curve": "r_mean: mean r over all channels; r_responsive: mean r over the n_responsive channels "
+                           "significant (p_fdr < 0.05) for at least one feature set (the same channels for every set)",
             "alpha": "ridge penalty chosen per channel by inner cross-validation (leave one training fold out)",
             "layer_interval": "r_sem: standard error across trials of each trial's channel-mean r",
             "layer_tests": "paired sign-flip across trials (layer_tests.csv), two-sided, BH over pairs"}

@@ -16,6 +16,8 @@ Example
 """
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -49,12 +51,14 @@ def _combined(sets: Sequence[FeatureSet], name: str) -> FeatureSet:
 
 def fit_sets(sets: Sequence[FeatureSet], responses: Sequence[np.ndarray], sfreq: float, *, tmin: float = -0.1,
              tmax: float = 0.5, folds: int = 5, alphas=DEFAULT_ALPHAS, n_draws: int = 1000, seed: int = 0,
-             joint: bool = True, groups: Sequence | None = None, progress: bool = True) -> dict[str, SetFit]:
+             joint: bool = True, groups: Sequence | None = None, progress: bool = True,
+             workers: int | None = None) -> dict[str, SetFit]:
     """``{set name: SetFit}`` in plot order (the acoustic baseline first, then ``sets`` in order).
 
     ``groups`` (one label per trial) keeps trials of a group in one fold; every set shares one
     assignment of trials to folds. ``joint`` adds the banded joint model of each layer / SAE set
-    with the acoustic baseline.
+    with the acoustic baseline. The sets are fitted ``workers`` at a time (threads; default
+    :func:`default_workers`), BLAS on one thread each; results do not depend on ``workers``.
     """
     fold_of = assign_folds(len(responses), folds, seed, groups=groups)
     acoustic = [s for s in sets if s.kind == "acoustic"]
@@ -66,16 +70,52 @@ def fit_sets(sets: Sequence[FeatureSet], responses: Sequence[np.ndarray], sfreq:
     elif acoustic:
         base = (acoustic[0], [acoustic[0].block])
     jobs += sorted([(s, [s.block]) for s in sets], key=lambda j: j[0] is not (base[0] if base else None))
-    out: dict[str, SetFit] = {}
-    for fs, blocks in tqdm(jobs, desc="TRF per feature set", disable=not progress):
+    workers = default_workers() if workers is None else max(1, int(workers))
+
+    def one(job):
+        fs, blocks = job
         res = fit_trf(fs.trials, responses, sfreq, tmin=tmin, tmax=tmax, alphas=alphas, blocks=blocks,
                       fold_of_trial=fold_of, n_draws=n_draws, seed=seed)
-        fit = out[fs.name] = SetFit(fs, blocks, res, trial_r(res))
-        if joint and base is not None and fs.kind in ("layer", "sae"):
+        return SetFit(fs, blocks, res, trial_r(res))
+
+    out: dict[str, SetFit] = {}
+    with _pool(workers) as run:
+        for fit in tqdm(run(one, jobs), total=len(jobs), desc="TRF per feature set", disable=not progress):
+            out[fit.fs.name] = fit
+        if joint and base is not None:
             b = out[base[0].name]
-            fit.r_joint = fit_banded([b.fs.trials, fs.trials], [b.blocks, blocks], [b.res, res], responses, sfreq,
-                                     tmin=tmin, tmax=tmax)
+            todo = [f for f in out.values() if f.fs.kind in ("layer", "sae")]
+
+            def banded(fit):
+                return fit_banded([b.fs.trials, fit.fs.trials], [b.blocks, fit.blocks], [b.res, fit.res], responses,
+                                  sfreq, tmin=tmin, tmax=tmax)
+
+            for fit, r in zip(todo, tqdm(run(banded, todo), total=len(todo), desc="banded joint models",
+                                         disable=not progress)):
+                fit.r_joint = r
     return out
+
+
+def default_workers() -> int:
+    """Threads for the feature sets' fits: ``WORKBENCH_NEURO_WORKERS``, else min(2, CPU count)."""
+    env = os.environ.get("WORKBENCH_NEURO_WORKERS")
+    return max(1, int(env)) if env else max(1, min(2, os.cpu_count() or 1))
+
+
+@contextmanager
+def _pool(workers: int):
+    """``run(fn, items)`` -> results in order: a thread pool of ``workers`` with BLAS on one thread each
+    (multi-threaded OpenBLAS factorisations slow down 10-20x when the cores are shared: measured), or a
+    plain loop for one worker."""
+    if workers <= 1:
+        yield lambda fn, items: map(fn, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1), ThreadPoolExecutor(workers) as ex:
+        yield ex.map
 
 
 def subject_tables(fits: dict[str, SetFit], idx, ch_names: Sequence[str], alphas=DEFAULT_ALPHAS
@@ -89,11 +129,12 @@ def subject_tables(fits: dict[str, SetFit], idx, ch_names: Sequence[str], alphas
         res = f.res
         r = res.r[idx]
         p = res.p[idx] if res.p is not None else np.full(len(r), np.nan)
+        p_perm = res.p_perm[idx] if res.p_perm is not None else np.full(len(r), np.nan)
         rel_alpha = np.exp(np.log(alphas[res.alpha_index[:, idx]]).mean(0))  # geometric mean over folds
         best = res.lags_s[res.best_lag_index()[idx]] if res.kernel.size else np.full(len(r), np.nan)
         for c, ch in enumerate(ch_names):
             rows.append({"feature": name, "kind": f.fs.kind, "channel": ch, "r": r[c],
-                         "r_cv_mean": res.r_folds[:, idx][:, c].mean(), "best_lag_s": best[c], "p": p[c],
+                         "r_cv_mean": res.r_folds[:, idx][:, c].mean(), "best_lag_s": best[c], "p": p[c], "p_perm": p_perm[c],
                          "alpha_rel": rel_alpha[c]})
         per_trial = f.trial_r[:, idx].mean(1)  # each trial's channel-mean r: the units of the interval
         d_r2 = shared = np.full(len(r), np.nan)
@@ -113,10 +154,19 @@ def subject_tables(fits: dict[str, SetFit], idx, ch_names: Sequence[str], alphas
                            "shared_r2_mean": float(np.nanmean(shared)) if np.isfinite(shared).any() else np.nan,
                            "r2_mean": float(r2(r).mean()), "alpha_rel": float(np.exp(np.log(rel_alpha).mean()))})
     summary = pd.DataFrame(rows)
-    reject, p_fdr = fdr(summary["p"].to_numpy())  # NaN p (no null drawn) stays NaN, never significant
-    summary["p_fdr"], summary["significant"] = p_fdr, reject
+    summary["p_fdr"], summary["significant"] = np.nan, False
+    for name, at in summary.groupby("feature", sort=False).groups.items():  # BH over channels, per feature set
+        reject, p_fdr = fdr(summary.loc[at, "p"].to_numpy())  # NaN p (no null drawn) stays NaN, never significant
+        summary.loc[at, "p_fdr"], summary.loc[at, "significant"] = p_fdr, reject
+    summary["significant"] = summary["significant"].astype(bool)
     layers = pd.DataFrame(layer_rows)
     layers["n_significant"] = [int(summary.loc[summary["feature"] == f, "significant"].sum()) for f in layers["feature"]]
+    # the layer curve on the responsive channels (significant for at least one set): a mean over every
+    # channel is dominated by the null channels' noise when few channels respond
+    responsive = set(summary.loc[summary["significant"], "channel"])
+    layers["n_responsive"] = len(responsive)
+    layers["r_responsive"] = [float(summary.loc[(summary["feature"] == f) & summary["channel"].isin(responsive), "r"]
+                                    .mean()) if responsive else np.nan for f in layers["feature"]]
     layers["order"] = np.arange(len(layers))  # acoustic baselines first, then model sets in hook order
     part_df = pd.DataFrame(part_rows, columns=["feature", "channel", "r2_acoustic", "r2_set", "r2_joint",
                                                "unique_set", "unique_acoustic", "shared"])

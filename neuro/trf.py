@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from scipy import linalg
 
 from neuro.lagged import lag_samples, lagged_column_sums, lagged_cross, lagged_gram, lagged_predict
 from neuro.trf_null import NullAccumulator
 
-__all__ = ["Block", "FeatureTransform", "TRFResult", "fit_trf", "trial_r", "assign_folds", "centre_trials", "DEFAULT_ALPHAS"]
+__all__ = ["Block", "FeatureTransform", "Moments", "TRFResult", "fit_trf", "trial_r", "assign_folds", "centre_trials", "DEFAULT_ALPHAS"]
 
 #: alphas relative to the mean eigenvalue of the training Gram (trace / P)
 DEFAULT_ALPHAS = np.logspace(-3, 3, 7)
@@ -47,6 +48,29 @@ class Block:
 
 
 @dataclass
+class Moments:
+    """Sums over samples of a set of trials' features about a fixed ``origin``: ``n``, ``sx [D]``,
+    ``sxx [D, D]`` of ``x - origin`` (addable when the origins agree; the origin keeps the covariance
+    free of cancellation when features are far from zero)."""
+
+    n: int
+    sx: np.ndarray
+    sxx: np.ndarray
+    origin: np.ndarray | float = 0.0
+
+    @classmethod
+    def of(cls, trials: Sequence[np.ndarray], origin: np.ndarray | float | None = None) -> "Moments":
+        x = [np.asarray(t, dtype=np.float64) for t in trials]
+        if origin is None:
+            origin = sum(t.sum(0) for t in x) / sum(len(t) for t in x)
+        x = [t - origin for t in x]
+        return cls(sum(len(t) for t in x), sum(t.sum(0) for t in x), sum(t.T @ t for t in x), origin)
+
+    def __add__(self, o: "Moments") -> "Moments":
+        return Moments(self.n + o.n, self.sx + o.sx, self.sxx + o.sxx, self.origin)
+
+
+@dataclass
 class FeatureTransform:
     """``x -> (x - mean) @ proj`` fitted on training trials (z-score or whitened PCA per block)."""
 
@@ -54,19 +78,24 @@ class FeatureTransform:
     proj: np.ndarray
 
     @classmethod
-    def fit(cls, trials: Sequence[np.ndarray], blocks: Sequence[Block]) -> "FeatureTransform":
-        x = np.concatenate(trials, axis=0).astype(np.float64, copy=False)
-        if sum(b.width for b in blocks) != x.shape[1]:
-            raise ValueError(f"blocks cover {sum(b.width for b in blocks)} columns, features have {x.shape[1]}")
-        mean = x.mean(0)
+    def fit(cls, trials: Sequence[np.ndarray], blocks: Sequence[Block],
+            moments: "Moments | None" = None) -> "FeatureTransform":
+        """Fitted on ``trials``; ``moments`` (their :class:`Moments`, e.g. summed per trial once for
+        every fold) saves the pass over the data."""
+        m = moments if moments is not None else Moments.of(trials)
+        if sum(b.width for b in blocks) != len(m.sx):
+            raise ValueError(f"blocks cover {sum(b.width for b in blocks)} columns, features have {len(m.sx)}")
+        d = m.sx / m.n
+        mean = m.origin + d
+        cov = m.sxx / m.n - np.outer(d, d)  # population covariance, as x.T @ x / n of centred x
         projs, start = [], 0
         for b in blocks:
-            xb = x[:, start : start + b.width] - mean[start : start + b.width]
+            cb = cov[start : start + b.width, start : start + b.width]
             if b.kind == "zscore":
-                std = xb.std(0)
+                std = np.sqrt(np.clip(np.diag(cb), 0, None))
                 projs.append(np.diag(1.0 / np.where(std > 1e-12, std, 1.0)))
             elif b.kind == "pca":
-                evals, evecs = np.linalg.eigh(xb.T @ xb / len(xb))
+                evals, evecs = np.linalg.eigh(cb)
                 keep = np.argsort(evals)[::-1][: min(b.n_components, b.width)]
                 keep = keep[evals[keep] > 1e-12 * max(evals.max(), 1e-300)]
                 vecs = evecs[:, keep]
@@ -75,7 +104,7 @@ class FeatureTransform:
             else:
                 raise ValueError(f"unknown feature transform {b.kind!r}; use 'zscore' or 'pca'")
             start += b.width
-        proj = np.zeros((x.shape[1], sum(p.shape[1] for p in projs)))
+        proj = np.zeros((len(mean), sum(p.shape[1] for p in projs)))
         r = c = 0
         for p in projs:
             proj[r : r + p.shape[0], c : c + p.shape[1]] = p
@@ -134,6 +163,18 @@ class _Eig:
         return np.stack([_r_from_stats(self.weights(a), test) for a in alphas])
 
 
+def _r_path_chol(train: _Stats, alphas: np.ndarray, test: _Stats) -> np.ndarray:
+    """Held-out r ``[A, C]`` on ``test`` for every alpha, one Cholesky factorisation per alpha (cheaper
+    than an eigendecomposition for the handful of alphas of an inner split)."""
+    B = train.B - np.outer(train.s, train.ysum / train.n)
+    eye = np.eye(len(train.G))
+    out = []
+    for a in alphas:
+        factor = linalg.cho_factor(train.G + a * eye, check_finite=False)
+        out.append(_r_from_stats(linalg.cho_solve(factor, B, check_finite=False), test))
+    return np.stack(out)
+
+
 def _r_from_stats(W: np.ndarray, test: _Stats) -> np.ndarray:
     """Pearson r per channel of ``X_test @ W`` (``W [P, C]``) with ``y_test``, from statistics: ``[C]``."""
     ps = test.s @ W
@@ -159,9 +200,11 @@ class TRFResult:
     fold_of_trial: np.ndarray          # [n_trials]
     predictions: list[np.ndarray] = field(default_factory=list, repr=False)  # out-of-fold, per trial
     responses: list[np.ndarray] = field(default_factory=list, repr=False)    # per trial, centred
-    p: np.ndarray | None = None        # [C] p of ``r`` against the refitted circular-shift null, one-sided
+    p: np.ndarray | None = None        # [C] p of ``r``: Gaussian tail of the refitted circular-shift null, one-sided
+    p_perm: np.ndarray | None = None   # [C] the rank p against the same draws (floor 1 / (draws + 1))
     r_null: np.ndarray | None = field(default=None, repr=False)  # [draws, C]
     r_null_observed: np.ndarray | None = field(default=None, repr=False)  # [C] the null's r at shift 0 (== r)
+    transforms: list = field(default_factory=list, repr=False)  # [K] each fold's (training-only) FeatureTransform
 
     def best_lag_index(self) -> np.ndarray:
         """Per channel, the lag where the kernel's energy over features peaks."""
@@ -197,7 +240,7 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
             tmin: float = -0.1, tmax: float = 0.5, folds: int = 5, alphas: Sequence[float] = DEFAULT_ALPHAS,
             blocks: Sequence[Block] | None = None, seed: int = 0, fold_of_trial: np.ndarray | None = None,
             refit: bool = True, inner_cv: bool = True, per_channel: bool = True, n_draws: int = 0,
-            min_shift: int | None = None) -> TRFResult:
+            min_shift: int | None = None, null_dtype="float32") -> TRFResult:
     """Cross-validated forward TRF of ``responses [N_i, C]`` on ``features [N_i, D]`` (one per trial).
 
     Responses are centred per trial. ``alphas`` are relative to each training Gram's mean
@@ -209,7 +252,8 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
     timing the ridge path alone). ``n_draws > 0`` adds p-values for the reported r from circular
     shifts of the stimulus within trials, every fold refitted per draw at its chosen alphas
     (:mod:`neuro.trf_null`); shifts are at least ``min_shift`` samples (default: one second or the
-    lag span, whichever is longer).
+    lag span, whichever is longer); ``null_dtype`` is the precision of the draws' matrix products
+    (float32: twice as fast, null r within ~1e-6 of float64; the observed r is always float64).
     """
     xs = [np.asarray(x, dtype=np.float64) for x in features]
     ys = centre_trials(responses)
@@ -223,14 +267,17 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
     fold_of = assign_folds(len(xs), folds, seed) if fold_of_trial is None else np.asarray(fold_of_trial)
     n_folds, n_chan = int(fold_of.max()) + 1, ys[0].shape[1]
     alphas = np.asarray(alphas, dtype=np.float64)
-    r_path, r_folds, abs_alphas, chosen, predictions = [], [], [], [], [None] * len(xs)
+    r_path, r_folds, abs_alphas, chosen, predictions, transforms = [], [], [], [], [None] * len(xs), []
     null = None
     if n_draws:
         shift = min_shift if min_shift is not None else max(int(round(sfreq)), int(np.abs(lags).max()) + 1)
-        null = NullAccumulator(ys, lags, n_draws, shift, seed)
+        null = NullAccumulator(ys, lags, n_draws, shift, seed, dtype=null_dtype)
+    origin = np.concatenate(xs).mean(0)
+    moments = [Moments.of([x], origin) for x in xs]  # per trial, once: each fold's transform sums them
     for k in range(n_folds):
         train_idx, test_idx = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
-        transform = FeatureTransform.fit([xs[i] for i in train_idx], blocks)
+        transform = FeatureTransform.fit([], blocks, moments=_sum([moments[i] for i in train_idx]))
+        transforms.append(transform)
         transformed = [transform(x) for x in xs]
         groups = {g: _stats([transformed[i] for i in np.flatnonzero(fold_of == g)],
                             [ys[i] for i in np.flatnonzero(fold_of == g)], lags) for g in range(n_folds)}
@@ -239,7 +286,7 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
         inner = [g for g in range(n_folds) if g != k]
         score = np.zeros((len(alphas), n_chan))
         for g in inner if inner_cv and len(alphas) > 1 else []:  # inner CV: leave one training group out
-            score += _Eig(_sum([groups[h] for h in inner if h != g])).r_path(a_abs, groups[g])
+            score += _r_path_chol(_sum([groups[h] for h in inner if h != g]), a_abs, groups[g])
         eig = _Eig(train)
         r_k = eig.r_path(a_abs, groups[k])
         sel = score if inner_cv else r_k
@@ -256,19 +303,19 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
             predictions[i] = lagged_predict(transformed[i], W, lags) + y_mean
     kernel = np.zeros((n_chan, 0, len(lags)))
     if refit:
-        transform = FeatureTransform.fit(xs, blocks)
+        transform = FeatureTransform.fit([], blocks, moments=_sum(moments))
         full = _stats([transform(x) for x in xs], ys, lags)
         rel = np.exp(np.median(np.log(alphas[np.asarray(chosen)]), axis=0))  # per channel, over folds
         W = _Eig(full).weights(rel * np.trace(full.G) / len(full.G))
         kernel = W.reshape(len(lags), W.shape[0] // len(lags), -1).transpose(2, 1, 0)
     centred = [np.concatenate([a - a.mean(0) for a in arrays]) for arrays in (predictions, ys)]
-    p_value = r_null = r_stat = None
+    p_value = p_perm = r_null = r_stat = None
     if null is not None:
-        r_stat, r_null, p_value = null.result()
+        r_stat, r_null, p_value, p_perm = null.result()
     return TRFResult(lags_s=lags / float(sfreq), r=_pearson(*centred), r_folds=np.array(r_folds),
                      r_path=np.array(r_path), alphas=np.array(abs_alphas), alpha_index=np.array(chosen),
-                     kernel=kernel, fold_of_trial=fold_of, predictions=predictions, responses=ys, p=p_value,
-                     r_null=r_null, r_null_observed=r_stat)
+                     kernel=kernel, fold_of_trial=fold_of, predictions=predictions, responses=ys, p=p_value, p_perm=p_perm,
+                     r_null=r_null, r_null_observed=r_stat, transforms=transforms)
 
 
 def trial_r(res: "TRFResult") -> np.ndarray:
