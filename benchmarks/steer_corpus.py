@@ -186,6 +186,28 @@ def resplit(out: Path) -> dict:
     return {"moved": moved, **{k: len(v) for k, v in splits.items()}}
 
 
+def eval_small(out: Path, n_real: int = 10, n_synth: int = 10, n_whispered: int = 12, n_speech: int = 16,
+               seed: int = 0) -> dict:
+    """``OUT/eval_small``: a seeded stratified subset of ``OUT/eval`` (real non-speech segments of
+    ../shared/data, synthetic non-speech, whispered and plain speech) for evaluations that must be short."""
+    import random
+
+    rows = [json.loads(line) for line in (out / "eval" / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    ns = [r for r in rows if r["domain"] != "speech"]
+    real = [r for r in ns if "/shared/" in r["path"]]
+    synth = [r for r in ns if r not in real]
+    whispered = [r for r in rows if r.get("condition") == "whispered"]
+    speech = [r for r in rows if r["domain"] == "speech" and r.get("condition") != "whispered"]
+    rng = random.Random(seed)
+    pick = rng.sample(real, n_real) + rng.sample(synth, n_synth) + rng.sample(whispered, n_whispered) + \
+        rng.sample(speech, n_speech)
+    (out / "eval_small").mkdir(parents=True, exist_ok=True)
+    from workbench.atomic import write_text
+
+    write_text(out / "eval_small" / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in pick))
+    return {"real_nonspeech": n_real, "synthetic_nonspeech": n_synth, "whispered": n_whispered, "speech": n_speech}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
@@ -199,10 +221,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resplit", action="store_true",
                     help="only move the ../shared/data clips of corpora already in --out to their split")
+    ap.add_argument("--eval-small", action="store_true",
+                    help="only write OUT/eval_small: a seeded stratified subset of OUT/eval (48 clips)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
-    if args.resplit:
-        print(json.dumps(resplit(Path(args.out)), indent=1))
+    if args.resplit or args.eval_small:
+        if args.resplit:
+            print(json.dumps(resplit(Path(args.out)), indent=1))
+        if args.eval_small:
+            print(json.dumps(eval_small(Path(args.out), seed=args.seed), indent=1))
         return
     print(json.dumps(build(Path(args.out), Path(args.shared), args.seconds, args.seed, args.piper, args.espeak,
                            args.whispered, args.synth, args.quiet), indent=1))
