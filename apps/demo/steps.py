@@ -80,6 +80,7 @@ class DemoSettings:
                     "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000,
                     "steer_strengths": "0.5", "steer_fit_clips": 12, "steer_steps": 20,
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
+                    "neuro_stimulus": "train",
                     # naplib's audiobook excerpts (62 s each): SAE training / SAE held-out / steering held-out
                     "audiobook_train": 2, "audiobook_heldout": 1, "audiobook_dev": 1, "audiobook_steer": 1,
                     "segment_seconds": 15}
@@ -91,7 +92,9 @@ class DemoSettings:
                 # sized so that the steps take ~5 min on 2 idle cores (measured: README)
                 "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000,
                 "steer_strengths": "0.25,0.5", "steer_fit_clips": 16, "steer_steps": 30,
-                "neuro_draws": 100, "neuro_folds": 3, "neuro_sae_features": 16, "neuro_components": 16,
+                # 50 draws suffice: p comes from the null's Gaussian tail (neuro); 2 excerpts of EEG recover the plant
+                "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
+                "neuro_stimulus": "heldout",
                 "audiobook_train": 6, "audiobook_heldout": 2, "audiobook_dev": 1, "audiobook_steer": 1,
                 "segment_seconds": 15}
 
@@ -272,13 +275,15 @@ TOKENS_SPEC = "auristream-tiny?codebook=speech-8192"
 def caches_step(s: DemoSettings) -> Step:
     specs = [(MODEL, MODEL, ENCODER_HOOKS), ("cochleagram", "cochleagram", ["cochleagram.hook_out"]),
              ("auristream-tiny", TOKENS_SPEC, ["tokens.hook_ids", "lm.blocks.*.hook_resid_post"])]
-    actions = [cli("cache", "--model", spec, "--corpus", "@corpora/demo", "--hooks", *hooks, "--out", f"@caches/{name}",
-                   "--quiet") for name, spec, hooks in specs]
+    each = [cli("cache", "--model", spec, "--corpus", "@corpora/demo", "--hooks", *hooks, "--out", f"@caches/{name}",
+                "--quiet") for name, spec, hooks in specs]
+    # Whisper's cache keeps both cores busy; the cochleagram and token caches (one core each) run side by side
+    actions = [each[0], parallel(*each[1:])]
     return Step(
         "caches", f"activation caches: {MODEL} (conv stem + every encoder block), cochleagram, offline cochlear tokens "
                   "(8192-code LFQ codebook)",
         actions=actions, outputs=[f"caches/{m}/cache.json" for m, _, _ in specs],
-        parts=[Part("caches", m, f"caches/{m}", command=a.command) for (m, _, _), a in zip(specs, actions)],
+        parts=[Part("caches", m, f"caches/{m}", command=a.command) for (m, _, _), a in zip(specs, each)],
         needs=["corpus"], check=_all(*(_cache_ok(f"caches/{m}") for m, _, _ in specs)),
     )
 
@@ -384,8 +389,9 @@ def neuro_step(s: DemoSettings) -> Step:
               "--folds", str(z["neuro_folds"]), "--no-delta-r2", "--quiet"]  # delta-R^2 fits: minutes more
     actions, parts, removes, names, whats = [], [], [], [], []
     if "simulated" in s.neuro_data:
-        # the stimulus: continuous real speech already cached (the SAE-training excerpts), else espeak clips
-        speech = f"{AUDIOBOOK}/train" if s.audiobook else "corpora/speech"
+        # the stimulus: continuous real speech already cached, else espeak clips
+        # (about two minutes of it: the SAE-training excerpts in --quick, the SAE's held-out ones in the full demo)
+        speech = f"{AUDIOBOOK}/{z['neuro_stimulus']}" if s.audiobook else "corpora/speech"
         what = f"a simulated 64-channel EEG of {speech} ({MIDDLE_HOOK} planted at 150 ms, r = 0.3, 5 channels)"
         actions += [cli("neuro", "simulate", "--corpus", f"@{speech}", "--out", "@recordings/simulated/sub-sim_eeg.fif",
                         "--plant", MIDDLE_HOOK, "--model", MODEL, "--r", "0.3"),
