@@ -133,7 +133,7 @@ def build(out: Path, shared: Path, seconds: float, seed: int, n_piper: int, n_es
     if (shared / "manifest.jsonl").is_file():
         seg = segment_nonspeech(load_corpus(shared / "manifest.jsonl"), out / "shared", seconds)
         for c in absolute(seg):
-            src = str(c.extra.get("source_id") or c.id).split("_", 1)[-1]  # ids are DOMAIN_NAME
+            src = shared_source(c)
             if src not in SHARED_SPLIT:
                 log.warning("%s: recording %s has no split in SHARED_SPLIT; put in fit", shared, src)
             splits[SHARED_SPLIT.get(src, "fit")].append(c)
@@ -163,6 +163,29 @@ def build(out: Path, shared: Path, seconds: float, seed: int, n_piper: int, n_es
     return summary
 
 
+def shared_source(c: Clip) -> str:
+    """The ../shared/data recording a clip (or segment) comes from: ids are DOMAIN_NAME."""
+    return str(c.extra.get("source_id") or c.id).split("_", 1)[-1]
+
+
+def resplit(out: Path) -> dict:
+    """Move the ../shared/data clips of already-built corpora to their SHARED_SPLIT split (the fix of the
+    id bug without re-synthesising the rest): every other clip stays where it is. Returns the moves."""
+    corpora = {k: load_corpus(out / k / "manifest.jsonl") for k in ("fit", "dev", "eval")}
+    splits = {k: [] for k in corpora}
+    moved: dict[str, int] = {}
+    for k, corpus in corpora.items():
+        for c in absolute(corpus):
+            real = "/shared/" in c.path or str(c.extra.get("source_id", "")).split("_", 1)[-1] in SHARED_SPLIT
+            dest = SHARED_SPLIT.get(shared_source(c), k) if real else k
+            if dest != k:
+                moved[f"{shared_source(c)}: {k}->{dest}"] = moved.get(f"{shared_source(c)}: {k}->{dest}", 0) + 1
+            splits[dest].append(c)
+    for k, clips in splits.items():
+        Corpus(clips, root=".").save(out / k / "manifest.jsonl")
+    return {"moved": moved, **{k: len(v) for k, v in splits.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
@@ -174,8 +197,13 @@ def main() -> None:
     ap.add_argument("--synth", type=int, default=100)
     ap.add_argument("--quiet", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resplit", action="store_true",
+                    help="only move the ../shared/data clips of corpora already in --out to their split")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
+    if args.resplit:
+        print(json.dumps(resplit(Path(args.out)), indent=1))
+        return
     print(json.dumps(build(Path(args.out), Path(args.shared), args.seconds, args.seed, args.piper, args.espeak,
                            args.whispered, args.synth, args.quiet), indent=1))
 

@@ -106,6 +106,35 @@ def domain_specialization(sae, X, domains: Sequence[str], share_threshold: float
             "n_alive": int((fires > 0).sum())}
 
 
+def decode_without(sae, z: torch.Tensor, R0: np.ndarray, cols, rows=None) -> np.ndarray:
+    """``sae.decode(z)`` with the features ``cols`` zeroed, at frames ``rows`` (all: None), from the
+    full reconstruction ``R0 = sae.decode(z)``: decoding is affine in the codes, so only the removed
+    features' share is subtracted (``R0 - z[:, cols] W_dec[cols]``; no copy of the dense codes and no
+    full decode per ablation). SAEs without a ``W_dec [d_sae, d_in]`` are decoded in full.
+
+    >>> class Lin:
+    ...     W_dec, b = torch.randn(6, 3), torch.randn(3)
+    ...     def decode(self, z): return z @ self.W_dec + self.b
+    >>> sae, z = Lin(), torch.rand(4, 6)
+    >>> zz = z.clone(); zz[:, [1, 4]] = 0
+    >>> bool(np.allclose(decode_without(sae, z, sae.decode(z).numpy(), [1, 4]), sae.decode(zz).numpy(), atol=1e-5))
+    True
+    """
+    cols = np.asarray(cols, dtype=np.int64)
+    rows_t = None if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    W = getattr(sae, "W_dec", None)
+    if not isinstance(W, torch.Tensor) or tuple(W.shape) != (z.shape[1], R0.shape[1]):
+        zz = z.clone() if rows_t is None else z[rows_t]
+        zz[:, torch.from_numpy(cols)] = 0
+        return sae.decode(zz).numpy()
+    R = R0 if rows is None else R0[np.asarray(rows)]
+    if len(cols) == 0:
+        return R.copy()
+    c = torch.from_numpy(cols)
+    zc = z.index_select(1, c) if rows_t is None else z.index_select(1, c)[rows_t]
+    return R - (zc @ W.detach().float()[c]).numpy()
+
+
 def _fit_probe(R_train, y_train, seed: int):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -171,18 +200,16 @@ def concept_erasure(sae, X, y, test_size: float = 0.3, margin: float | None = No
     ranked = alive[np.argsort(-effect[alive], kind="stable")]
     cache: dict[int, float] = {}
     fixed = None
+    R0 = sae.decode(z).numpy()
     if probe == "fixed":
-        R0 = sae.decode(z).numpy()
         fixed = _fit_probe(R0[idx_train], y[idx_train], seed)
 
     def accuracy(n: int) -> float:
         if n not in cache:
-            zz = z.clone()
-            zz[:, torch.from_numpy(ranked[:n])] = 0
-            R = sae.decode(zz).numpy()
-            if fixed is not None:
-                cache[n] = _score(fixed, R[idx_test], y[idx_test])
+            if fixed is not None:  # only the test frames are scored
+                cache[n] = _score(fixed, decode_without(sae, z, R0, ranked[:n], idx_test), y[idx_test])
             else:
+                R = decode_without(sae, z, R0, ranked[:n])
                 cache[n] = _probe_accuracy(R[idx_train], y[idx_train], R[idx_test], y[idx_test], seed)
         return cache[n]
 

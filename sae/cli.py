@@ -82,8 +82,9 @@ def register(subparsers) -> None:
     e.add_argument("--compare", default=None,
                    help="a second SAE or training --out dir (other seed) for the consistency analysis")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--erasure-probe", choices=["fixed", "retrained", "both"], default="both",
-                   help="concept erasure read-out: fixed probe, strict retrained probe (slow), or both")
+    e.add_argument("--erasure-probe", choices=["fixed", "retrained", "both", "none"], default="both",
+                   help="concept erasure read-out: fixed probe, strict retrained probe (slow), both, or none "
+                        "(no erasure analysis)")
     e.add_argument("--allow-incomplete", action="store_true",
                    help="evaluate on a cache whose build did not finish (recorded in OUT/HOOK/inputs.json)")
     e.add_argument("--force", action="store_true",
@@ -318,7 +319,7 @@ def run_eval(args) -> int:
 
 #: files other commands put beside an evaluation (``sae bench --out`` the same folder): kept when it is redone
 _NOT_EVAL = ("explanations.csv", "bench*")
-_ERASURE = {"fixed": ("fixed",), "retrained": ("retrained",), "both": ("fixed", "retrained")}
+_ERASURE = {"fixed": ("fixed",), "retrained": ("retrained",), "both": ("fixed", "retrained"), "none": ()}
 _SPLICE_HEADLINE = ("clips", "rel_error_hook", "rel_error_output", "wer_clean", "wer_spliced", "wer_change", "wer_clips")
 
 

@@ -179,3 +179,16 @@ def test_explanations_are_found_where_sae_bench_writes_them(tmp_path):
                       "f1": [0.62]}).to_csv(where / "explanations.csv", index=False)
         assert ws.explanations_file(ref) == where / "explanations.csv"
     assert ws.explanations(ref).loc[3, "explanation"] == "vowel AA"
+
+
+def test_feature_filters_search_explanations_and_score_only_explained_ones():
+    from apps.pages.features import _filter, feature_rows
+
+    table = pd.DataFrame({"feature": [0, 1, 2], "fires": [5, 6, 7], "density": [0.1] * 3, "mean_activation": [1.0] * 3})
+    ex = pd.DataFrame({"explanation": ["vowel", "phone S before T", "no rule above chance (best tried: phone K)"],
+                       "f1": [0.8, 0.4, 0.6], "above_chance": [True, True, False]}, index=pd.Index([0, 1, 2], name="feature"))
+    rows = feature_rows(table, ex)
+    assert [r["explained"] for r in rows] == ["yes", "yes", "no"]
+    assert [r["feature"] for r in _filter(rows, None, None, "PHONE", None)] == [1, 2]   # text search, any case
+    assert [r["feature"] for r in _filter(rows, None, None, None, 0.5)] == [0]         # a best-tried rule's F1 is no score
+    assert [r["feature"] for r in _filter(rows, None, None, "phone", 0.3)] == [1]

@@ -250,3 +250,38 @@ def test_quick_demo_builds_a_workspace_that_loads(tmp_path, tiny_en_wheel, capsy
     assert main(["demo", "--quick", "--no-app", "--shared-data", "none", "--workspace", str(ws)]) == 0
     out = capsys.readouterr().out
     assert out.count("complete, skipped") == sum(r["status"] == "done" for r in record["steps"].values())
+
+
+def _nonspeech(rel: str, seed: int) -> Action:
+    return cli("corpus", "nonspeech", "--n", "2", "--seed", str(seed), "--duration", "0.5", "--out", f"@{rel}", "-q")
+
+
+@pytest.mark.slow  # three child interpreters: ~10 s on an idle machine
+def test_background_step_runs_in_a_child_beside_the_next_steps_and_before_what_needs_it(tmp_path):
+    """A background step runs its workbench commands in child processes; an independent step runs meanwhile,
+    a step that needs it waits for it; both record like any step. A failing child fails its step."""
+    from apps.demo.background import parallel
+
+    c = Counter()
+    order = []
+    bg = Step("bg", "two corpora side by side, in the background",
+              actions=[parallel(_nonspeech("corpora/x", 0), _nonspeech("corpora/y", 1))],
+              outputs=["corpora/x/manifest.jsonl", "corpora/y/manifest.jsonl"], background=True)
+
+    def after(ctx):  # runs only once bg is complete
+        order.append((ctx.path("corpora/x/manifest.jsonl").exists(), ctx.path("corpora/y/manifest.jsonl").exists()))
+        c.writer("after", "probes/after.txt").run(ctx)
+
+    indep = Step("indep", "independent", actions=[c.writer("indep", "probes/indep.txt")], outputs=["probes/indep.txt"])
+    needs = Step("needs", "built on bg", actions=[Action("after", after)], outputs=["probes/after.txt"], needs=["bg"])
+    res = run_steps([bg, indep, needs], tmp_path, log=_quiet)
+    assert sorted(r.status for r in res) == ["done"] * 3 and order == [(True, True)]
+    ws = read_workspace(tmp_path)
+    assert ws["steps"]["bg"]["status"] == "done" and ws["steps"]["bg"]["commands"][0].endswith(" & wait")
+    assert "$ workbench corpus nonspeech" in (tmp_path / "logs" / "bg.log").read_text()
+    # a child that fails fails its step, with the command named
+    broken = Step("broken", "a bad argument", actions=[cli("corpus", "nonspeech", "--n", "nope", "--out", "@z")],
+                  outputs=["z/manifest.jsonl"], background=True)
+    with pytest.raises(StepFailed, match="corpus nonspeech --n nope"):
+        run_steps([broken], tmp_path, log=_quiet)
+    assert read_workspace(tmp_path)["steps"]["broken"]["status"] == "failed"

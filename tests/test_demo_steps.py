@@ -18,7 +18,7 @@ from workbench.corpus import load_corpus
 
 TINY = {"speech": 6, "speakers": 3, "nonspeech": 3, "dev_speech": 2, "dev_nonspeech": 2, "heldout_speech": 2,
         "heldout_speakers": 2, "heldout_nonspeech": 2, "sae_tokens": 8192, "sae_batch": 256, "splice_clips": 1,
-        "eval_frames": 1000, "folds": 2, "probe_frames": 1500, "steer_n": "2", "steer_strengths": "8",
+        "eval_frames": 1000, "folds": 2, "probe_frames": 1500, "steer_strengths": "0.5", "steer_fit_clips": 4, "steer_steps": 3,
         "neuro_draws": 10, "neuro_folds": 3, "neuro_sae_features": 4, "neuro_components": 4}
 
 
@@ -60,6 +60,7 @@ def test_corpus_step(ws):
     corpora = _corpora(ws)
     assert sorted(p.name for p in (ws / "corpora").iterdir()) == ["audiobook", "demo", "dev", "heldout", "nonspeech",
                                                                   "sae_holdout.txt", "speech"]
+    assert sorted(p.name for p in (ws / "corpora" / "audiobook").iterdir()) == ["heldout", "source", "steer", "train"]
     assert len(corpora["speech"]) == TINY["speech"] and len(corpora["speech"].summary()["speakers"]) == 3
     assert set(corpora["demo"].summary()["domains"]) >= {"speech"} and len(corpora["demo"].summary()["domains"]) >= 2
     fit, dev, held = ({c.id for c in corpora[n]} for n in ("demo", "dev", "heldout"))
@@ -69,7 +70,13 @@ def test_corpus_step(ws):
     sources = {n: {c.extra["source_id"] for c in b} for n, b in book.items()}
     assert all(sources.values()) and not sources["train"] & sources["heldout"]
     assert not (sources["train"] | sources["heldout"]) & sources["steer"]
-    assert all(c.transcript and c.tiers.get("words") for b in book.values() for c in b)
+    # training excerpts stay whole (52-62 s, no word timings needed); the held-out and steering ones are aligned segments
+    assert all(c.transcript for b in book.values() for c in b)
+    assert all(c.tiers.get("words") for n in ("heldout", "steer") for c in book[n])
+    import soundfile as sf
+
+    assert all(sf.info(book["train"].audio_path(c)).duration > 30 and c.extra["source_id"] == c.id
+               for c in book["train"])
     holdout = set((ws / "corpora" / "sae_holdout.txt").read_text().split())
     assert holdout == {c.id for c in book["heldout"]} and holdout <= fit and not holdout & {c.id for c in book["train"]}
     assert {c.id for c in book["steer"]} <= held and not {c.id for c in book["steer"]} & fit

@@ -147,3 +147,43 @@ def test_context_and_position_tiers():
     c = frame_concepts(frames, min_count=1)
     pos = c.lab[c.tiers.index("position")]
     assert [c.names[i] for i in pos] == ["position <0.1 s"] * 3 + ["position 2-4 s", "position <0.1 s", "position 1-2 s"]
+
+
+def _segmented_world(seed: int = 0):
+    """60 clips of 40 phone segments (2-4 frames each) over 4 vowels and 6 consonants. Planted codes:
+    feature 0 fires on every vowel frame, feature 1 on frames of S followed by T (S elsewhere: no),
+    features 2-9 on random 8% of frames (noise)."""
+    rng = np.random.default_rng(seed)
+    inventory = ["AA", "IY", "UW", "EH", "S", "T", "K", "M", "N", "L"]
+    rows = []
+    for clip in range(60):
+        seq = rng.choice(inventory, size=40)
+        for seg, ph in enumerate(seq):
+            rows += [(f"c{clip}", ph, seg)] * int(rng.integers(2, 5))
+    frames = pd.DataFrame(rows, columns=["clip_id", "phones", "phones_seg"])
+    from sae.bench.labels import neighbour_labels
+
+    nxt = neighbour_labels(frames, shift=1)
+    Z = np.zeros((len(frames), 10), np.float32)
+    Z[:, 0] = np.isin(frames["phones"], ["AA", "IY", "UW", "EH"])
+    Z[:, 1] = (frames["phones"].to_numpy() == "S") & (nxt == "T")
+    Z[:, 2:] = rng.random((len(frames), 8)) < 0.08
+    return frames, Z
+
+
+def test_phone_class_and_phone_pair_rules_planted_and_null():
+    frames, Z = _segmented_world()
+    fit = split_by_group(frames["clip_id"], 0.5, seed=0)
+    table = explain_features(Z, frame_concepts(frames), fit)
+    assert table.loc[0, "explanation"] == "vowel" and table.loc[0, "f1"] > 0.99, table.loc[0]
+    assert table.loc[1, "explanation"] == "phone S before T" and table.loc[1, "f1"] > 0.99, table.loc[1]
+    assert not table.loc[2:, "above_chance"].any(), table[2:]
+    # null: the phone sequence shuffled between clips' frames -> the planted codes match no rule
+    rng = np.random.default_rng(3)
+    shuffled = frames.copy()
+    perm = rng.permutation(len(frames))
+    shuffled[["phones", "phones_seg"]] = frames[["phones", "phones_seg"]].to_numpy()[perm]
+    shuffled["clip_id"] = frames["clip_id"].to_numpy()[perm]
+    shuffled = shuffled.reset_index(drop=True)
+    null = explain_features(Z, frame_concepts(shuffled), split_by_group(shuffled["clip_id"], 0.5, seed=0))
+    assert null["above_chance"].sum() <= 1, null[null.above_chance]

@@ -55,6 +55,8 @@ def split_excerpts(src: str | os.PathLike, n_train: int, n_heldout: int, n_steer
 
     src = Path(src)
     corpus = load_corpus(src)
+    for clip in corpus:  # each excerpt is its own recording: whole or cut, it groups as one (conventions.group_of)
+        clip.extra.setdefault("source_id", clip.id)
     return {part: Corpus(clips, root=src).save(src / f"{part}.jsonl")
             for part, clips in assign(corpus, n_train, n_heldout, n_steer).items()}
 

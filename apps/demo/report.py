@@ -64,9 +64,12 @@ def _saes(root: Path) -> dict:
     for ev in sorted(root.glob("saes/*/eval/*/eval.json")):
         doc = _json(ev) or {}
         m, sp = doc.get("metrics", {}), doc.get("splice", {})
+        every = doc.get("metrics_all_frames") or {}
         out[f"{ev.parents[2].name}/{ev.parent.name}"] = {
             "fvu": m.get("fvu"), "l0": m.get("l0"), "dead_frac": m.get("dead_frac"),
-            "wer_clean": sp.get("wer_clean"), "wer_spliced": sp.get("wer_spliced"),
+            # FVU over every frame (massive ones passed through) and the median per-frame relative error
+            "fvu_all_frames": every.get("fvu"), "rel_error_median": m.get("rel_error_median"),
+            "wer_clean": sp.get("wer_clean"), "wer_spliced": sp.get("wer_spliced"), "wer_clips": sp.get("wer_clips"),
             "in_sample": doc.get("in_sample")}
     return out
 
@@ -117,9 +120,17 @@ def _neuro(root: Path) -> dict:
         t = pd.read_csv(layers)
         meta = _json(layers.parent / "neuro.json") or {}
         if len(t) and "r_mean" in t:
-            curve = {str(r["feature"]): round(float(r["r_mean"]), 4) for _, r in t.iterrows()}
+            # the curve over the responsive channels (significant for some feature set, the same channels for
+            # every set) when there are any: a mean over every channel drowns a few responsive ones in noise
+            responsive = "r_responsive" in t and int(t.get("n_responsive", pd.Series([0])).max()) > 0 \
+                and bool(np.isfinite(t["r_responsive"]).all())
+            column = "r_responsive" if responsive else "r_mean"
+            curve = {str(r["feature"]): round(float(r[column]), 4) for _, r in t.iterrows()}
             name = layers.parent.name
-            out[name] = {"data": meta.get("data"), "curve": curve, "best": max(curve, key=curve.get)}
+            out[name] = {"data": meta.get("data"), "curve": curve, "curve_of": column,
+                         "n_responsive": int(t["n_responsive"].max()) if "n_responsive" in t else None,
+                         "curve_all_channels": {str(r["feature"]): round(float(r["r_mean"]), 4) for _, r in t.iterrows()},
+                         "best": max(curve, key=curve.get)}
             planted = _planted(root, name, curve, layers.parent / "summary.csv")
             if planted:
                 out[name]["planted"] = planted
@@ -222,18 +233,22 @@ def format_headline(fig: dict) -> str:
         lines.append(f"probes    {name}: peak at {p['peak_hook']}, accuracy {_f(p['accuracy'])} "
                      f"(majority {_f(p['majority'])}, selectivity {_f(p['selectivity'])})")
     for name, s in fig["saes"].items():
-        lines.append(f"sae       {name}: FVU {_f(s['fvu'])}, L0 {_f(s['l0'], 1)}, dead {_f(s['dead_frac'])}, "
+        lines.append(f"sae       {name}: FVU {_f(s['fvu'])} (all frames {_f(s.get('fvu_all_frames'))}), per-frame "
+                     f"error {_f(s.get('rel_error_median'))}, L0 {_f(s['l0'], 1)}, dead {_f(s['dead_frac'])}, "
                      f"WER {_f(s['wer_clean'])} -> {_f(s['wer_spliced'])} spliced in"
                      + (" (in-sample)" if s.get("in_sample") else ""))
     for name, st in fig["steering"].items():
-        lines.append(f"steering  {name}: {st['edit']} {st['n_features']} features at {st['hook']} "
-                     f"(strength {st['strength']}), {st['clips']} held-out clips")
+        what = (f"{st['edit']} {st['n_features']} SAE features" if st.get("method") in (None, "sae")
+                else f"{st.get('method')} ({st['edit']})")
+        lines.append(f"steering  {name}: {what} at {st['hook']} (strength {st['strength']}), {st['clips']} held-out clips")
         for arm, m in st["arms"].items():
             lines.append(f"            {arm:24s} hallucination {_f(m['hallucination_rate'])}  WER {_f(m['wer'])}")
     for name, n in fig["neuro"].items():
         curve = ", ".join(f"{k.replace('encoder.blocks.', 'b').replace('.hook_resid_post', '')} {v:.3f}"
                           for k, v in n["curve"].items())
-        lines.append(f"neuro     {name} ({n['data']}): mean r per feature set: {curve}; best {n['best']}")
+        over = ("the " + str(n.get("n_responsive")) + " responsive channels" if n.get("curve_of") == "r_responsive"
+                else "all channels")
+        lines.append(f"neuro     {name} ({n['data']}): mean r per feature set over {over}: {curve}; best {n['best']}")
     tok = fig.get("tokens") or {}
     if tok.get("codes_used") is not None:
         lines.append(f"tokens    {tok.get('model')}: {tok['codes_used']} codes in use over {tok['frames']} frames, "

@@ -38,6 +38,7 @@ import contextlib
 import datetime
 import shlex
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ class Context:
 
     root: Path
     settings: dict = field(default_factory=dict)
+    log_file: Path | None = None  # the running step's logs/STEP.log (child processes write there)
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -74,6 +76,10 @@ class Action:
 
     command: str
     run: Callable[[Context], object]
+    #: for ``workbench`` command lines (:func:`cli`): the argv, so the action can also run in a child process
+    argv: tuple[str, ...] | None = None
+    #: runs its work in child processes itself (:func:`apps.demo.background.parallel`): safe in a background thread
+    children: bool = False
 
 
 def cli(*argv: str) -> Action:
@@ -94,7 +100,7 @@ def cli(*argv: str) -> Action:
             raise StepFailed(f"`{command}` exited with status {rc}")
 
     command = "workbench " + shlex.join([a[1:] if a.startswith("@") else a for a in argv])
-    return Action(command, run)
+    return Action(command, run, argv=tuple(argv))
 
 
 def _resolve(ctx: Context, arg: str) -> str:
@@ -137,6 +143,9 @@ class Step:
     removes: Sequence[str] | None = None
     available: Callable[[], str | None] | None = None
     blocking: bool = False  # the app: runs until stopped, never recorded as complete
+    #: run in child processes while the runner goes on with the steps that do not need this one
+    #: (:mod:`apps.demo.background`; every action must be a :func:`cli` command line)
+    background: bool = False
 
     def commands(self) -> list[str]:
         return [a.command for a in self.actions]
@@ -181,8 +190,17 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+_RECORD_LOCK = threading.Lock()  # background steps record from their own thread
+
+
 def _record(root: Path, step: Step, status: str, seconds: float, settings: dict, message: str = "",
             timings: list[float] | None = None) -> None:
+    with _RECORD_LOCK:
+        _record_locked(root, step, status, seconds, settings, message, timings)
+
+
+def _record_locked(root: Path, step: Step, status: str, seconds: float, settings: dict, message: str,
+                   timings: list[float] | None) -> None:
     ws = read_workspace(root)
     ws["format"] = FORMAT
     ws["settings"] = settings
@@ -210,6 +228,11 @@ def _dependents(steps: Sequence[Step], name: str) -> list[str]:
 
 
 def _mark_stale(root: Path, names: Iterable[str]) -> None:
+    with _RECORD_LOCK:
+        _mark_stale_locked(root, names)
+
+
+def _mark_stale_locked(root: Path, names: Iterable[str]) -> None:
     ws = read_workspace(root)
     names = [n for n in names if n in ws["steps"] and ws["steps"][n].get("status") != "unavailable"]
     if names:
@@ -251,6 +274,7 @@ def run_steps(steps: Sequence[Step], root: str | Path, settings: dict | None = N
     recorded = read_workspace(root)["steps"]
     results: list[StepResult] = []
     wanted = set(only) if only is not None else None
+    pending: dict[str, _Background] = {}
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.name}"
         if wanted is not None and step.name not in wanted:
@@ -280,41 +304,98 @@ def run_steps(steps: Sequence[Step], root: str | Path, settings: dict | None = N
             _record(root, step, "done", prev.get("seconds", 0.0), ctx.settings, timings=prev.get("command_seconds"))
             results.append(StepResult(step.name, "skipped"))
             continue
-        log(f"{head}: {step.description}")
-        _record(root, step, "running", 0.0, ctx.settings)  # a killed run leaves this: same commands -> resume
-        start = time.perf_counter()
         try:
-            timings = []
-            for action in step.actions:
-                log(f"  $ {action.command}")
-                t0 = time.perf_counter()
-                if step.blocking:
-                    action.run(ctx)
-                else:  # the commands' printed summaries go to logs/STEP.log; progress bars (stderr) stay
-                    with _stdout_to(root / LOGS / f"{step.name}.log", action.command):
-                        action.run(ctx)
-                timings.append(round(time.perf_counter() - t0, 1))
-                log(f"    ({timings[-1]:.1f} s)")
-            if not step.blocking and not step.complete(ctx):
-                missing = [p for p in step.outputs if not ctx.path(p).exists()]
-                raise StepFailed(f"step {step.name} finished but its outputs are incomplete"
-                                 + (f": missing {', '.join(missing)}" if missing else " (they do not load)"))
-        except KeyboardInterrupt:
-            seconds = time.perf_counter() - start
-            if step.blocking:  # stopping the app is how the demo ends
-                _record(root, step, "stopped", seconds, ctx.settings)
-                results.append(StepResult(step.name, "stopped", seconds))
-                break
-            _record(root, step, "interrupted", seconds, ctx.settings)
+            for name in step.needs:  # a background step this one builds on must have finished
+                _join(pending, name, results)
+            if step.background:
+                log(f"{head}: {step.description} (in the background, beside the next steps)")
+                pending[step.name] = _Background(step, head, ctx, log)
+                continue
+            log(f"{head}: {step.description}")
+            results.append(_run_one(step, head, ctx, log))
+        except BaseException:
+            for bg in pending.values():  # let running children finish (Ctrl-C reaches them too) and record
+                bg.thread.join()
             raise
-        except Exception as e:
-            seconds = time.perf_counter() - start
-            _record(root, step, "failed", seconds, ctx.settings, f"{type(e).__name__}: {e}")
-            if isinstance(e, StepFailed):
-                raise
-            raise StepFailed(f"step {step.name} failed: {type(e).__name__}: {e}") from e
-        seconds = time.perf_counter() - start
-        _record(root, step, "stopped" if step.blocking else "done", seconds, ctx.settings, timings=timings)
-        log(f"{head}: done in {seconds:.1f} s")
-        results.append(StepResult(step.name, "done", seconds))
+        if results[-1].status == "stopped":
+            break
+    for name in list(pending):
+        _join(pending, name, results)
     return results
+
+
+def _run_one(step: Step, head: str, ctx: Context, log: Callable[[str], None], child: bool = False) -> StepResult:
+    """Run one step's actions (``child``: each in a child process) and record the outcome."""
+    root = ctx.root
+    _record(root, step, "running", 0.0, ctx.settings)  # a killed run leaves this: same commands -> resume
+    start = time.perf_counter()
+    step_ctx = Context(root, ctx.settings, root / LOGS / f"{step.name}.log")
+    try:
+        timings = []
+        for action in step.actions:
+            if not child:
+                log(f"  $ {action.command}")
+            t0 = time.perf_counter()
+            if child and action.children:
+                action.run(step_ctx)
+            elif child:
+                from apps.demo.background import run_child, wait
+
+                wait([run_child(action, step_ctx, step_ctx.log_file)], [action.command])
+            elif step.blocking:
+                action.run(step_ctx)
+            else:  # the commands' printed summaries go to logs/STEP.log; progress bars (stderr) stay
+                with _stdout_to(step_ctx.log_file, action.command):
+                    action.run(step_ctx)
+            timings.append(round(time.perf_counter() - t0, 1))
+            log(f"  [{step.name}] $ {action.command}\n    ({timings[-1]:.1f} s)" if child else
+                f"    ({timings[-1]:.1f} s)")
+        if not step.blocking and not step.complete(ctx):
+            missing = [p for p in step.outputs if not ctx.path(p).exists()]
+            raise StepFailed(f"step {step.name} finished but its outputs are incomplete"
+                             + (f": missing {', '.join(missing)}" if missing else " (they do not load)"))
+    except KeyboardInterrupt:
+        seconds = time.perf_counter() - start
+        if step.blocking:  # stopping the app is how the demo ends
+            _record(root, step, "stopped", seconds, ctx.settings)
+            return StepResult(step.name, "stopped", seconds)
+        _record(root, step, "interrupted", seconds, ctx.settings)
+        raise
+    except Exception as e:
+        seconds = time.perf_counter() - start
+        _record(root, step, "failed", seconds, ctx.settings, f"{type(e).__name__}: {e}")
+        if isinstance(e, StepFailed):
+            raise
+        raise StepFailed(f"step {step.name} failed: {type(e).__name__}: {e}") from e
+    seconds = time.perf_counter() - start
+    _record(root, step, "stopped" if step.blocking else "done", seconds, ctx.settings, timings=timings)
+    log(f"{head}: done in {seconds:.1f} s")
+    return StepResult(step.name, "done", seconds)
+
+
+class _Background:
+    """A step running in a thread that starts its commands as child processes (:mod:`apps.demo.background`)."""
+
+    def __init__(self, step: Step, head: str, ctx: Context, log: Callable[[str], None]) -> None:
+        self.result: StepResult | None = None
+        self.error: BaseException | None = None
+
+        def work() -> None:
+            try:
+                self.result = _run_one(step, head, ctx, log, child=True)
+            except BaseException as e:  # handed to the main thread by _join
+                self.error = e
+
+        self.thread = threading.Thread(target=work, name=f"demo-{step.name}", daemon=True)
+        self.thread.start()
+
+
+def _join(pending: dict[str, _Background], name: str, results: list[StepResult]) -> None:
+    """Wait for background step ``name`` (when it is running); re-raise its failure here."""
+    bg = pending.pop(name, None)
+    if bg is None:
+        return
+    bg.thread.join()
+    if bg.error is not None:
+        raise bg.error
+    results.append(bg.result)

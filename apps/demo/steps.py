@@ -21,7 +21,7 @@ Example
 -------
 >>> steps = demo_steps(DemoSettings(quick=True, shared_data=None, app=False))
 >>> [s.name for s in steps]
-['corpus', 'caches', 'sae', 'probes', 'steering', 'neuro']
+['corpus', 'caches', 'probes', 'sae', 'steering', 'neuro']
 >>> steps[0].actions[0].command
 'workbench corpus synth --n 16 --speakers 4 --seed 0 --out corpora/speech -q'
 """
@@ -32,6 +32,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apps.demo.background import parallel
 from apps.demo.runner import Action, Context, Part, Step, cli
 from workbench.atomic import read_json
 
@@ -75,29 +76,34 @@ class DemoSettings:
         if self.quick:
             return {"speech": 16, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
                     "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000, "sae_batch": 1024,
-                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000, "steer_n": "8",
-                    "steer_strengths": "8,16",  # the strengths that mattered in the steering study
+                    "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 0,
+                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000,
+                    "steer_strengths": "0.5", "steer_fit_clips": 12, "steer_steps": 20,
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
                     # naplib's audiobook excerpts (62 s each): SAE training / SAE held-out / steering held-out
-                    "audiobook_train": 1, "audiobook_heldout": 1, "audiobook_steer": 1, "segment_seconds": 15}
+                    "audiobook_train": 2, "audiobook_heldout": 1, "audiobook_steer": 1, "segment_seconds": 15}
         return {"speech": 32, "speakers": 8, "nonspeech": 24, "dev_speech": 6, "dev_nonspeech": 6,
                 "heldout_speech": 16, "heldout_speakers": 4, "heldout_nonspeech": 12, "sae_tokens": 600_000, "sae_batch": 1024,
+                # the recipe that keeps the held-out WER at this data size (measured: docs/readme/demo.md): a short run
+                # needs a higher learning rate than the long-run default, and k = 64 of 4 x 384 features
+                "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 2,
                 # sized so that the steps take ~5 min on 2 idle cores (measured: README)
-                "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000, "steer_n": "4,16",
-                "steer_strengths": "8,16,32",
+                "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000,
+                "steer_strengths": "0.25,0.5", "steer_fit_clips": 16, "steer_steps": 30,
                 "neuro_draws": 100, "neuro_folds": 3, "neuro_sae_features": 16, "neuro_components": 16,
-                "audiobook_train": 4, "audiobook_heldout": 2, "audiobook_steer": 2, "segment_seconds": 15}
+                "audiobook_train": 6, "audiobook_heldout": 2, "audiobook_steer": 2, "segment_seconds": 15}
 
     @property
     def neuro_data(self) -> str:
-        """"naplib" or "simulated": the recording the neuro step fits (see :func:`neuro_step`)."""
+        """The recordings the neuro step fits, ``+``-joined: ``simulated`` (a planted layer: the demo checks it
+        is recovered) and ``naplib`` (real audiobook stimuli, simulated iEEG; not in ``--quick``)."""
         if self.neuro not in ("auto", "naplib", "simulated"):
             raise ValueError(f"neuro must be auto, naplib or simulated, got {self.neuro!r}")
         if self.neuro == "naplib" and _naplib_file() is None:
             raise FileNotFoundError("--neuro naplib: the naplib sample is not installed (run `make neuro-data`, "
                                     "i.e. pip install --no-deps naplib==2.6.0)")
         if self.neuro == "auto":  # naplib's 10 minutes of audio do not fit the quick demo's 2 minutes
-            return "naplib" if not self.quick and _naplib_file() is not None else "simulated"
+            return "simulated+naplib" if not self.quick and _naplib_file() is not None else "simulated"
         return self.neuro
 
     @property
@@ -176,21 +182,30 @@ SAE_HOLDOUT = "corpora/sae_holdout.txt"
 
 
 def _audiobook(s: DemoSettings) -> tuple[list[Action], list[Part]]:
-    """naplib's excerpts, split by excerpt (:mod:`apps.demo.audiobook`) and cut into aligned segments."""
+    """naplib's excerpts, split by excerpt (:mod:`apps.demo.audiobook`). The SAE-training excerpts stay whole
+    (the SAE needs no word timings); the held-out and steering ones are cut into aligned segments (WER is
+    scored per segment), both alignments side by side (pocketsphinx runs on one core)."""
     z = s.sizes
     src = f"@{AUDIOBOOK}/source/corpus"
     actions = [cli("neuro", "naplib", "--out", f"@{AUDIOBOOK}/source"),
                py("apps.demo.audiobook", "split", src, "--train", str(z["audiobook_train"]),
-                  "--heldout", str(z["audiobook_heldout"]), "--steer", str(z["audiobook_steer"]))]
-    for part in ("train", "heldout", "steer"):
-        actions.append(cli("corpus", "segment", f"{src}/{part}.jsonl", "--seconds", str(z["segment_seconds"]), "--align",
-                           "--out", f"@{AUDIOBOOK}/{part}", "-q"))
+                  "--heldout", str(z["audiobook_heldout"]), "--steer", str(z["audiobook_steer"])),
+               cli("corpus", "build", f"{src}/train.jsonl", "--out", f"@{AUDIOBOOK}/train", "-q"),
+               parallel(*(cli("corpus", "segment", f"{src}/{part}.jsonl", "--seconds", str(z["segment_seconds"]),
+                              "--align", "--out", f"@{AUDIOBOOK}/{part}", "-q") for part in ("heldout", "steer")))]
+    if z["augment_passes"]:  # more varied frames for the SAE: cuts, speed, level, backgrounds (train excerpts only)
+        actions.append(cli("corpus", "augment", f"@{AUDIOBOOK}/train", "--passes", str(z["augment_passes"]),
+                           "--out", f"@{AUDIOBOOK}/augmented", "-q"))
     held = [f"@{AUDIOBOOK}/heldout"] + (["@corpora/shared"] if s.shared_data is not None else [])
     actions.append(py("apps.demo.audiobook", "holdout", f"@{SAE_HOLDOUT}", *held))
-    what = {"train": "cached, SAE training", "heldout": "cached, never in SAE training: the SAE's FVU and spliced WER",
-            "steer": "never cached: the steering evaluation's real speech"}
-    parts = [Part("corpora", f"audiobook/{p}", f"{AUDIOBOOK}/{p}",
-                  {"what": f"naplib audiobook excerpts cut into {z['segment_seconds']}-s aligned segments ({w})"},
+    what = {"train": "whole 62-s excerpts (cached, SAE training)",
+            "heldout": f"cut into {z['segment_seconds']}-s aligned segments (cached, never in SAE training: the "
+                       "SAE's FVU and spliced WER)",
+            "steer": f"cut into {z['segment_seconds']}-s aligned segments (never cached: the steering evaluation's "
+                     "real speech)"}
+    if z["augment_passes"]:
+        what["augmented"] = f"the training excerpts, {z['augment_passes']} augmented passes (cached, SAE training)"
+    parts = [Part("corpora", f"audiobook/{p}", f"{AUDIOBOOK}/{p}", {"what": f"naplib audiobook excerpts, {w}"},
                   "; ".join(a.command for a in actions)) for p, w in what.items()]
     return actions, parts
 
@@ -217,6 +232,7 @@ def corpus_step(s: DemoSettings) -> Step:
         actions += book
         parts += book_parts
         sources += [f"@{AUDIOBOOK}/train", f"@{AUDIOBOOK}/heldout"]
+        sources += [f"@{AUDIOBOOK}/augmented"] if s.sizes["augment_passes"] else []
     merged = cli("corpus", "build", *sources, "--out", "@corpora/demo", "-q")
     actions.append(merged)
     parts.append(Part("corpora", "demo", "corpora/demo", {"what": "what the caches, SAEs, probes and the steering's "
@@ -277,7 +293,8 @@ def sae_step(s: DemoSettings) -> Step:
     out = f"saes/{SAE_NAME}"
     hooks = [LAST_HOOK, MIDDLE_HOOK]
     train = ["sae", "train", "--cache", f"@caches/{MODEL}", "--hook", LAST_HOOK, "--hook", MIDDLE_HOOK,
-             "--expansion", "8", "--k", "32", "--tokens", str(z["sae_tokens"]), "--batch-size", str(z["sae_batch"]),
+             "--expansion", str(z["sae_expansion"]), "--k", str(z["sae_k"]), "--lr", str(z["sae_lr"]),
+             "--tokens", str(z["sae_tokens"]), "--batch-size", str(z["sae_batch"]),
              *(["--holdout-file", f"@{SAE_HOLDOUT}"] if s.audiobook else ["--holdout-clips", "0.25", "--holdout-by", "speaker"]),
              "--out", f"@{out}", "--quiet"]
 
@@ -292,7 +309,8 @@ def sae_step(s: DemoSettings) -> Step:
         actions=[_sae_train(train, out),
                  cli("sae", "eval", "--sae", f"@{out}", "--cache", f"@caches/{MODEL}", "--model", MODEL,
                      "--max-frames", str(z["eval_frames"]), "--splice-clips", str(z["splice_clips"]),
-                     "--out", f"@{out}/eval", "--quiet")],
+                     # the erasure analyses (two thirds of the eval's time) feed no demo figure or page
+                     "--erasure-probe", "none", "--out", f"@{out}/eval", "--quiet")],
         outputs=[p for h in hooks for p in (f"{out}/{h}/cfg.json", f"{out}/{h}/sae_weights.safetensors",
                                             f"{out}/eval/{h}/eval.json", f"{out}/eval/{h}/features.parquet")],
         parts=[Part("saes", f"{SAE_NAME}/{h}", f"{out}/{h}", {"eval": f"{out}/eval/{h}"}) for h in hooks],
@@ -311,18 +329,23 @@ def probes_step(s: DemoSettings) -> Step:
         outputs=["probes/phones/summary.json", "probes/phones/summary.csv"],
         parts=[Part("probes", "phones", "probes/phones")],
         needs=["caches"],
+        background=True,  # L-BFGS runs on one thread: the probes share the machine with the SAE and steering steps
     )
 
 
 def steering_step(s: DemoSettings) -> Step:
     out = "steering/nonspeech"
     return Step(
-        "steering", f"steering {MODEL} away from transcripts of non-speech: features chosen on the cache, N and "
-                    "strength on the dev clips, evaluated on held-out clips against Whisper's no-speech gate and Silero VAD",
+        "steering", f"steering {MODEL} away from transcripts of non-speech: an optimised steering vector at {LAST_HOOK} "
+                    "(trained on the cache's clips, its strength chosen on the dev clips), evaluated on held-out clips "
+                    "against Whisper's no-speech gate and Silero VAD",
         actions=[cli("steer", "fit", "--cache", f"@caches/{MODEL}", "--sae", f"@saes/{SAE_NAME}/{LAST_HOOK}",
                      "--concept", "nonspeech", "--corpus", "@corpora/dev", "--model", MODEL,
-                     "--n-features", s.sizes["steer_n"], "--strengths", s.sizes["steer_strengths"],
-                     "--out", f"@{out}", "--quiet"),
+                     # the optimised steering vector: the best method of the steering study (docs/readme/steering.md);
+                     # no SAE-feature edit lowered the dev hallucinations within the WER budget
+                     "--method", "vector", "--strengths", s.sizes["steer_strengths"],
+                     "--max-fit-clips", str(s.sizes["steer_fit_clips"]), "--vector-steps", str(s.sizes["steer_steps"]),
+                     "--vector-kl", "4", "--out", f"@{out}", "--quiet"),
                  cli("steer", "eval", "--steering", f"@{out}", "--corpus", "@corpora/heldout", "--out", f"@{out}/eval",
                      "--quiet")],
         outputs=[f"{out}/steering.json", f"{out}/sweep.csv", f"{out}/eval/eval.json"],
@@ -343,41 +366,43 @@ def _naplib_file() -> Path | None:
 
 
 def neuro_step(s: DemoSettings) -> Step:
-    """naplib's sample (real audiobook audio, simulated iEEG) when installed, else a simulated 64-channel EEG
-    of the demo's speech clips with block 1 (``--quick``: the envelope) planted at 150 ms."""
+    """A simulated 64-channel EEG of the demo's continuous real speech with encoder block 1 planted at 150 ms
+    (the demo checks that it is recovered) and, in the full demo, naplib's sample (real audiobook audio,
+    simulated iEEG: the layer curve with its statistics)."""
+    z = s.sizes
     common = ["--model", MODEL, "--hooks", "encoder.blocks.*.hook_resid_post", "--sae",
-              f"@saes/{SAE_NAME}/{LAST_HOOK}", "--sae-features", str(s.sizes["neuro_sae_features"]),
-              "--n-components", str(s.sizes["neuro_components"]), "--draws", str(s.sizes["neuro_draws"]),
-              "--folds", str(s.sizes["neuro_folds"]), "--no-delta-r2", "--quiet"]  # delta-R^2 fits: minutes more
-    if s.neuro_data == "naplib":
-        name, what = "naplib", "naplib's speech-task sample (10 audiobook excerpts, 10 simulated iEEG channels)"
-        actions = [cli("neuro", "naplib", "--out", "@recordings/naplib"),
-                   cli("corpus", "build", "@recordings/naplib/corpus", "--out", "@corpora/naplib", "-q"),
-                   cli("neuro", "fit", "--recording", "@recordings/naplib/sub-naplib_ieeg.fif", "--corpus",
-                       "@corpora/naplib", *common, "--out", "@neuro/naplib")]
-        parts = [Part("corpora", "naplib", "corpora/naplib"), Part("neuro", name, "neuro/naplib", {"data": what})]
-        removes = ["recordings/naplib", "corpora/naplib", "neuro/naplib"]
-    else:
-        name = "simulated"
-        # the full demo plants a model layer (its curve should peak there); --quick plants the envelope, which
-        # needs no model run
-        plant = ["--plant", "envelope"] if s.quick else ["--plant", MIDDLE_HOOK, "--model", MODEL]
-        # r = 0.3 on 5 channels: the demo's minute or two of speech is too little to find the tests' r = 0.1
-        # the recording's stimulus: the SAE-training audiobook segments (continuous real speech, cached) when there
+              f"@saes/{SAE_NAME}/{LAST_HOOK}", "--sae-features", str(z["neuro_sae_features"]),
+              "--n-components", str(z["neuro_components"]), "--draws", str(z["neuro_draws"]),
+              "--folds", str(z["neuro_folds"]), "--no-delta-r2", "--quiet"]  # delta-R^2 fits: minutes more
+    actions, parts, removes, names, whats = [], [], [], [], []
+    if "simulated" in s.neuro_data:
+        # the stimulus: continuous real speech already cached (the SAE-training excerpts), else espeak clips
         speech = f"{AUDIOBOOK}/train" if s.audiobook else "corpora/speech"
-        what = f"a simulated 64-channel EEG of {speech} ({plant[1]} planted at 150 ms, r = 0.3)"
-        actions = [cli("neuro", "simulate", "--corpus", f"@{speech}", "--out", "@recordings/simulated/sub-sim_eeg.fif",
-                       *plant, "--r", "0.3"),
-                   cli("neuro", "fit", "--recording", "@recordings/simulated/sub-sim_eeg.fif", "--corpus",
-                       f"@{speech}", "--cache", f"@caches/{MODEL}", *common, "--out", "@neuro/simulated")]
-        parts = [Part("neuro", name, "neuro/simulated", {"data": what})]
-        removes = ["recordings/simulated", "neuro/simulated"]
+        what = f"a simulated 64-channel EEG of {speech} ({MIDDLE_HOOK} planted at 150 ms, r = 0.3, 5 channels)"
+        actions += [cli("neuro", "simulate", "--corpus", f"@{speech}", "--out", "@recordings/simulated/sub-sim_eeg.fif",
+                        "--plant", MIDDLE_HOOK, "--model", MODEL, "--r", "0.3"),
+                    cli("neuro", "fit", "--recording", "@recordings/simulated/sub-sim_eeg.fif", "--corpus",
+                        f"@{speech}", "--cache", f"@caches/{MODEL}", *common, "--out", "@neuro/simulated")]
+        parts.append(Part("neuro", "simulated", "neuro/simulated", {"data": what}))
+        removes += ["recordings/simulated", "neuro/simulated"]
+        names.append("simulated")
+        whats.append(what)
+    if "naplib" in s.neuro_data:
+        what = "naplib's speech-task sample (10 audiobook excerpts, 10 simulated iEEG channels)"
+        actions += [cli("neuro", "naplib", "--out", "@recordings/naplib"),
+                    cli("corpus", "build", "@recordings/naplib/corpus", "--out", "@corpora/naplib", "-q"),
+                    cli("neuro", "fit", "--recording", "@recordings/naplib/sub-naplib_ieeg.fif", "--corpus",
+                        "@corpora/naplib", *common, "--out", "@neuro/naplib")]
+        parts += [Part("corpora", "naplib", "corpora/naplib"), Part("neuro", "naplib", "neuro/naplib", {"data": what})]
+        removes += ["recordings/naplib", "corpora/naplib", "neuro/naplib"]
+        names.append("naplib")
+        whats.append(what)
     return Step(
-        "neuro", f"encoding-model layer curve (TRF, circular-shift nulls, FDR) on {what}",
-        actions=actions, outputs=[f"neuro/{name}/{f}" for f in ("summary.csv", "layers.csv", "neuro.json")],
+        "neuro", f"encoding-model layer curves (TRF, circular-shift nulls, FDR) on {' and on '.join(whats)}",
+        actions=actions, outputs=[f"neuro/{n}/{f}" for n in names for f in ("summary.csv", "layers.csv", "neuro.json")],
         parts=parts, removes=removes, needs=["sae", "corpus"], available=lambda: _has_command("neuro", "fit"),
         # neuro.json is written again, with the run's seconds, once everything else is on disk
-        check=lambda ctx: read_json(ctx.path(f"neuro/{name}/neuro.json")).get("seconds") is not None,
+        check=lambda ctx: all(read_json(ctx.path(f"neuro/{n}/neuro.json")).get("seconds") is not None for n in names),
     )
 
 
@@ -392,6 +417,7 @@ def app_step(s: DemoSettings) -> Step:
 
 def demo_steps(settings: DemoSettings) -> list[Step]:
     """The demo's steps in order (the app last, unless ``settings.app`` is False)."""
-    steps = [corpus_step(settings), caches_step(settings), sae_step(settings), probes_step(settings),
+    # the probes run in the background (one core) from right after the caches, beside the SAE and steering steps
+    steps = [corpus_step(settings), caches_step(settings), probes_step(settings), sae_step(settings),
              steering_step(settings), neuro_step(settings)]
     return steps + [app_step(settings)] if settings.app else steps

@@ -48,6 +48,9 @@ def feature_rows(table, explanations=None) -> list[dict]:
         df.insert(1, "explanation", ex["explanation"].fillna("").astype(str).to_numpy())
         if "f1" in ex:
             df.insert(2, "f1", ex["f1"].astype(float).to_numpy())
+        if "above_chance" in ex:  # "no rule above chance (best tried: ...)" keeps its best rule's F1: say so
+            df.insert(3, "explained", ex["above_chance"].map({True: "yes", False: "no", "True": "yes", "False": "no"})
+                      .fillna("no").to_numpy())
     for col in [c for c in df.columns if c.startswith("top_")]:
         df[col] = df[col].map(_labels)
     for col in df.select_dtypes("float").columns:  # float32 would print as 1.4998999834060669
@@ -137,8 +140,8 @@ def _filter(rows: list[dict], domain, phone, text, score) -> list[dict]:
     if text:
         t = str(text).strip().lower()
         out = [r for r in out if t in str(r.get("explanation", "")).lower()]
-    if score is not None:
-        out = [r for r in out if isinstance(r.get("f1"), float) and r["f1"] >= float(score)]
+    if score is not None:  # a score filter keeps explained features only (not a best-tried rule's F1)
+        out = [r for r in out if isinstance(r.get("f1"), float) and r["f1"] >= float(score) and r.get("explained", "yes") == "yes"]
     return out
 
 

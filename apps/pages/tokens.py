@@ -66,9 +66,33 @@ def analysis_section(ws: Workspace, query: dict) -> list:
             f"no token analyses in {ws.root / 'tokens'}: run `workbench tokens analyze --cache CACHE --out "
             f"{ws.root / 'tokens' / 'NAME'}` (usage, purity, consistency, stability)", "info")]
     run, note = url_choice(query, "analysis", runs, "token analysis")
-    return [html.H3("Token analyses (workbench tokens analyze)"), html.Div(note),
+    return [html.H3("Token analyses (workbench tokens analyze)"), html.Div(note), *comparison(ws),
             picker("tok-analysis", runs, run, "analysis"), html.Div(id="tok-analysis-info", className="wb-info"),
-            dcc.Graph(id="tok-analysis-graph", config={"displayModeBar": False}), html.Div(id="tok-analysis-tables")]
+            dcc.Graph(id="tok-analysis-graph", config={"displayModeBar": False}),
+            dcc.Graph(id="tok-analysis-coch", config={"displayModeBar": False}), html.Div(id="tok-analysis-tables")]
+
+
+#: columns of the comparison table (``workbench tokens compare``) shown on the page, in this order
+COMPARE_COLUMNS = ("analysis", "source", "hook", "frame_rate", "codebooks", "codes_used", "perplexity",
+                   "phones_purity", "phones_purity_chance", "phones_mi_bits", "phones_mi_norm", "consistency",
+                   "ued_noise_30dB", "ued_gain_-6dB", "ued_shift_5ms", "ued_resample_3/4", "ued_reencode_1")
+
+
+def comparison(ws: Workspace) -> list:
+    """The `workbench tokens compare` table over every analysis of the workspace (codebook 0 of each)."""
+    from probes.tokens.analyze import compare
+
+    found = analyses(ws)
+    if len(found) < 2:
+        return []
+    try:
+        df = compare(list(found.values()))
+    except (OSError, ValueError, KeyError) as e:
+        return [message(f"comparison table not built: {e}", "warn")]
+    df = df[[c for c in COMPARE_COLUMNS if c in df.columns]]
+    return [html.Div(f"All {len(df)} analyses side by side (codebook 0; purity / MI against phones with "
+                     "their shuffled-token chance; ued_*: unit edit distance under each perturbation, lower is "
+                     "more stable):", className="wb-caption"), _table(df, "tok-compare")]
 
 
 def _table(df: pd.DataFrame, id_: str):
@@ -76,7 +100,8 @@ def _table(df: pd.DataFrame, id_: str):
 
     df = df.round(4)
     return dash_table.DataTable(data=df.to_dict("records"), columns=[{"name": c, "id": c} for c in df.columns],
-                                sort_action="native", page_size=12, style_cell={"fontSize": 12}, id=id_)
+                                sort_action="native", page_size=12, style_cell={"fontSize": 12}, id=id_,
+                                style_table={"overflowX": "auto"})  # wide tables scroll inside the page
 
 
 def layout(ws: Workspace, query: dict) -> html.Div:
@@ -109,16 +134,18 @@ def register(app, ws: Workspace, jobs) -> None:
     follow_url(app, "tok", cache="tok-source", token="tok-token")
 
     @app.callback(Output("tok-analysis-info", "children"), Output("tok-analysis-graph", "figure"),
-                  Output("tok-analysis-tables", "children"), Input("tok-analysis", "value"))
-    @guarded(3)
+                  Output("tok-analysis-tables", "children"), Output("tok-analysis-coch", "figure"),
+                  Input("tok-analysis", "value"))
+    @guarded(4)
     def choose_analysis(name):
         import json
 
-        from probes.tokens.figures import figure
+        from probes.tokens.figures import figure, token_cochleagram_figure
 
         found = analyses(ws)
         if name not in found:
-            return message(f"no token analysis {str(name)[:80]!r}", "error"), figures.empty_figure(""), []
+            return (message(f"no token analysis {str(name)[:80]!r}", "error"), figures.empty_figure(""), [],
+                    figures.empty_figure(""))
         d = found[name]
         summary = json.loads((d / "summary.json").read_text())
         read = {t: pd.read_csv(d / f"{t}.csv") for t in (*ANALYSIS_TABLES, "rank_frequency") if (d / f"{t}.csv").is_file()}
@@ -132,7 +159,11 @@ def register(app, ws: Workspace, jobs) -> None:
                 tables += [html.H4(f"{t}.csv"), _table(read[t], f"tok-table-{t}")]
             else:
                 tables.append(html.Div(f"{t}.csv: not computed (run without --no-model)", className="wb-caption"))
-        return info, fig, tables
+        coch = figures.empty_figure("token_cochleagrams.npz: not computed (run without --no-cochleagram)")
+        if (d / "token_cochleagrams.npz").is_file():
+            with np.load(d / "token_cochleagrams.npz") as tc:
+                coch = token_cochleagram_figure(dict(tc), centre_hz())
+        return info, fig, tables, coch
 
     @app.callback(Output("tok-status", "children"), Output("tok-clip", "options"), Output("tok-clip", "value"),
                   Output("tok-token", "options"), Output("tok-token", "value"), Output("tok-stats", "children"),

@@ -32,6 +32,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--slice-s", type=positive_float, default=1.0, help="slice length for consistency (s)")
     a.add_argument("--context-s", type=positive_float, default=1.0, help="context each side of a slice (s)")
     a.add_argument("--no-cochleagram", action="store_true", help="skip each token's mean cochleagram")
+    a.add_argument("--cochleagram-cache", default="auto",
+                   help="cache with cochleagram.hook_out of the same corpus for the token cochleagrams: 'auto' "
+                        "(the cache itself or a sibling in its caches/ folder), a directory, or 'none' (compute "
+                        "from the audio)")
     a.add_argument("--device", default="cpu")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--allow-incomplete", action="store_true", help="use a cache whose build did not finish")
@@ -69,7 +73,8 @@ def run_analyze(args) -> int:
     paths = analyze_cache(cache, args.out, hook=args.hook, corpus=corpus, targets=args.targets,
                           robust_tests=not args.no_model, reencode_n=args.reencode, max_clips=args.max_clips,
                           slice_s=args.slice_s, context_s=args.context_s, cochleagram=not args.no_cochleagram,
-                          device=args.device, seed=args.seed)
+                          device=args.device, seed=args.seed,
+                          coch_cache=None if args.cochleagram_cache == "none" else args.cochleagram_cache)
     import pandas as pd
 
     print(pd.read_csv(paths["usage"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))

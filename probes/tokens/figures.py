@@ -13,7 +13,7 @@ import pandas as pd
 
 from workbench.atomic import atomic_path
 
-__all__ = ["figure", "tokens_figure"]
+__all__ = ["figure", "token_cochleagram_figure", "tokens_figure"]
 
 
 def figure(rf: pd.DataFrame, purity: pd.DataFrame, stability: pd.DataFrame | None, title: str = ""):
@@ -45,3 +45,22 @@ def tokens_figure(rf, purity, stability, path, title: str = "") -> Path:
     with atomic_path(path) as tmp:
         fig.write_html(str(tmp), include_plotlyjs="directory", full_html=True)
     return Path(path)
+
+
+def token_cochleagram_figure(tc, centre_hz=None, top: int = 64, title: str = ""):
+    """Heatmap of each frequent token's mean cochleagram frame (``token_cochleagrams.npz``: ``codes``,
+    ``counts``, ``mean [n, channels]``): one column per token, the ``top`` most frequent, by rank."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    codes, counts, mean = (np.asarray(tc[k]) for k in ("codes", "counts", "mean"))
+    n = min(top, len(codes))
+    labels = [f"#{i + 1}: {int(c)}" for i, c in enumerate(codes[:n])]
+    fig = go.Figure(go.Heatmap(x=labels, z=mean[:n].T, colorscale="Viridis", customdata=np.tile(counts[:n], (mean.shape[1], 1)),
+                               hovertemplate="token %{x} (%{customdata} frames), channel %{y}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title or f"mean cochleagram frame of the {n} most frequent tokens (codebook 0)",
+                      xaxis_title="token (rank: id)", yaxis_title="channel", height=340, margin={"t": 40})
+    if centre_hz is not None and len(centre_hz) == mean.shape[1]:
+        ticks = np.linspace(0, len(centre_hz) - 1, 6).astype(int)
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"{centre_hz[i]:.0f}" for i in ticks], title_text="Hz")
+    return fig

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sae.analyses import decode_without
 from sae.bench.probing import rank_columns
 
 
@@ -62,11 +63,12 @@ def targeted_erasure(sae, X, concepts: dict, train, n_remove: int = 20, seed: in
         base[name] = _acc(probes[name], R[te], yte)
         spec[name] = (te, yte)
     drop: dict = {}
+    test = np.flatnonzero(~train)  # every probe scores test frames only
+    pos = np.full(len(X), -1)
+    pos[test] = np.arange(len(test))
     for i in probes:
-        zz = Z.clone()
-        zz[:, torch.from_numpy(np.asarray(chosen[i]))] = 0
-        Ri = sae.decode(zz).numpy()
-        drop[i] = {j: base[j] - _acc(probes[j], Ri[spec[j][0]], spec[j][1]) for j in probes}
+        Ri = decode_without(sae, Z, R, chosen[i], test)
+        drop[i] = {j: base[j] - _acc(probes[j], Ri[pos[spec[j][0]]], spec[j][1]) for j in probes}
     names = list(drop)
     own = [drop[i][i] for i in names]
     other = [drop[i][j] for i in names for j in names if j != i]

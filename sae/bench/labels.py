@@ -1,7 +1,9 @@
 """What the workspace knows about each frame, as exclusive label tiers an explanation can name.
 
-A *tier* assigns each frame at most one label: the phone and word at the frame centre, the
-speaker, the domain, and binned acoustic descriptors (:mod:`workbench.acoustics`: loudness,
+A *tier* assigns each frame at most one label: the phone and word at the frame centre, its broad
+phone class (vowel, fricative, stop, nasal, approximant), the previous / next phone alone and paired
+with the frame's phone ("phone S before T": features that fire on part of a word often follow a
+phone in one context), the speaker, the domain, and binned acoustic descriptors (:mod:`workbench.acoustics`: loudness,
 voicing, pitch, spectral centroid and flatness, onset strength, in terciles over the frames
 given). Labels of one tier never overlap, so "phone S or Z" covers exactly the frames of S plus
 those of Z. Every (tier, label) pair is a *concept* with a global index.
@@ -13,9 +15,11 @@ Example
 ...                        "domain": ["speech", "speech", "music"], "speaker": ["s1", "s1", None]})
 >>> c = frame_concepts(frames, min_count=1)
 >>> c.names
-['phone AA', 'phone S', 'speaker s1', 'music', 'speech']
+['phone AA', 'phone S', 'speaker s1', 'music', 'speech', 'fricative', 'vowel']
+>>> c.tiers
+['phone', 'speaker', 'domain', 'phone class']
 >>> c.lab.tolist()                         # [tier, frame] -> concept index, -1 = no label
-[[1, 0, -1], [2, 2, -1], [4, 4, 3]]
+[[1, 0, -1], [2, 2, -1], [4, 4, 3], [5, 6, -1]]
 """
 from __future__ import annotations
 
@@ -119,6 +123,20 @@ def frame_concepts(frames: pd.DataFrame, descriptors: pd.DataFrame | None = None
     if "phones_seg" in frames:
         for shift, tier in ((-1, "after phone"), (1, "before phone")):
             _add_tier(tiers, names, tier_of, labs, tier, neighbour_labels(frames, "phones", shift), min_count, tier)
+    if "phones" in frames:  # broad phone class (vowel, fricative, ...) and the phone with its neighbour
+        from sae.bench.absorption import PHONE_CLASSES
+
+        cls = {p: name for name, members in PHONE_CLASSES.items() for p in members}
+        ph = frames["phones"].to_numpy(dtype=object)
+        _add_tier(tiers, names, tier_of, labs, "phone class",
+                  np.array([cls.get(str(p).rstrip("012")) if isinstance(p, str) else None for p in ph], dtype=object),
+                  min_count, "")
+        if "phones_seg" in frames:
+            for shift, word, tier in ((1, "before", "phone pair (next)"), (-1, "after", "phone pair (previous)")):
+                other = neighbour_labels(frames, "phones", shift)
+                pair = np.array([f"{p} {word} {o}" if isinstance(p, str) and isinstance(o, str) else None
+                                 for p, o in zip(ph, other)], dtype=object)
+                _add_tier(tiers, names, tier_of, labs, tier, pair, min_count, "phone")
     if window_s and {"start_s", "end_s"} <= set(frames.columns):
         centre = 0.5 * (frames["start_s"].to_numpy(float) + frames["end_s"].to_numpy(float))
         edges, words = POSITION_BINS

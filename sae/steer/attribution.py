@@ -1,8 +1,12 @@
 """Causal feature choice: attribution patching of the decoder's decision to end the transcript.
 
-The decision is ``m = log p(<|endoftext|> or <|nospeech|>)`` at the first text position of greedy
-decoding (raw logits after ``<|startoftranscript|> ... <|notimestamps|>``; the no-speech token is
-added where the vocabulary has one). With the SAE spliced in at the hook so that the forward pass is
+The decision is ``m = log p(end)`` at the first text position of greedy decoding (after
+``<|startoftranscript|> ... <|notimestamps|>``), where "end" is every token that starts a transcript
+counted as empty (:func:`end_ids`): ``<|endoftext|>``, ``<|nospeech|>`` where the vocabulary has one,
+and tokens that are punctuation only (``...``, ``.``, ``-``: they normalise to nothing). Whisper's
+suppress and begin-suppress rules are applied to the logits first, as greedy decoding applies them:
+tiny.en can never emit ``<|endoftext|>`` at that position (begin-suppressed) nor ``<|nocaptions|>``
+(suppressed), so an objective on the raw logits of those two rewards a choice decoding never makes. With the SAE spliced in at the hook so that the forward pass is
 unchanged (``x = W_dec z + b_dec + error``, the error held fixed), the attribution of an edit that
 changes the codes by ``dz`` is ``grad_z m . dz``, summed over a clip's real frames; for the ``scale``
 edit ``dz = z`` (gradient x activation), for ``clamp_target`` ``dz = target - z``. Every feature gets a
@@ -75,18 +79,58 @@ def encoder_suffix(model, hook: str, x: torch.Tensor) -> torch.Tensor:
     return enc.layer_norm(h)
 
 
+# punctuation that ends or pauses, not brackets or quotes (those open "(music)" or "[MUSIC]")
+_SILENT = re.compile(r"[\s.,!?;:\-\u2026\u266a]+")
+
+
+def silent_tokens(model) -> list[int]:
+    """Token ids whose text is punctuation only (a transcript made of them normalises to empty)."""
+    from workbench.text import normalize_text
+
+    tok = model.tokenizer
+    if tok is None:
+        return []
+    n = int(model.hf.config.vocab_size)
+    out = []
+    for i in range(n):
+        text = tok.decode([i], skip_special_tokens=True)
+        if text.strip() and _SILENT.fullmatch(text) and not normalize_text(text):
+            out.append(i)
+    return out
+
+
 def end_ids(model) -> list[int]:
-    ids = [model._eot]
-    if model.tokenizer is not None and model.no_speech_token_id is not None:
-        ids.append(model.no_speech_token_id)
-    return ids
+    """Tokens that start an empty transcript: end-of-text, no-speech (where known), punctuation only.
+    Computed once per model (cached on it)."""
+    cached = getattr(model, "_steer_end_ids", None)
+    if cached is None:
+        cached = [model._eot]
+        if model.tokenizer is not None and model.no_speech_token_id is not None:
+            cached.append(model.no_speech_token_id)
+        cached = sorted(set(cached) | set(silent_tokens(model)))
+        model._steer_end_ids = cached
+    return cached
+
+
+def first_step_mask(model) -> list[int]:
+    """Token ids greedy decoding cannot emit at the first text position (Whisper's suppress and
+    begin-suppress lists of the generation config)."""
+    gen = model.hf.generation_config
+    return sorted(set(getattr(gen, "suppress_tokens", None) or []) | set(getattr(gen, "begin_suppress_tokens", None) or []))
 
 
 def end_logprob(model, enc: torch.Tensor) -> torch.Tensor:
-    """``log p(end)`` at the first text position for each row of encoder output ``enc`` ``[B]``."""
+    """``log p(end)`` at the first text position for each row of encoder output ``enc`` ``[B]``, with the
+    tokens decoding cannot emit there masked out (see the module doc)."""
     prompt = torch.tensor(model.prompt_ids(), device=enc.device).expand(enc.shape[0], -1)
     logits = model.hf(encoder_outputs=(enc,), decoder_input_ids=prompt, use_cache=False).logits[:, -1].float()
-    return logits.log_softmax(-1)[:, end_ids(model)].logsumexp(-1)
+    masked = first_step_mask(model)
+    if masked:
+        logits = logits.index_fill(-1, torch.tensor(masked, device=logits.device), -float("inf"))
+    allowed = [i for i in end_ids(model) if i not in set(masked)]
+    if not allowed:
+        raise ValueError(f"{model.name}: every end token is suppressed at the first position")
+    return logits.log_softmax(-1)[:, allowed].logsumexp(-1)
 
 
 def _delta(z: torch.Tensor, change: str, target: torch.Tensor | None) -> torch.Tensor:

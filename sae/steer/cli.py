@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     f = sub.add_parser("fit", help="select features on a cache, sweep N and strength on dev clips, save STEER_DIR")
     f.add_argument("--cache", required=True, help="activation cache of the fit split")
     f.add_argument("--allow-incomplete", action="store_true", help="use a --cache whose build did not finish")
-    f.add_argument("--sae", default=None, help="SAE directory (method sae)")
+    f.add_argument("--sae", default=None, help="SAE directory (method sae; other methods edit at its hook unless --hook)")
     f.add_argument("--concept", default="nonspeech", help="nonspeech | domain=NAME | TIER=LABEL")
     f.add_argument("--corpus", required=True, help="corpus whose clips outside the fit split form the dev split")
     f.add_argument("--model", default=None, help="model spec (default: the cache's)")

@@ -35,7 +35,8 @@ DEFAULT_N = (1, 2, 4, 8, 16, 32)
 # (adding the raw direction, subtract < 0, turns speech into " you"); ablation (scale 0) is swept too.
 DEFAULT_STRENGTHS = {"scale": (0.0, 4.0, 8.0, 16.0, 32.0), "ablate": (1.0,), "negate": (1.0, 2.0), "clamp": (1.0, 4.0),
                      "clamp_target": (0.5, 1.0, 2.0, 4.0), "subtract": (-2.0, -1.0, 1.0, 2.0),
-                     "project": (-1.0, -2.0, -3.0, -4.0), "add": (0.5, 1.0, 1.5, 2.0, 3.0)}
+                     "project": (-1.0, -2.0, -3.0, -4.0), "add": (0.25, 0.5, 1.0)}
+# the optimised vector (edit add) was chosen at s = 0.5 on tiny.en (docs/readme/steering.md); s = 2 breaks speech
 #: what ``steer fit`` does with no method flags: the best ungated SAE method found (docs/readme/steering.md)
 DEFAULT_SELECTOR = "contrast"
 DEFAULT_EDIT = "scale"
@@ -94,6 +95,8 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
         hook = hook or fd.hook_name
         if fd.hook_name and hook != fd.hook_name:
             raise ValueError(f"SAE {sae} encodes {fd.hook_name}, not {hook}")
+    elif sae is not None and hook is None:  # direction / vector beside an SAE: edit where the SAE reads
+        hook = FeatureDictionary.load(sae).hook_name
     hook = hook or (cache.hooks[0] if len(cache.hooks) == 1 else None)
     if hook is None or hook not in cache.hooks:
         raise ValueError(f"choose a hook of the cache with --hook; cached: {cache.hooks}")
@@ -137,7 +140,7 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
         detector = fit_detector(X, y, level=detector_level, space=space, features=top, seed=seed)
     base = Steering(model=model.spec or spec, hook=hook, d_model=int(acts.shape[1]), method=method, edit=edit,
                     strength=1.0, features=features, n_features=len(features),
-                    sae=str(Path(sae).resolve()) if sae else None,
+                    sae=str(Path(sae).resolve()) if sae and method == "sae" else None,
                     direction=direction["direction"] if method == "direction" else vector,
                     midpoint=direction["midpoint"], gate=gate, detector=detector, concept=concept,
                     selection=selection, command=command)

@@ -279,14 +279,65 @@ TINY_CONFIGS = {
 }
 
 
-def random_codec(model_type: str, seed: int = 0, n_codebooks: int | None = None, **overrides) -> CodecAudioModel:
-    """A tiny random-init EnCodec / DAC / Mimi with the real strides (frame rates): no weights needed."""
+def tiny_config(model_type: str, **overrides):
+    """The transformers config of :data:`TINY_CONFIGS` ``[model_type]`` with ``overrides`` applied."""
     import transformers
 
     if model_type not in TINY_CONFIGS:
         raise ValueError(f"model_type must be one of {sorted(TINY_CONFIGS)}, got {model_type!r}")
     config_cls = {"encodec": transformers.EncodecConfig, "dac": transformers.DacConfig, "mimi": transformers.MimiConfig}
-    config = config_cls[model_type](**{**TINY_CONFIGS[model_type], **overrides})
+    return config_cls[model_type](**{**TINY_CONFIGS[model_type], **overrides})
+
+
+def random_codec(model_type: str, seed: int = 0, n_codebooks: int | None = None, **overrides) -> CodecAudioModel:
+    """A tiny random-init EnCodec / DAC / Mimi with the real strides (frame rates): no weights needed."""
+    config = tiny_config(model_type, **overrides)
     with torch.random.fork_rng():  # seeded init without touching the caller's RNG
         torch.manual_seed(seed)
         return from_config(config, n_codebooks=n_codebooks)
+
+
+def _match_codebook_scale(codec: CodecAudioModel) -> None:
+    """Place a random EnCodec's N(0, 1) codewords where its encoder's latents are (the per-dimension
+    mean and spread of the latent of 1 s of white noise at a speech-like level): a narrow random
+    encoder's latents sit in a small cloud off the origin, so every frame would otherwise pick the
+    same codeword (one code in use). Residual levels get the spread only."""
+    hf = codec.hf_model
+    with torch.no_grad():
+        noise = 0.05 * torch.randn(1, hf.config.audio_channels, codec.sample_rate)
+        latent = hf.encoder(noise)[0]  # [D, T]
+        mean, std = latent.mean(1), latent.std(1)
+        for i, layer in enumerate(hf.quantizer.layers):
+            layer.codebook.embed.mul_(std).add_(mean if i == 0 else 0)
+
+
+def save_random_codec(model_type: str, out, seed: int = 0, **overrides) -> Path:
+    """Write a random-init codec (:func:`random_codec`: the real strides, narrow channels; ``overrides``
+    change its config, e.g. ``codebook_size=1024``) as a local checkpoint that ``load(out)`` and
+    ``workbench cache --model OUT`` read like a hub model: the offline stand-in for EnCodec / DAC /
+    Mimi rows of a token comparison (its tokens measure the pipeline, not the codec).
+
+    >>> save_random_codec("dac", "work/models/random-dac", codebook_size=1024)   # doctest: +SKIP
+    """
+    import shutil
+    import tempfile
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not empty: choose a new directory")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = from_config(tiny_config(model_type, **overrides))
+        if model_type == "encodec":
+            _match_codebook_scale(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:  # written beside, then renamed: a killed run leaves no half checkpoint
+        model.hf_model.save_pretrained(tmp)
+        if out.is_dir():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

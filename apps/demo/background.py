@@ -1,0 +1,80 @@
+"""Running demo commands in child processes, so that steps (and commands) that do not depend on each
+other use both cores.
+
+Most demo commands leave one core idle: L-BFGS probes run on one thread, pocketsphinx aligns on one,
+Whisper's greedy decoding is dominated by small per-token matmuls. A :class:`~apps.demo.runner.Step`
+with ``background=True`` therefore runs in a child ``python -m workbench ...`` per command while the
+runner goes on with the steps that do not need it, and :func:`parallel` runs independent commands of
+one step side by side. Children are fresh interpreters (not forks: a fork of a process whose OpenMP
+pool is running can hang), so every backgrounded action must be a ``workbench`` command line
+(:func:`apps.demo.runner.cli`), whose argv the child gets with workspace paths made absolute.
+
+Example
+-------
+>>> from apps.demo.runner import cli
+>>> both = parallel(cli("corpus", "segment", "@a.jsonl", "--seconds", "15", "--out", "@a"),
+...                 cli("corpus", "segment", "@b.jsonl", "--seconds", "15", "--out", "@b"))
+>>> both.command
+'workbench corpus segment a.jsonl --seconds 15 --out a & workbench corpus segment b.jsonl --seconds 15 --out b & wait'
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["child_argv", "run_child", "parallel"]
+
+
+def child_argv(action, ctx) -> list[str]:
+    """The child command line of a ``workbench`` action (``python -m workbench ARGV``, paths resolved)."""
+    if getattr(action, "argv", None) is None:
+        raise ValueError(f"`{action.command}` is not a workbench command line: it cannot run in a child process")
+    return [sys.executable, "-m", "workbench", *(str(ctx.root / a[1:]) if a.startswith("@") else a
+                                                   for a in action.argv)]
+
+
+def run_child(action, ctx, log_file: Path) -> subprocess.Popen:
+    """Start ``action`` in a child process writing stdout and stderr to ``log_file`` (appended)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a", encoding="utf-8") as f:
+        f.write(f"$ {action.command}\n")
+    out = open(log_file, "a", encoding="utf-8")  # closed by wait() below
+    proc = subprocess.Popen(child_argv(action, ctx), stdout=out, stderr=subprocess.STDOUT)
+    proc._log = out  # type: ignore[attr-defined]
+    return proc
+
+
+def wait(procs: Sequence[subprocess.Popen], commands: Sequence[str]) -> None:
+    """Wait for every child; raise :class:`~apps.demo.runner.StepFailed` naming the first that failed."""
+    from apps.demo.runner import StepFailed
+
+    codes = []
+    try:
+        codes = [p.wait() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:  # interrupted while waiting: do not leave children behind
+                p.terminate()
+                p.wait()
+            p._log.close()  # type: ignore[attr-defined]
+    for rc, command in zip(codes, commands):
+        if rc == 130:
+            raise KeyboardInterrupt(f"`{command}` was interrupted")
+        if rc:
+            raise StepFailed(f"`{command}` exited with status {rc} (its output: the step's log in logs/)")
+
+
+def parallel(*actions):
+    """One action that runs several independent ``workbench`` commands side by side in child processes.
+
+    Recorded as the shell line ``A & B & wait``; fails when any of them fails."""
+    from apps.demo.runner import Action, LOGS
+
+    def run(ctx) -> None:
+        log_file = ctx.log_file or ctx.root / LOGS / "parallel.log"
+        procs = [run_child(a, ctx, log_file) for a in actions]
+        wait(procs, [a.command for a in actions])
+
+    return Action(" & ".join(a.command for a in actions) + " & wait", run, children=True)
