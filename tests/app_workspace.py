@@ -1,7 +1,7 @@
 """A small workspace for the app tests, built once per test session with the workbench CLI.
 
 Corpus (``corpus synth --n 6``), a whisper-tiny.en cache of two encoder blocks, an auristream-tiny
-token cache and a cochleagram cache, a tiny SAE (``sae train --tokens 50000``) with ``sae eval``,
+token cache and a cochleagram cache, a tiny SAE (``sae train --tokens 50000``) with ``sae eval`` and ``sae bench --only explain``,
 and a probe run: all real CLI runs. The steering, neuro and conditions parts are hand-written files in the
 documented formats (``workbench.steering`` and the neuro summary columns), labelled as fixtures:
 their numbers are not results, they only give the pages something to draw.
@@ -56,6 +56,8 @@ def _build(ws: Path) -> Path:
          "--batch-size", 256, "--threads", 1, "--out", ws / "saes" / "block1", "--quiet")
     _cli("sae", "eval", "--sae", ws / "saes" / "block1", "--cache", caches / "tiny",
          "--out", ws / "saes" / "block1" / "eval", "--quiet")
+    _cli("sae", "bench", "--sae", ws / "saes" / "block1", "--cache", caches / "tiny", "--only", "explain",
+         "--out", ws / "saes" / "block1" / "eval", "--quiet")      # explanations.csv for the Features page
     _cli("probe", "--cache", caches / "tiny", "--target", "phones", "--split", "speaker", "--folds", 2, "--C", 1.0,
          "--out", ws / "probes" / "phones")
     write_steering(ws)

@@ -124,6 +124,7 @@ def test_features_page(served, tmp_path):
     assert "frames" in served.find_element("#feat-bands").text
     assert any(t["name"] == "activation" for t in figure_traces(served, "feat-top"))
     served.wait_for_element("#feat-over-time .js-plotly-plot", timeout=30)
+    assert_explanations_filter(served)
     # upload a clip -> the model runs in the worker -> its most active features over time
     import soundfile as sf
 
@@ -139,6 +140,26 @@ def test_features_page(served, tmp_path):
         "return document.querySelector('#feat-over-time .gtitle')?.textContent || ''"), what="the upload's figure")
     screenshot(served, "features", tmp_path)
     no_console_errors(served)
+
+
+def assert_explanations_filter(duo) -> None:
+    """The bench's explanations are table columns; "explanation contains" keeps matching rows only."""
+    import pandas as pd
+
+    ex = pd.read_csv(duo.app_ws / "saes" / "block1" / "eval" / HOOK / "explanations.csv")
+    word = ex.loc[ex["above_chance"], "explanation"].str.split().str[-1].value_counts().index[0]
+    cells = "#feat-table td[data-dash-column='explanation']"
+    duo.wait_for_element(cells, timeout=30)
+    box = duo.find_element("#feat-f-text")
+    box.send_keys(word + "\n")
+    wait_until(lambda: (t := [e.text for e in duo.find_elements(cells)]) and all(word.lower() in x.lower() for x in t),
+               what=f"rows whose explanation contains {word!r}")
+    box.clear()
+    box.send_keys("no such explanation\n")
+    wait_until(lambda: not duo.find_elements(cells), what="no rows for a text no explanation holds")
+    box.clear()
+    box.send_keys("\n")
+    duo.wait_for_element(cells, timeout=30)
 
 
 def assert_distinct_events(duo) -> None:

@@ -124,9 +124,11 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
     lap("erasure")
     if "explain" in families:
         concepts = labels.frame_concepts(frames, descriptors)
-        from workbench.conventions import frame_groups
-
-        fit = explain.split_by_group(frame_groups(frames, by="clip"), 0.5, seed)
+        groups, row["expl_split"] = explain_groups(frames)
+        if row["expl_split"] != "source":
+            log.warning("%s: the held-out frames come from one source recording: explanations are fitted and "
+                        "scored on different clips (segments) of it", dest or "")
+        fit = explain.split_by_group(groups, 0.5, seed)
         table = explain.explain_features(Z, concepts, fit)
         dist = explain.f1_distribution(table)
         nested["explanations"] = dist
@@ -138,6 +140,23 @@ def bench_one(sae, cache, hook: str, rows: np.ndarray, frames: pd.DataFrame, X: 
     lap("explain")
     row["seconds"] = time.perf_counter() - t0
     return row, nested
+
+
+def explain_groups(frames: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Groups the explanations' fit / test halves are drawn by, and which: source recordings
+    (:func:`workbench.conventions.frame_groups` ``by="clip"``) when there are at least two, else the
+    clips (segments of one recording on both sides: said in the row's ``expl_split``).
+
+    >>> f = pd.DataFrame({"clip_id": ["a", "a", "b"], "source_id": ["s", "s", "s"]})
+    >>> explain_groups(f)[1], sorted(set(explain_groups(f)[0]))
+    ('clip (one source recording)', ['a', 'b'])
+    """
+    from workbench.conventions import frame_groups
+
+    groups = frame_groups(frames, by="clip")
+    if len(set(groups)) >= 2:
+        return groups, "source"
+    return frames["clip_id"].astype(str).to_numpy(), "clip (one source recording)"
 
 
 def _groups(frames: pd.DataFrame) -> np.ndarray:
