@@ -80,7 +80,7 @@ class DemoSettings:
                     "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000,
                     "steer_strengths": "0.5", "steer_fit_clips": 12, "steer_steps": 20,
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
-                    "neuro_stimulus": "train",
+                    "neuro_stimulus": "heldout",
                     # naplib's audiobook excerpts (62 s each): SAE training / SAE held-out / steering held-out
                     "audiobook_train": 2, "audiobook_heldout": 1, "audiobook_dev": 1, "audiobook_steer": 1,
                     "segment_seconds": 15}
@@ -390,7 +390,8 @@ def neuro_step(s: DemoSettings) -> Step:
     actions, parts, removes, names, whats = [], [], [], [], []
     if "simulated" in s.neuro_data:
         # the stimulus: continuous real speech already cached, else espeak clips
-        # (about two minutes of it: the SAE-training excerpts in --quick, the SAE's held-out ones in the full demo)
+        # (the SAE's held-out excerpts, cut into segments: folds need 3 or more trials; about 1 min of EEG in
+        # --quick, 2 in the full demo)
         speech = f"{AUDIOBOOK}/{z['neuro_stimulus']}" if s.audiobook else "corpora/speech"
         what = f"a simulated 64-channel EEG of {speech} ({MIDDLE_HOOK} planted at 150 ms, r = 0.3, 5 channels)"
         actions += [cli("neuro", "simulate", "--corpus", f"@{speech}", "--out", "@recordings/simulated/sub-sim_eeg.fif",
