@@ -123,6 +123,8 @@ def main() -> None:
     planted = grp[grp.channel.isin(PLANTED)]
     others = grp[~grp.channel.isin(PLANTED)]
     lay = g["layers"].set_index("feature")
+    print(json.dumps({"ours_cpu_s": round(cpu, 1), "ours_wall_s": round(wall, 1),
+                      "load_now": [round(v, 1) for v in os.getloadavg()]}), flush=True)  # before MNE's (long) units
     mne_cpu, mne_wall = mne_units(sets, subjects, fits, args.mne_units) if args.mne_units else (np.nan, np.nan)
     units = len(subjects) * len(sets) * 5
     print(json.dumps({

@@ -60,19 +60,21 @@ def test_corpus_step(ws):
     corpora = _corpora(ws)
     assert sorted(p.name for p in (ws / "corpora").iterdir()) == ["audiobook", "demo", "dev", "heldout", "nonspeech",
                                                                   "sae_holdout.txt", "speech"]
-    assert sorted(p.name for p in (ws / "corpora" / "audiobook").iterdir()) == ["heldout", "source", "steer", "train"]
+    assert sorted(p.name for p in (ws / "corpora" / "audiobook").iterdir()) == ["dev", "heldout", "source", "steer",
+                                                                                "train"]
     assert len(corpora["speech"]) == TINY["speech"] and len(corpora["speech"].summary()["speakers"]) == 3
     assert set(corpora["demo"].summary()["domains"]) >= {"speech"} and len(corpora["demo"].summary()["domains"]) >= 2
     fit, dev, held = ({c.id for c in corpora[n]} for n in ("demo", "dev", "heldout"))
     assert not fit & held and not dev & (fit | held)  # ids of their own
     # real speech: naplib's excerpts, each excerpt's segments in one part only (SAE train / SAE held out / steering)
-    book = {n: load_corpus(ws / "corpora" / "audiobook" / n) for n in ("train", "heldout", "steer")}
+    book = {n: load_corpus(ws / "corpora" / "audiobook" / n) for n in ("train", "heldout", "dev", "steer")}
     sources = {n: {c.extra["source_id"] for c in b} for n, b in book.items()}
     assert all(sources.values()) and not sources["train"] & sources["heldout"]
-    assert not (sources["train"] | sources["heldout"]) & sources["steer"]
+    assert not (sources["train"] | sources["heldout"]) & (sources["steer"] | sources["dev"])
+    assert not sources["dev"] & sources["steer"] and {c.id for c in book["dev"]} <= dev  # real dev speech
     # training excerpts stay whole (52-62 s, no word timings needed); the held-out and steering ones are aligned segments
     assert all(c.transcript for b in book.values() for c in b)
-    assert all(c.tiers.get("words") for n in ("heldout", "steer") for c in book[n])
+    assert all(c.tiers.get("words") for n in ("heldout", "dev", "steer") for c in book[n])
     import soundfile as sf
 
     assert all(sf.info(book["train"].audio_path(c)).duration > 30 and c.extra["source_id"] == c.id
@@ -80,7 +82,7 @@ def test_corpus_step(ws):
     holdout = set((ws / "corpora" / "sae_holdout.txt").read_text().split())
     assert holdout == {c.id for c in book["heldout"]} and holdout <= fit and not holdout & {c.id for c in book["train"]}
     assert {c.id for c in book["steer"]} <= held and not {c.id for c in book["steer"]} & fit
-    assert record["parts"]["corpora/dev"]["command"].startswith("workbench corpus synth")
+    assert "corpus nonspeech" in record["parts"]["corpora/dev"]["command"]
 
 
 @pytest.mark.slow
