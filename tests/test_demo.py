@@ -201,7 +201,9 @@ def test_quick_demo_builds_a_workspace_that_loads(tmp_path, tiny_en_wheel, capsy
     steer_ids = {c.id for c in load_corpus(ws / "corpora" / "audiobook" / "steer")}
     assert steer_ids and steer_ids <= heldout_ids
     assert not fit_ids & heldout_ids and not dev_ids & (fit_ids | heldout_ids)  # ids of their own
-    assert record["parts"]["corpora/dev"]["command"].startswith("workbench corpus synth")
+    # the steering sweep's dev speech is real: an audiobook excerpt of its own (aligned segments)
+    assert "corpora/audiobook/dev" in record["parts"]["corpora/dev"]["command"]
+    assert all(c.transcript for c in load_corpus(ws / "corpora" / "audiobook" / "dev"))
 
     whisper = ActivationCache.open(ws / "caches" / MODEL)
     assert {f"encoder.blocks.{i}.hook_resid_post" for i in range(4)} <= set(whisper.hooks)
@@ -239,11 +241,12 @@ def test_quick_demo_builds_a_workspace_that_loads(tmp_path, tiny_en_wheel, capsy
     assert set(figures["checks"]) == {"sae_wer", "steering", "neuro_planted", "tokens"}
     assert all(c["status"] in ("met", "missed") for c in figures["checks"].values())  # --quick measures all four
     assert figures["tokens"]["codes_used"] > 64  # the 8192-code LFQ codebook, not the old 64-code k-means
-    assert figures["neuro"]["simulated"]["planted"]["feature"] == "envelope"
+    assert figures["neuro"]["simulated"]["planted"]["feature"] == MIDDLE_HOOK  # block 1 planted, as in the full demo
 
     for name, rec in record["steps"].items():
         assert rec["status"] == "done", (name, rec)  # every step's sub-command exists: none may be "unavailable"
         assert all(c.startswith(("workbench ", "python ")) for c in rec["commands"])
+    assert record["steps"]["probes"]["seconds"] > 0  # ran in the background, recorded like any step
 
     # a second run finds every step complete and redoes nothing
     capsys.readouterr()
