@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -38,18 +37,12 @@ from pathlib import Path
 
 import torch
 
+from workbench.compute import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WORKBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _corpus(work: Path, n_synth: int):
@@ -161,7 +154,7 @@ def main() -> None:
     a, b = min(t_fwd), min(t_cache)
     assert cache.n_frames(names[0]) == frames, "cache and forward disagree on the frame count"
     result = {
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "device": str(model.device)},
         "model": args.model, "model_dtype": str(next(model.hf.parameters()).dtype) if hasattr(model, "hf") else None,
         "hooks": names, "cache_dtype": args.dtype, "clips": len(corpus), "audio_s": round(seconds, 2),

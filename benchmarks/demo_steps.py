@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -32,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": model, "cores": os.cpu_count(), "load_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    from workbench.compute import cpu_name
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "load_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def step_seconds(workspace: Path) -> dict:

@@ -89,3 +89,12 @@ def test_cpuinfo_flags(tmp_path, monkeypatch):
 def test_real_probe_returns_positive_times():
     t_bf16, t_fp32 = compute.probe_cpu_matmul(repeats=2)
     assert t_bf16 > 0 and t_fp32 > 0
+
+
+def test_cpu_name_reads_the_model_line_and_falls_back(tmp_path):
+    from workbench.compute import cpu_name
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU @ 1.00GHz\nflags\t\t: avx2\n")
+    assert cpu_name(info) == "Test CPU @ 1.00GHz"
+    assert cpu_name(tmp_path / "missing") not in ("", "Test CPU @ 1.00GHz")

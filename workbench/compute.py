@@ -41,7 +41,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["torch_threads", "DtypeChoice", "choose_dtype", "resolve_dtype", "optional_dtype", "parse_dtype", "cpu_bf16_flags",
+__all__ = ["cpu_name", "torch_threads", "DtypeChoice", "choose_dtype", "resolve_dtype", "optional_dtype", "parse_dtype", "cpu_bf16_flags",
            "probe_cpu_matmul", "DTYPE_CHOICES"]
 
 _NAMES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -136,6 +136,16 @@ def _auto_cpu(flags: tuple[str, ...] | None, probe) -> DtypeChoice:
                                            f"in a timing probe{flag_note}")
     return DtypeChoice(torch.float32, f"float32 on cpu: bf16 matmul only {speedup:.2f}x the speed of float32 "
                                       f"in a timing probe (needs >= {BF16_MIN_SPEEDUP}x){flag_note}")
+
+
+def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()``), for benchmarks to say which
+    CPU ran them."""
+    try:
+        line = next((ln for ln in Path(cpuinfo).read_text().splitlines() if ln.startswith("model name")), None)
+    except OSError:
+        line = None
+    return line.split(":", 1)[1].strip() if line else (platform.processor() or "unknown")
 
 
 def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, ...] | None:
