@@ -59,8 +59,10 @@ def optimise_vector(model, hook: str, audio: Sequence[np.ndarray] | None, concep
     scale = float(torch.cat([X[i, :k] for i, k in enumerate(ns)]).norm(dim=-1).mean())
     rest = np.flatnonzero(~concept)
     with torch.no_grad():  # plain decoding of the rest: its tokens and next-token distributions
-        seqs = [model._generate(encoder_hidden=encoder_suffix(model, hook, X[i : i + 1]))[0][:-1][: len(model.prompt_ids())
-                + kl_tokens] for i in rest]
+        # only the first kl_tokens positions are compared: decode no further (a looping transcript would run to 448)
+        seqs = [s[:-1][: len(model.prompt_ids()) + kl_tokens] for r in range(0, len(rest), batch_size)
+                for s in model._generate(encoder_hidden=encoder_suffix(model, hook, X[rest[r : r + batch_size]]),
+                                         max_new_tokens=kl_tokens + 1)]
         width = max(len(s) for s in seqs)
         ids = torch.stack([torch.nn.functional.pad(s, (0, width - len(s)), value=model._eot) for s in seqs])
         mask = torch.stack([torch.arange(width) < len(s) for s in seqs]).float()
