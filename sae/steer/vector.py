@@ -80,8 +80,8 @@ def optimise_vector(model, hook: str, audio: Sequence[np.ndarray] | None, concep
             lp = _teacher_logprobs(model, encoder_suffix(model, hook, X[rest[br]] + v), ids[br])
             kl = ((plain[br].exp() * (plain[br] - lp)).sum(-1) * mask[br]).sum() / mask[br].sum()
             loss = -end + kl_weight * kl + l2 * (v @ v) / scale**2
-            opt.zero_grad()
-            loss.backward()
+            # the gradient of v alone: backward() would also fill every model weight's .grad (half its work)
+            (v.grad,) = torch.autograd.grad(loss, v)
             opt.step()
         history["loss"].append(float(loss.detach()))
         history["end_logprob"].append(float(end.detach()))
