@@ -84,8 +84,10 @@ def optimise_vector(model, hook: str, audio: Sequence[np.ndarray] | None, concep
     scale = float(torch.cat([X[i, :k] for i, k in enumerate(ns)]).norm(dim=-1).mean())
     rest = np.flatnonzero(~concept)
     with torch.no_grad():  # plain decoding of the rest: its tokens and next-token distributions
-        seqs = [model._generate(encoder_hidden=encoder_suffix(model, start, X[i : i + 1]))[0][:-1][: len(model.prompt_ids())
-                + kl_tokens] for i in rest]
+        # only the first kl_tokens positions are compared: decode no further (a looping transcript would run to 448)
+        seqs = [s[:-1][: len(model.prompt_ids()) + kl_tokens] for r in range(0, len(rest), batch_size)
+                for s in model._generate(encoder_hidden=encoder_suffix(model, start, X[rest[r : r + batch_size]]),
+                                         max_new_tokens=kl_tokens + 1)]
         width = max(len(s) for s in seqs)
         ids = torch.stack([torch.nn.functional.pad(s, (0, width - len(s)), value=model._eot) for s in seqs])
         mask = torch.stack([torch.arange(width) < len(s) for s in seqs]).float()
@@ -103,8 +105,9 @@ def optimise_vector(model, hook: str, audio: Sequence[np.ndarray] | None, concep
             lp = _teacher_logprobs(model, _suffix(model, start, X[rest[br]], vs), ids[br])
             kl = ((plain[br].exp() * (plain[br] - lp)).sum(-1) * mask[br]).sum() / mask[br].sum()
             loss = -end + kl_weight * kl + l2 * sum(v @ v for v in vs.values()) / scale**2
-            opt.zero_grad()
-            loss.backward()
+            # the gradients of the vectors alone: backward() would also fill every model weight's .grad (half its work)
+            for v, g in zip(vs.values(), torch.autograd.grad(loss, list(vs.values()))):
+                v.grad = g
             opt.step()
         history["loss"].append(float(loss.detach()))
         history["end_logprob"].append(float(end.detach()))
