@@ -52,12 +52,14 @@ def rows(label: str, file: str, seen: set) -> list[list[str]]:
         gate = name[len(method) + 1:] if "+" in name else ("" if method != name or name not in GATES else name)
         if method in GATES:
             method, gate = "baseline", method
-        key = (label, name) if method.startswith("steered") else (label, "shared", name)
+        m, info = res[name], res["methods"].get(method, {})
+        key = (label, info.get("path") or method, gate)  # an artifact (or plain decoding) and gate, once per model
         if key in seen:
             continue
         seen.add(key)
-        m, info = res[name], res["methods"].get(method, {})
         what = "plain decoding" if method == "baseline" else Path(info.get("path") or method).name
+        if info.get("gate", "none") != "none":
+            what += f" ({info['gate']}-gated)"
         setting, dev_h, dev_w = _dev(info.get("path")) if not gate and method != "baseline" else ("", "", "")
         sp = res["by_condition"].get("speech", {}).get(name, {})
         wh = res["by_condition"].get("whispered", {}).get(name, {})
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("evals", nargs="+", help="LABEL=path/to/eval.json (repeat; shared rows printed once per label)")
     args = p.parse_args(argv)
-    head = ["model", "method (artifact)", "gate", "chosen on dev", "dev hallucination", "dev WER change (pts, capped)",
+    head = ["model", "method (artifact)", "added gate", "chosen on dev", "dev hallucination", "dev WER change (pts, capped)",
             "held-out hallucinated", "drop [95% CI]", "speech WER change (pts) [95% CI]", "whispered WER change",
             "whispered capped"]
     print("| " + " | ".join(head) + " |")
