@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
 
-from neuro.lagged import delay, lag_samples, lagged_column_sums, lagged_cross, lagged_gram, lagged_predict
+from neuro.lagged import (_gram_fft, delay, lag_samples, lagged_column_sums, lagged_cross, lagged_cross_gram, lagged_gram,
+                          lagged_predict)
 from neuro.stats import fdr, lagged_correlation
 from neuro.trf import Block, _pearson, assign_folds, fit_trf
 
@@ -26,6 +27,9 @@ def test_lagged_statistics_equal_the_explicit_design(lags):
     np.testing.assert_allclose(lagged_cross(x, y, lags), X.T @ y, atol=1e-10)
     np.testing.assert_allclose(lagged_predict(x, W, lags), X @ W, atol=1e-10)
     np.testing.assert_allclose(lagged_column_sums(x, lags), X.sum(0), atol=1e-10)
+    np.testing.assert_allclose(_gram_fft(x, lags), X.T @ X, atol=1e-10)  # the wide-input path
+    z = rng.normal(size=(60, 2))
+    np.testing.assert_allclose(lagged_cross_gram(x, z, lags), X.T @ delay(z, lags), atol=1e-10)
 
 
 def test_too_short_trial_is_refused():
