@@ -74,8 +74,9 @@ def fit_sets(sets: Sequence[FeatureSet], responses: Sequence[np.ndarray], sfreq:
 
     def one(job):
         fs, blocks = job
+        keep = joint and base is not None and (fs is base[0] or fs.kind in ("layer", "sae"))  # the banded models' spaces
         res = fit_trf(fs.trials, responses, sfreq, tmin=tmin, tmax=tmax, alphas=alphas, blocks=blocks,
-                      fold_of_trial=fold_of, n_draws=n_draws, seed=seed)
+                      fold_of_trial=fold_of, n_draws=n_draws, seed=seed, keep_folds=keep)
         return SetFit(fs, blocks, res, trial_r(res))
 
     out: dict[str, SetFit] = {}
@@ -93,6 +94,8 @@ def fit_sets(sets: Sequence[FeatureSet], responses: Sequence[np.ndarray], sfreq:
             for fit, r in zip(todo, tqdm(run(banded, todo), total=len(todo), desc="banded joint models",
                                          disable=not progress)):
                 fit.r_joint = r
+    for f in out.values():
+        f.res.folds = None  # each fold's Grams and eigenvectors: only the banded models needed them
     return out
 
 
