@@ -69,9 +69,11 @@ def delay(x: np.ndarray, lags: np.ndarray) -> np.ndarray:
     return out
 
 
-def _lower_blocks(out: np.ndarray, x: np.ndarray, z: np.ndarray, lags: np.ndarray, upper: bool = False) -> None:
+def _lower_blocks(out: np.ndarray, x: np.ndarray, z: np.ndarray, lags: np.ndarray, upper: bool = False,
+                  mirror: bool = False) -> None:
     """Write the blocks ``(b + d, b)``, ``d >= 0``, of ``delay(x).T @ delay(z)`` into ``out [L, Fx, L, Fz]``
-    (``upper``: their transposes into blocks ``(b, b + d)``, ``d >= 1``, of ``out [L, Fz, L, Fx]``).
+    (``upper``: their transposes into blocks ``(b, b + d)``, ``d >= 1``, of ``out [L, Fz, L, Fx]``;
+    ``mirror``, for ``z is x``: both, from one pass).
 
     Block ``(b + d, b)`` is ``full[d] = x[: n - d].T @ z[d:]`` (the whole overlap) minus its first
     ``-lags[b + d]`` terms (when that lag is negative, ``x(t - lag)`` starts after the trial) and its last
@@ -98,9 +100,9 @@ def _lower_blocks(out: np.ndarray, x: np.ndarray, z: np.ndarray, lags: np.ndarra
             j = np.arange(1, int(k.max()) + 1)
             cum = np.cumsum(x[n - d - j, :, None] * z[n - j, None, :], axis=0)
             blk[first:] -= cum[k - 1]
-        if upper:
+        if upper or (mirror and d):
             as_strided(out[:, :, d:], shape=(m, fx, fz), strides=(sa + sb, sg, sf))[...] = blk
-        else:
+        if not upper:
             as_strided(out[d:], shape=(m, fx, fz), strides=(sa + sb, sf, sg))[...] = blk
 
 
@@ -112,8 +114,7 @@ def lagged_gram(x: np.ndarray, lags: np.ndarray) -> np.ndarray:
     if f > 96:  # wide inputs: the FFT auto-covariance, assembled as before
         return _gram_fft(x, lags)
     out = np.empty((n_lags, f, n_lags, f))
-    _lower_blocks(out, x, x, lags)
-    _lower_blocks(out, x, x, lags, upper=True)
+    _lower_blocks(out, x, x, lags, mirror=True)
     return out.reshape(n_lags * f, n_lags * f)
 
 
