@@ -319,7 +319,8 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
         best = sel.argmax(0) if per_channel else np.full(n_chan, int(sel.mean(1).argmax()))
         W = eig.weights(a_abs[best])
         if null is not None:
-            null.add_fold(transformed, train_idx, test_idx, eig.evals, eig.evecs, a_abs[best], groups[k].G)
+            null.add_fold(transformed, train_idx, test_idx, eig.evals, eig.evecs, a_abs[best], groups[k].G, train.B,
+                           groups[k].B)
         if folds_kept is not None:
             folds_kept.append((train, eig))
         r_path.append(r_k)
