@@ -14,6 +14,7 @@ Example
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -170,10 +171,12 @@ def run_subjects(recs: Mapping[str, Recording], corpus, *, model: str | None = N
         trials = list(trials)
         per_sub = {s: centre([t.data for t in recs[s].trials]) for s in subs}
         responses = [np.concatenate([per_sub[s][i] for s in subs], axis=1) for i in range(len(trials))]
-        sets = acoustic_sets(corpus, trials, sfreq, progress=progress)
-        if resolved or sae_dicts:
-            sets += model_sets(model, corpus, trials, sfreq, resolved, cache=cache, cache_root=cache_root,
-                               sae=sae_dicts, n_components=n_components, sae_features=sae_features, progress=progress)
+        with ThreadPoolExecutor(1) as side:  # the acoustic features beside the model's (both mostly numpy/scipy)
+            acoustic = side.submit(acoustic_sets, corpus, trials, sfreq, progress=progress)
+            models = (model_sets(model, corpus, trials, sfreq, resolved, cache=cache, cache_root=cache_root,
+                                 sae=sae_dicts, n_components=n_components, sae_features=sae_features,
+                                 progress=progress) if resolved or sae_dicts else [])
+            sets = acoustic.result() + models
         for fs in sets:  # trial-level offsets of a feature are not tracking (and bias CV r negative)
             fs.trials = centre(fs.trials, scale=False)
         groups, how = [cid for cid, _ in trials], "clip"
@@ -184,11 +187,14 @@ def run_subjects(recs: Mapping[str, Recording], corpus, *, model: str | None = N
             else:
                 log.warning("trials fall into %d group(s) by source/speaker: folds group them by clip instead",
                             len(set(keys)))
-        fits = fit_sets(sets, responses, sfreq, tmin=tmin, tmax=tmax, folds=folds, alphas=alphas, n_draws=n_draws,
-                        seed=seed, joint=joint, groups=groups, progress=progress)
         per_feature = [s for s in sets if s.name == "envelope" or s.kind == "sae"]
-        corr = feature_correlations(per_feature, responses, sfreq, [f"{i}" for i in range(responses[0].shape[1])],
-                                    tmin=0.0, tmax=corr_tmax, n_draws=n_draws, seed=seed)
+        with ThreadPoolExecutor(1) as side:  # the per-feature correlations run beside the TRF fits
+            corr = side.submit(feature_correlations, per_feature, responses, sfreq,
+                               [f"{i}" for i in range(responses[0].shape[1])], tmin=0.0, tmax=corr_tmax,
+                               n_draws=n_draws, seed=seed)
+            fits = fit_sets(sets, responses, sfreq, tmin=tmin, tmax=tmax, folds=folds, alphas=alphas,
+                            n_draws=n_draws, seed=seed, joint=joint, groups=groups, progress=progress)
+            corr = corr.result()
         off = 0
         for s in subs:
             rec = recs[s]
