@@ -76,7 +76,7 @@ def fit_banded(spaces: Sequence[Sequence[np.ndarray]], blocks: Sequence[Sequence
         pen = np.stack([f.alphas[k][f.alpha_index[k]] for f in fits], axis=1)  # [C, m]
         if len(fits) == 2 and all(f.folds is not None for f in fits):
             xs = per_space
-            cross = sum(lagged_cross_gram(xs[0][i], xs[1][i], lags) for i in train_idx)
+            cross = lagged_cross_gram([xs[0][i] for i in train_idx], [xs[1][i] for i in train_idx], lags)
             (ta, ea), (_, eb) = fits[0].folds[k], fits[1].folds[k]
             Wa, Wb = _solve_two(ea, eb, cross, pen)
             y_mean = ta.ysum / ta.n

@@ -69,65 +69,80 @@ def delay(x: np.ndarray, lags: np.ndarray) -> np.ndarray:
     return out
 
 
-def _lower_blocks(out: np.ndarray, x: np.ndarray, z: np.ndarray, lags: np.ndarray, upper: bool = False,
+def _lower_blocks(out: np.ndarray, xs: list[np.ndarray], zs: list[np.ndarray], lags: np.ndarray, upper: bool = False,
                   mirror: bool = False) -> None:
-    """Write the blocks ``(b + d, b)``, ``d >= 0``, of ``delay(x).T @ delay(z)`` into ``out [L, Fx, L, Fz]``
-    (``upper``: their transposes into blocks ``(b, b + d)``, ``d >= 1``, of ``out [L, Fz, L, Fx]``;
-    ``mirror``, for ``z is x``: both, from one pass).
+    """Write the blocks ``(b + d, b)``, ``d >= 0``, of ``sum_i delay(x_i).T @ delay(z_i)`` (over trials)
+    into ``out [L, Fx, L, Fz]`` (``upper``: their transposes into blocks ``(b, b + d)``, ``d >= 1``, of
+    ``out [L, Fz, L, Fx]``; ``mirror``, for ``zs is xs``: both, from one pass).
 
-    Block ``(b + d, b)`` is ``full[d] = x[: n - d].T @ z[d:]`` (the whole overlap) minus its first
-    ``-lags[b + d]`` terms (when that lag is negative, ``x(t - lag)`` starts after the trial) and its last
-    ``lags[b]`` terms (when positive); each diagonal ``d`` is written through one strided view.
+    Block ``(b + d, b)`` of a trial is ``full[d] = x[: n - d].T @ z[d:]`` (the whole overlap) minus its
+    first ``-lags[b + d]`` terms (when that lag is negative, ``x(t - lag)`` starts after the trial) and its
+    last ``lags[b]`` terms (when positive); each diagonal ``d`` is summed over the trials and written
+    through one strided view.
     """
     from numpy.lib.stride_tricks import as_strided
 
-    n, fx = x.shape
-    fz = z.shape[1]
+    fx, fz = xs[0].shape[1], zs[0].shape[1]
     n_lags = len(lags)
     h_max = max(0, -int(lags[0]))
     sa, sf, sb, sg = out.strides
     for d in range(1 if upper else 0, n_lags):
         m = n_lags - d  # blocks (b + d, b) for b < m
-        blk = np.broadcast_to(x[: n - d].T @ z[d:], (m, fx, fz)).copy()
         n_head = min(m, max(0, h_max - d))  # a = b + d with lags[a] < 0
-        if n_head:
-            h = -lags[d : d + n_head]  # >= 1 terms to drop at the start
-            cum = np.cumsum(x[: h.max(), :, None] * z[d : d + h.max(), None, :], axis=0)
-            blk[:n_head] -= cum[h - 1]
         first = int(np.searchsorted(lags[:m], 1))  # b with lags[b] > 0: drop the last lags[b] terms
-        if first < m:
-            k = lags[first:m]
-            j = np.arange(1, int(k.max()) + 1)
-            cum = np.cumsum(x[n - d - j, :, None] * z[n - j, None, :], axis=0)
-            blk[first:] -= cum[k - 1]
+        blk = np.broadcast_to(sum(x[: len(x) - d].T @ z[d:] for x, z in zip(xs, zs)), (m, fx, fz)).copy()
+        for x, z in zip(xs, zs):
+            n = len(x)
+            if n_head:
+                h = -lags[d : d + n_head]  # >= 1 terms to drop at the start
+                cum = np.cumsum(x[: h.max(), :, None] * z[d : d + h.max(), None, :], axis=0)
+                blk[:n_head] -= cum[h - 1]
+            if first < m:
+                k = lags[first:m]
+                j = np.arange(1, int(k.max()) + 1)
+                cum = np.cumsum(x[n - d - j, :, None] * z[n - j, None, :], axis=0)
+                blk[first:] -= cum[k - 1]
         if upper or (mirror and d):
             as_strided(out[:, :, d:], shape=(m, fx, fz), strides=(sa + sb, sg, sf))[...] = blk
         if not upper:
             as_strided(out[d:], shape=(m, fx, fz), strides=(sa + sb, sf, sg))[...] = blk
 
 
-def lagged_gram(x: np.ndarray, lags: np.ndarray) -> np.ndarray:
+def _trials(x, lags) -> tuple[list[np.ndarray], np.ndarray]:
+    """One trial ``[N, F]`` or a list of them, checked."""
+    xs = [x] if isinstance(x, np.ndarray) and x.ndim == 2 else list(x)
+    if not xs:
+        raise ValueError("no trials")
+    out = [_check(t, lags)[0] for t in xs]
+    if len({t.shape[1] for t in out}) > 1:
+        raise ValueError(f"trials have different feature counts: {sorted({t.shape[1] for t in out})}")
+    return out, np.asarray(lags, dtype=np.int64)
+
+
+def lagged_gram(x, lags: np.ndarray) -> np.ndarray:
     """``delay(x, lags).T @ delay(x, lags)`` without the design: ``[P, P]`` float64 (``L`` products over
-    the trial plus edge terms; the blocks above the diagonal are the transposes of those below)."""
-    x, lags = _check(x, lags)
-    n_lags, f = len(lags), x.shape[1]
+    the trial plus edge terms; the blocks above the diagonal are the transposes of those below).
+    ``x`` may be a list of trials: the sum of their Grams, assembled once."""
+    xs, lags = _trials(x, lags)
+    n_lags, f = len(lags), xs[0].shape[1]
     if f > 96:  # wide inputs: the FFT auto-covariance, assembled as before
-        return _gram_fft(x, lags)
+        return sum(_gram_fft(t, lags) for t in xs)
     out = np.empty((n_lags, f, n_lags, f))
-    _lower_blocks(out, x, x, lags, mirror=True)
+    _lower_blocks(out, xs, xs, lags, mirror=True)
     return out.reshape(n_lags * f, n_lags * f)
 
 
-def lagged_cross_gram(x: np.ndarray, z: np.ndarray, lags: np.ndarray) -> np.ndarray:
-    """``delay(x, lags).T @ delay(z, lags)`` (two feature spaces of one trial): ``[L * Fx, L * Fz]``."""
-    x, lags = _check(x, lags)
-    z, _ = _check(z, lags)
-    if len(z) != len(x):
-        raise ValueError(f"the two feature spaces have {len(x)} and {len(z)} samples")
-    n_lags, fx, fz = len(lags), x.shape[1], z.shape[1]
+def lagged_cross_gram(x, z, lags: np.ndarray) -> np.ndarray:
+    """``delay(x, lags).T @ delay(z, lags)`` (two feature spaces of one trial, or summed over lists of
+    trials): ``[L * Fx, L * Fz]``."""
+    xs, lags = _trials(x, lags)
+    zs, _ = _trials(z, lags)
+    if [len(t) for t in xs] != [len(t) for t in zs]:
+        raise ValueError(f"the two feature spaces have {[len(t) for t in xs]} and {[len(t) for t in zs]} samples")
+    n_lags, fx, fz = len(lags), xs[0].shape[1], zs[0].shape[1]
     out = np.empty((n_lags, fx, n_lags, fz))
-    _lower_blocks(out, x, z, lags)
-    _lower_blocks(out, z, x, lags, upper=True)
+    _lower_blocks(out, xs, zs, lags)
+    _lower_blocks(out, zs, xs, lags, upper=True)
     return out.reshape(n_lags * fx, n_lags * fz)
 
 

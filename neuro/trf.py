@@ -146,12 +146,10 @@ class _Stats:
 
 
 def _stats(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], lags: np.ndarray) -> _Stats:
-    out = None
-    for x, y in zip(xs, ys):
-        st = _Stats(lagged_gram(x, lags), lagged_column_sums(x, lags), lagged_cross(x, y, lags),
-                    y.sum(0), (y * y).sum(0), len(y))
-        out = st if out is None else out._iadd(st)
-    return out
+    """The statistics of a set of trials (the Gram summed over them and assembled once)."""
+    return _Stats(lagged_gram(list(xs), lags), sum(lagged_column_sums(x, lags) for x in xs),
+                  sum(lagged_cross(x, y, lags) for x, y in zip(xs, ys)), sum(y.sum(0) for y in ys),
+                  sum((y * y).sum(0) for y in ys), sum(len(y) for y in ys))
 
 
 def _sum(stats: Sequence):

@@ -30,6 +30,11 @@ def test_lagged_statistics_equal_the_explicit_design(lags):
     np.testing.assert_allclose(_gram_fft(x, lags), X.T @ X, atol=1e-10)  # the wide-input path
     z = rng.normal(size=(60, 2))
     np.testing.assert_allclose(lagged_cross_gram(x, z, lags), X.T @ delay(z, lags), atol=1e-10)
+    x2, z2 = rng.normal(size=(50, 3)), rng.normal(size=(50, 2))  # lists of trials: the sums
+    X2 = delay(x2, lags)
+    np.testing.assert_allclose(lagged_gram([x, x2], lags), X.T @ X + X2.T @ X2, atol=1e-10)
+    np.testing.assert_allclose(lagged_cross_gram([x, x2], [z, z2], lags),
+                               X.T @ delay(z, lags) + X2.T @ delay(z2, lags), atol=1e-10)
 
 
 def test_too_short_trial_is_refused():
