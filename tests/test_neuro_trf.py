@@ -30,6 +30,9 @@ def test_lagged_statistics_equal_the_explicit_design(lags):
     np.testing.assert_allclose(_gram_fft(x, lags), X.T @ X, atol=1e-10)  # the wide-input path
     z = rng.normal(size=(60, 2))
     np.testing.assert_allclose(lagged_cross_gram(x, z, lags), X.T @ delay(z, lags), atol=1e-10)
+    wide, W_wide = rng.normal(size=(60, 130)), rng.normal(size=(X.shape[1], 130))  # the many-channel path
+    np.testing.assert_allclose(lagged_cross(x, wide, lags), X.T @ wide, atol=1e-10)
+    np.testing.assert_allclose(lagged_predict(x, W_wide, lags), X @ W_wide, atol=1e-10)
     x2, z2 = rng.normal(size=(50, 3)), rng.normal(size=(50, 2))  # lists of trials: the sums
     X2 = delay(x2, lags)
     np.testing.assert_allclose(lagged_gram([x, x2], lags), X.T @ X + X2.T @ X2, atol=1e-10)
