@@ -155,3 +155,20 @@ def test_lagged_correlation_null_p_values_are_uniform():
     ps = np.concatenate([p.ravel() for p in ps])
     assert 0.02 <= (ps < 0.05).mean() <= 0.09
     assert 0.4 <= (ps < 0.5).mean() <= 0.6
+
+
+def test_many_channel_paths_equal_the_few_channel_ones(monkeypatch):
+    """Inner CV by one eigendecomposition and the rotated r path (many channels) give the same fit as
+    one Cholesky solve per alpha and per-alpha weights (few channels)."""
+    import neuro.trf as trf
+
+    rng = np.random.default_rng(5)
+    xs = [_smooth(rng, 400, 3) for _ in range(6)]
+    ys = [rng.normal(size=(400, 5)) + 0.3 * np.roll(x[:, :1], 4, axis=0) for x in xs]
+    few = fit_trf(xs, ys, 100, tmin=-0.02, tmax=0.08, folds=3, refit=False)
+    monkeypatch.setattr(trf, "EIG_CHANNELS", 1)
+    many = fit_trf(xs, ys, 100, tmin=-0.02, tmax=0.08, folds=3, refit=False)
+    np.testing.assert_array_equal(many.alpha_index, few.alpha_index)
+    np.testing.assert_allclose(many.r_path, few.r_path, atol=1e-10)
+    np.testing.assert_allclose(many.r, few.r, atol=1e-10)
+    assert len(np.unique(few.alpha_index)) > 1
