@@ -77,7 +77,7 @@ class DemoSettings:
     def _sizes(self) -> dict:
         if self.quick:
             return {"speech": 12, "speakers": 4, "nonspeech": 6, "dev_speech": 4, "dev_nonspeech": 4,
-                    "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000, "sae_batch": 1024,
+                    "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 4, "sae_tokens": 150_000, "sae_batch": 1024,
                     "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 0,
                     # one SAE (the last block: the one the checks and the neuro step use), half the probes' frames
                     "sae_hooks": 1, "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 2000,
