@@ -97,7 +97,7 @@ def mne_units(sets, subjects, fits, n_units: int):
                 X = np.stack([tf(x) for x in fs.trials], 1)
                 Y = np.stack(ys, 1)
                 for alpha in f.res.alphas[k]:
-                    rf = ReceptiveField(-0.1, 0.5, SF, estimator=float(alpha), fit_intercept=True, verbose=False)
+                    rf = ReceptiveField(-0.1, 0.5, SF, estimator=float(alpha), fit_intercept=True)
                     rf.fit(X[:, tr], Y[:, tr])
                     rf.score(X[:, te], Y[:, te])
                 done += 1

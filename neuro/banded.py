@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 from scipy import linalg
 
-from neuro.lagged import lag_samples, lagged_predict
+from neuro.lagged import lag_samples, lagged_cross_gram, lagged_predict
 from neuro.trf import Block, FeatureTransform, TRFResult, _pearson, _stats, centre_trials
 
 __all__ = ["fit_banded", "partition", "r2"]
@@ -53,7 +53,9 @@ def fit_banded(spaces: Sequence[Sequence[np.ndarray]], blocks: Sequence[Sequence
     """Held-out r ``[C]`` of the banded joint model of ``spaces`` (per trial ``[n_i, D_s]`` each).
 
     ``fits`` are the spaces' own :func:`~neuro.trf.fit_trf` results on the same folds (their
-    ``fold_of_trial``, ``alphas`` and per-channel ``alpha_index`` give each space's penalty).
+    ``fold_of_trial``, ``alphas`` and per-channel ``alpha_index`` give each space's penalty). When two
+    spaces' fits kept their folds (``fit_trf(keep_folds=True)``), the joint system is solved from
+    them (:func:`_solve_two`): only the spaces' cross-products are new.
     """
     fold_of = fits[0].fold_of_trial
     if any(not np.array_equal(f.fold_of_trial, fold_of) for f in fits):
@@ -68,11 +70,21 @@ def fit_banded(spaces: Sequence[Sequence[np.ndarray]], blocks: Sequence[Sequence
         # each space's own (training-only) transform: the joint transform is their block diagonal
         tfs = [f.transforms[k] if len(f.transforms) == n_folds else FeatureTransform.fit([s[i] for i in train_idx], bs)
                for f, s, bs in zip(fits, spaces, blocks)]  # the spaces' own fits already made them
-        xt = [np.concatenate([tf(s[i]) for tf, s in zip(tfs, spaces)], axis=1) for i in range(len(ys))]
+        per_space = [[tf(s[i]) for i in range(len(ys))] for tf, s in zip(tfs, spaces)]
         space_of_col = np.tile(np.repeat(np.arange(len(spaces)), [tf.proj.shape[1] for tf in tfs]), len(lags))
-        train = _stats([xt[i] for i in train_idx], [ys[i] for i in train_idx], lags)
         # each space's absolute penalty as its own model chose it (its Gram is the joint Gram's block)
         pen = np.stack([f.alphas[k][f.alpha_index[k]] for f in fits], axis=1)  # [C, m]
+        if len(fits) == 2 and all(f.folds is not None for f in fits):
+            xs = per_space
+            cross = lagged_cross_gram([xs[0][i] for i in train_idx], [xs[1][i] for i in train_idx], lags)
+            (ta, ea), (_, eb) = fits[0].folds[k], fits[1].folds[k]
+            Wa, Wb = _solve_two(ea, eb, cross, pen)
+            y_mean = ta.ysum / ta.n
+            for i in test_idx:
+                predictions[i] = lagged_predict(xs[0][i], Wa, lags) + lagged_predict(xs[1][i], Wb, lags) + y_mean
+            continue
+        xt = [np.concatenate([x[i] for x in per_space], axis=1) for i in range(len(ys))]
+        train = _stats([xt[i] for i in train_idx], [ys[i] for i in train_idx], lags)
         B = train.B - np.outer(train.s, train.ysum / train.n)
         W = np.zeros((len(train.G), n_chan))
         for key in np.unique(pen, axis=0):
@@ -84,6 +96,34 @@ def fit_banded(spaces: Sequence[Sequence[np.ndarray]], blocks: Sequence[Sequence
             predictions[i] = lagged_predict(xt[i], W, lags) + y_mean
     centred = [np.concatenate([a - a.mean(0) for a in arrays]) for arrays in (predictions, ys)]
     return _pearson(*centred)
+
+
+def _solve_two(ea, eb, cross: np.ndarray, pen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Banded weights ``(W_a [Pa, C], W_b [Pb, C])`` of two spaces from their own training Grams'
+    eigendecompositions (``ea``, ``eb``: :class:`neuro.trf._Eig`), their cross-products ``cross
+    [Pa, Pb]`` and penalties ``pen [C, 2]``, by the Schur complement on space A:
+
+    in the eigenbases, ``[[La + a, X], [X^T, Lb + b]] [u; v] = [ua; vb]`` with ``X = Ua^T cross Ub``;
+    ``S(a) = Lb - X^T (La + a)^-1 X`` is formed once per penalty ``a`` and factorised once per pair
+    ``(a, b)`` (``S(a) + b I``, the size of one space), then ``u = (La + a)^-1 (ua - X v)``. Equal to
+    solving the joint system directly (``tests/test_neuro_banded.py``), ~8x cheaper per factorisation.
+    """
+    X = ea.evecs.T @ cross @ eb.evecs
+    ua, vb = ea.vtb, eb.vtb  # V^T X^T (y - mean) of each space (same training trials and responses)
+    n_chan = ua.shape[1]
+    u, v = np.zeros((len(ea.evals), n_chan)), np.zeros((len(eb.evals), n_chan))
+    eye = np.eye(len(eb.evals))
+    for a in np.unique(pen[:, 0]):
+        ca = np.flatnonzero(pen[:, 0] == a)
+        da = 1.0 / (ea.evals + a)
+        S = np.diag(eb.evals) - X.T @ (da[:, None] * X)
+        rhs = vb[:, ca] - X.T @ (da[:, None] * ua[:, ca])
+        for b in np.unique(pen[ca, 1]):
+            cb = ca[pen[ca, 1] == b]
+            factor = linalg.cho_factor(S + b * eye, check_finite=False)
+            v[:, cb] = linalg.cho_solve(factor, rhs[:, pen[ca, 1] == b], check_finite=False)
+        u[:, ca] = da[:, None] * (ua[:, ca] - X @ v[:, ca])
+    return ea.evecs @ u, eb.evecs @ v
 
 
 def partition(r_a: np.ndarray, r_b: np.ndarray, r_joint: np.ndarray) -> dict[str, np.ndarray]:

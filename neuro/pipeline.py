@@ -14,6 +14,7 @@ Example
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -104,17 +105,45 @@ def feature_correlations(sets: Sequence[FeatureSet], responses: Sequence[np.ndar
     return df
 
 
-def _resolve_hooks(hooks, cache, model) -> list[str]:
+def _resolve_hooks(hooks, cache, model, cache_root=None) -> list[str]:
     if not hooks:
         return []
     if cache is None and model is None:
         raise ValueError("--hooks / --sae need --model (or --cache)")
-    from workbench.models import load
-
     from workbench.conventions import resolve_hooks
 
-    available = cache.hooks if cache is not None else load(model).hook_points
+    available = cache.hooks if cache is not None else model_hook_points(model, cache_root)
     return resolve_hooks(hooks, available, what=f"{model or cache.root} (--hooks)", allow_all=False)
+
+
+def model_hook_points(model: str, cache_root=None) -> list[str]:
+    """The hook points of ``model``; listed once by loading it, then read from
+    ``CACHE_ROOT/neuro-hooks-MODEL.json`` (a rerun whose features are cached then never loads the
+    model: ~5 s for whisper-tiny.en). The memo is keyed by the spec and, for a local model folder,
+    its ``config.json``'s modification time."""
+    from workbench.atomic import read_json, write_json
+    from workbench.models import load
+
+    from neuro.outputs import safe_name
+
+    cfg = Path(model) / "config.json"
+    stamp = cfg.stat().st_mtime_ns if cfg.is_file() else None
+    memo = Path(cache_root) / f"neuro-hooks-{safe_name(Path(model).name)}.json" if cache_root is not None else None
+    if memo is not None and memo.is_file():
+        try:
+            doc = read_json(memo)
+            if doc.get("model") == str(model) and doc.get("config_mtime_ns") == stamp and doc.get("hook_points"):
+                return list(doc["hook_points"])
+        except (ValueError, OSError):
+            pass  # an unreadable memo is rebuilt below
+    points = list(load(model).hook_points)
+    if memo is not None:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            write_json(memo, {"model": str(model), "config_mtime_ns": stamp, "hook_points": points})
+        except OSError as e:  # a read-only cache folder only costs the next run a model load
+            log.warning("could not write %s: %s", memo, e)
+    return points
 
 
 def _signature(rec: Recording) -> tuple:
@@ -133,7 +162,7 @@ def run_subjects(recs: Mapping[str, Recording], corpus, *, model: str | None = N
     sae_dicts = dict(sae_dicts or {})
     if sae_dicts and cache is None and model is None:
         raise ValueError("--sae needs --model (or --cache)")
-    resolved = _resolve_hooks(hooks, cache, model)
+    resolved = _resolve_hooks(hooks, cache, model, cache_root)
     stacks: dict[tuple, list[str]] = {}
     for sub, rec in recs.items():
         stacks.setdefault(_signature(rec), []).append(sub)
@@ -142,10 +171,12 @@ def run_subjects(recs: Mapping[str, Recording], corpus, *, model: str | None = N
         trials = list(trials)
         per_sub = {s: centre([t.data for t in recs[s].trials]) for s in subs}
         responses = [np.concatenate([per_sub[s][i] for s in subs], axis=1) for i in range(len(trials))]
-        sets = acoustic_sets(corpus, trials, sfreq, progress=progress)
-        if resolved or sae_dicts:
-            sets += model_sets(model, corpus, trials, sfreq, resolved, cache=cache, cache_root=cache_root,
-                               sae=sae_dicts, n_components=n_components, sae_features=sae_features, progress=progress)
+        with ThreadPoolExecutor(1) as side:  # the acoustic features beside the model's (both mostly numpy/scipy)
+            acoustic = side.submit(acoustic_sets, corpus, trials, sfreq, progress=progress)
+            models = (model_sets(model, corpus, trials, sfreq, resolved, cache=cache, cache_root=cache_root,
+                                 sae=sae_dicts, n_components=n_components, sae_features=sae_features,
+                                 progress=progress) if resolved or sae_dicts else [])
+            sets = acoustic.result() + models
         for fs in sets:  # trial-level offsets of a feature are not tracking (and bias CV r negative)
             fs.trials = centre(fs.trials, scale=False)
         groups, how = [cid for cid, _ in trials], "clip"
@@ -156,11 +187,14 @@ def run_subjects(recs: Mapping[str, Recording], corpus, *, model: str | None = N
             else:
                 log.warning("trials fall into %d group(s) by source/speaker: folds group them by clip instead",
                             len(set(keys)))
-        fits = fit_sets(sets, responses, sfreq, tmin=tmin, tmax=tmax, folds=folds, alphas=alphas, n_draws=n_draws,
-                        seed=seed, joint=joint, groups=groups, progress=progress)
         per_feature = [s for s in sets if s.name == "envelope" or s.kind == "sae"]
-        corr = feature_correlations(per_feature, responses, sfreq, [f"{i}" for i in range(responses[0].shape[1])],
-                                    tmin=0.0, tmax=corr_tmax, n_draws=n_draws, seed=seed)
+        with ThreadPoolExecutor(1) as side:  # the per-feature correlations run beside the TRF fits
+            corr = side.submit(feature_correlations, per_feature, responses, sfreq,
+                               [f"{i}" for i in range(responses[0].shape[1])], tmin=0.0, tmax=corr_tmax,
+                               n_draws=n_draws, seed=seed)
+            fits = fit_sets(sets, responses, sfreq, tmin=tmin, tmax=tmax, folds=folds, alphas=alphas,
+                            n_draws=n_draws, seed=seed, joint=joint, groups=groups, progress=progress)
+            corr = corr.result()
         off = 0
         for s in subs:
             rec = recs[s]

@@ -17,6 +17,7 @@ Example
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
@@ -74,25 +75,34 @@ def fit_sets(sets: Sequence[FeatureSet], responses: Sequence[np.ndarray], sfreq:
 
     def one(job):
         fs, blocks = job
+        keep = joint and base is not None and (fs is base[0] or fs.kind in ("layer", "sae"))  # the banded models' spaces
         res = fit_trf(fs.trials, responses, sfreq, tmin=tmin, tmax=tmax, alphas=alphas, blocks=blocks,
-                      fold_of_trial=fold_of, n_draws=n_draws, seed=seed)
+                      fold_of_trial=fold_of, n_draws=n_draws, seed=seed, keep_folds=keep)
         return SetFit(fs, blocks, res, trial_r(res))
 
-    out: dict[str, SetFit] = {}
-    with _pool(workers) as run:
-        for fit in tqdm(run(one, jobs), total=len(jobs), desc="TRF per feature set", disable=not progress):
-            out[fit.fs.name] = fit
-        if joint and base is not None:
-            b = out[base[0].name]
-            todo = [f for f in out.values() if f.fs.kind in ("layer", "sae")]
+    done: dict[str, SetFit] = {}
+    joint_of: dict[str, Future] = {}
+    with _pool(workers) as ex, tqdm(total=len(jobs), desc="TRF per feature set", disable=not progress) as bar:
+        def banded(fit):
+            b = done[base[0].name]
+            return fit_banded([b.fs.trials, fit.fs.trials], [b.blocks, fit.blocks], [b.res, fit.res], responses,
+                              sfreq, tmin=tmin, tmax=tmax)
 
-            def banded(fit):
-                return fit_banded([b.fs.trials, fit.fs.trials], [b.blocks, fit.blocks], [b.res, fit.res], responses,
-                                  sfreq, tmin=tmin, tmax=tmax)
-
-            for fit, r in zip(todo, tqdm(run(banded, todo), total=len(todo), desc="banded joint models",
-                                         disable=not progress)):
-                fit.r_joint = r
+        # each banded joint model starts as soon as the baseline and its set are fitted, so the
+        # workers never wait for the slowest set before the joint models
+        for fut in as_completed([ex.submit(one, job) for job in jobs]):
+            fit = fut.result()
+            done[fit.fs.name] = fit
+            bar.update()
+            if joint and base is not None and base[0].name in done:
+                for f in done.values():
+                    if f.fs.kind in ("layer", "sae") and f.fs.name not in joint_of:
+                        joint_of[f.fs.name] = ex.submit(banded, f)
+        for name, fut in tqdm(joint_of.items(), desc="banded joint models", disable=not progress):
+            done[name].r_joint = fut.result()
+    out = {fs.name: done[fs.name] for fs, _ in jobs}  # plot order, whatever order they finished in
+    for f in out.values():
+        f.res.folds = None  # each fold's Grams and eigenvectors: only the banded models needed them
     return out
 
 
@@ -102,20 +112,31 @@ def default_workers() -> int:
     return max(1, int(env)) if env else max(1, min(2, os.cpu_count() or 1))
 
 
+class _Inline:
+    """An executor that runs each job when submitted (one worker: no threads)."""
+
+    def submit(self, fn, *args) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as e:  # re-raised by fut.result()
+            fut.set_exception(e)
+        return fut
+
+
 @contextmanager
 def _pool(workers: int):
-    """``run(fn, items)`` -> results in order: a thread pool of ``workers`` with BLAS on one thread each
-    (multi-threaded OpenBLAS factorisations slow down 10-20x when the cores are shared: measured), or a
-    plain loop for one worker."""
+    """An executor of ``workers`` threads with BLAS on one thread each (multi-threaded OpenBLAS
+    factorisations slow down 10-20x when the cores are shared: measured), or :class:`_Inline` for one."""
     if workers <= 1:
-        yield lambda fn, items: map(fn, items)
+        yield _Inline()
         return
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1), ThreadPoolExecutor(workers) as ex:
-        yield ex.map
+        yield ex
 
 
 def subject_tables(fits: dict[str, SetFit], idx, ch_names: Sequence[str], alphas=DEFAULT_ALPHAS

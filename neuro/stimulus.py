@@ -134,14 +134,14 @@ def model_sets(model_spec: str | None, corpus: Corpus, trials: Sequence[tuple[st
     missing = [h for h in needed if h not in cache.hooks]
     if missing:
         raise KeyError(f"hooks {missing} are not in cache {cache.root}; cached: {cache.hooks}")
-    out = []
-    for hook in tqdm(needed, desc="model features", disable=not progress, leave=False):
+    def one(hook: str) -> list[FeatureSet]:
         per_clip = _per_clip(cache, hook, clip_ids)
         rate = cache.frame_rate(hook)
         t0 = _first_centres(cache, hook)
+        got = []
         if hook in hooks:
             xs = [acoustic.to_rate(per_clip[cid], rate, sfreq, n, t0=t0[cid]) for cid, n in trials]
-            out.append(FeatureSet(hook, "layer", xs, Block(xs[0].shape[1], "pca", n_components), hook=hook,
+            got.append(FeatureSet(hook, "layer", xs, Block(xs[0].shape[1], "pca", n_components), hook=hook,
                                   columns=[f"pc{i}" for i in range(min(n_components, xs[0].shape[1]))]))
         if hook in sae:
             fd = sae[hook]
@@ -151,8 +151,15 @@ def model_sets(model_spec: str | None, corpus: Corpus, trials: Sequence[tuple[st
             top = top[mean_act[top] > 0]
             if len(top) == 0:
                 log.warning("SAE %s: no feature is active on these stimuli; skipped", fd.path)
-                continue
+                return got
             xs = [acoustic.to_rate(codes[cid][:, top], rate, sfreq, n, t0=t0[cid]) for cid, n in trials]
-            out.append(FeatureSet(f"sae:{hook}", "sae", xs, Block(len(top), "pca", n_components), hook=hook,
+            got.append(FeatureSet(f"sae:{hook}", "sae", xs, Block(len(top), "pca", n_components), hook=hook,
                                   columns=[f"f{int(i)}" for i in top]))
-    return out
+        return got
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as ex:  # hooks read and resampled two at a time (scipy/numpy release the GIL)
+        done = list(tqdm(ex.map(one, needed), total=len(needed), desc="model features", disable=not progress,
+                         leave=False))
+    return [fs for got in done for fs in got]

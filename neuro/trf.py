@@ -114,6 +114,11 @@ class FeatureTransform:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, dtype=np.float64) - self.mean) @ self.proj
 
+    def centred(self, z: np.ndarray, origin: np.ndarray) -> np.ndarray:
+        """The transform of ``x = z + origin`` from ``z`` (already centred by a common ``origin``): one
+        product and a small shift, no pass subtracting the mean from every sample."""
+        return z @ self.proj - (self.mean - origin) @ self.proj
+
 
 @dataclass
 class _Stats:
@@ -129,20 +134,34 @@ class _Stats:
     def __add__(self, o: "_Stats") -> "_Stats":
         return _Stats(self.G + o.G, self.s + o.s, self.B + o.B, self.ysum + o.ysum, self.yy + o.yy, self.n + o.n)
 
+    def _iadd(self, o: "_Stats") -> "_Stats":
+        """Add ``o`` in place (no new ``[P, P]`` arrays); returns self."""
+        for a, b in ((self.G, o.G), (self.s, o.s), (self.B, o.B), (self.ysum, o.ysum), (self.yy, o.yy)):
+            a += b
+        self.n += o.n
+        return self
+
+    def copy(self) -> "_Stats":
+        return _Stats(self.G.copy(), self.s.copy(), self.B.copy(), self.ysum.copy(), self.yy.copy(), self.n)
+
 
 def _stats(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray], lags: np.ndarray) -> _Stats:
-    out = None
-    for x, y in zip(xs, ys):
-        st = _Stats(lagged_gram(x, lags), lagged_column_sums(x, lags), lagged_cross(x, y, lags),
-                    y.sum(0), (y * y).sum(0), len(y))
-        out = st if out is None else out + st
-    return out
+    """The statistics of a set of trials (the Gram summed over them and assembled once)."""
+    return _Stats(lagged_gram(list(xs), lags), sum(lagged_column_sums(x, lags) for x in xs),
+                  sum(lagged_cross(x, y, lags) for x, y in zip(xs, ys)), sum(y.sum(0) for y in ys),
+                  sum((y * y).sum(0) for y in ys), sum(len(y) for y in ys))
 
 
-def _sum(stats: Sequence[_Stats]) -> _Stats:
-    out = stats[0]
+def _sum(stats: Sequence):
+    """Sum of :class:`_Stats` (in place into one new copy) or :class:`Moments`; the inputs are unchanged."""
+    if len(stats) == 1 or not isinstance(stats[0], _Stats):
+        out = stats[0]
+        for s in stats[1:]:
+            out = out + s
+        return out
+    out = stats[0].copy()
     for s in stats[1:]:
-        out = out + s
+        out._iadd(s)
     return out
 
 
@@ -159,8 +178,36 @@ class _Eig:
         return self.evecs @ (self.vtb / (self.evals[:, None] + (a[None, :] if a.ndim else a)))
 
     def r_path(self, alphas: np.ndarray, test: _Stats) -> np.ndarray:
-        """Held-out r ``[A, C]`` on ``test`` for every alpha."""
-        return np.stack([_r_from_stats(self.weights(a), test) for a in alphas])
+        """Held-out r ``[A, C]`` on ``test`` for every alpha. With many channels (``>= EIG_CHANNELS``)
+        the test statistics are rotated into the eigenbasis once, so each alpha costs one ``P x P x C``
+        product instead of two."""
+        if self.vtb.shape[1] < EIG_CHANNELS:
+            return np.stack([_r_from_stats(self.weights(a), test) for a in alphas])
+        V = self.evecs
+        H, bt, sv = V.T @ test.G @ V, V.T @ test.B, V.T @ test.s
+        var_y = test.yy - test.ysum**2 / test.n
+        out = []
+        for a in alphas:
+            w = self.vtb / (self.evals + a)[:, None]  # the weights in the eigenbasis
+            ps = sv @ w
+            num = (w * bt).sum(0) - ps * test.ysum / test.n
+            var_p = (w * (H @ w)).sum(0) - ps**2 / test.n
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out.append(np.nan_to_num(num / np.sqrt(np.clip(var_p, 0, None) * np.clip(var_y, 0, None))))
+        return np.stack(out)
+
+
+#: from this many channels on, an inner split's alphas come from one eigendecomposition (every alpha's
+#: held-out r then costs one P x P x C product) rather than one Cholesky solve per alpha (cheaper for
+#: a few channels: 7 Cholesky factorisations of 976 x 976 cost about half an eigendecomposition)
+EIG_CHANNELS = 96
+
+
+def _r_path_inner(train: _Stats, alphas: np.ndarray, test: _Stats) -> np.ndarray:
+    """Held-out r ``[A, C]`` of an inner split for every alpha (:data:`EIG_CHANNELS` picks the method)."""
+    if train.B.shape[1] >= EIG_CHANNELS:
+        return _Eig(train).r_path(alphas, test)
+    return _r_path_chol(train, alphas, test)
 
 
 def _r_path_chol(train: _Stats, alphas: np.ndarray, test: _Stats) -> np.ndarray:
@@ -205,6 +252,7 @@ class TRFResult:
     r_null: np.ndarray | None = field(default=None, repr=False)  # [draws, C]
     r_null_observed: np.ndarray | None = field(default=None, repr=False)  # [C] the null's r at shift 0 (== r)
     transforms: list = field(default_factory=list, repr=False)  # [K] each fold's (training-only) FeatureTransform
+    folds: list | None = field(default=None, repr=False)  # [K] (training _Stats, _Eig) when fit_trf(keep_folds=True)
 
     def best_lag_index(self) -> np.ndarray:
         """Per channel, the lag where the kernel's energy over features peaks."""
@@ -240,7 +288,7 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
             tmin: float = -0.1, tmax: float = 0.5, folds: int = 5, alphas: Sequence[float] = DEFAULT_ALPHAS,
             blocks: Sequence[Block] | None = None, seed: int = 0, fold_of_trial: np.ndarray | None = None,
             refit: bool = True, inner_cv: bool = True, per_channel: bool = True, n_draws: int = 0,
-            min_shift: int | None = None, null_dtype="float32") -> TRFResult:
+            min_shift: int | None = None, null_dtype="float32", keep_folds: bool = False) -> TRFResult:
     """Cross-validated forward TRF of ``responses [N_i, C]`` on ``features [N_i, D]`` (one per trial).
 
     Responses are centred per trial. ``alphas`` are relative to each training Gram's mean
@@ -254,6 +302,8 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
     (:mod:`neuro.trf_null`); shifts are at least ``min_shift`` samples (default: one second or the
     lag span, whichever is longer); ``null_dtype`` is the precision of the draws' matrix products
     (float32: twice as fast, null r within ~1e-6 of float64; the observed r is always float64).
+    ``keep_folds`` keeps each fold's training statistics and eigendecomposition in ``folds`` (the
+    banded joint models reuse them: :func:`neuro.banded.fit_banded`).
     """
     xs = [np.asarray(x, dtype=np.float64) for x in features]
     ys = centre_trials(responses)
@@ -273,12 +323,14 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
         shift = min_shift if min_shift is not None else max(int(round(sfreq)), int(np.abs(lags).max()) + 1)
         null = NullAccumulator(ys, lags, n_draws, shift, seed, dtype=null_dtype)
     origin = np.concatenate(xs).mean(0)
+    zs = [x - origin for x in xs]  # centred once: each fold's transform is then one product per trial
     moments = [Moments.of([x], origin) for x in xs]  # per trial, once: each fold's transform sums them
+    folds_kept = [] if keep_folds else None
     for k in range(n_folds):
         train_idx, test_idx = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
         transform = FeatureTransform.fit([], blocks, moments=_sum([moments[i] for i in train_idx]))
         transforms.append(transform)
-        transformed = [transform(x) for x in xs]
+        transformed = [transform.centred(z, origin) for z in zs]
         groups = {g: _stats([transformed[i] for i in np.flatnonzero(fold_of == g)],
                             [ys[i] for i in np.flatnonzero(fold_of == g)], lags) for g in range(n_folds)}
         train = _sum([groups[g] for g in range(n_folds) if g != k])
@@ -286,14 +338,17 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
         inner = [g for g in range(n_folds) if g != k]
         score = np.zeros((len(alphas), n_chan))
         for g in inner if inner_cv and len(alphas) > 1 else []:  # inner CV: leave one training group out
-            score += _r_path_chol(_sum([groups[h] for h in inner if h != g]), a_abs, groups[g])
+            score += _r_path_inner(_sum([groups[h] for h in inner if h != g]), a_abs, groups[g])
         eig = _Eig(train)
         r_k = eig.r_path(a_abs, groups[k])
         sel = score if inner_cv else r_k
         best = sel.argmax(0) if per_channel else np.full(n_chan, int(sel.mean(1).argmax()))
         W = eig.weights(a_abs[best])
         if null is not None:
-            null.add_fold(transformed, train_idx, test_idx, eig.evals, eig.evecs, a_abs[best], groups[k].G)
+            null.add_fold(transformed, train_idx, test_idx, eig.evals, eig.evecs, a_abs[best], groups[k].G, train.B,
+                           groups[k].B)
+        if folds_kept is not None:
+            folds_kept.append((train, eig))
         r_path.append(r_k)
         r_folds.append(r_k[best, np.arange(n_chan)])
         abs_alphas.append(a_abs)
@@ -304,7 +359,7 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
     kernel = np.zeros((n_chan, 0, len(lags)))
     if refit:
         transform = FeatureTransform.fit([], blocks, moments=_sum(moments))
-        full = _stats([transform(x) for x in xs], ys, lags)
+        full = _stats([transform.centred(z, origin) for z in zs], ys, lags)
         rel = np.exp(np.median(np.log(alphas[np.asarray(chosen)]), axis=0))  # per channel, over folds
         W = _Eig(full).weights(rel * np.trace(full.G) / len(full.G))
         kernel = W.reshape(len(lags), W.shape[0] // len(lags), -1).transpose(2, 1, 0)
@@ -315,7 +370,7 @@ def fit_trf(features: Sequence[np.ndarray], responses: Sequence[np.ndarray], sfr
     return TRFResult(lags_s=lags / float(sfreq), r=_pearson(*centred), r_folds=np.array(r_folds),
                      r_path=np.array(r_path), alphas=np.array(abs_alphas), alpha_index=np.array(chosen),
                      kernel=kernel, fold_of_trial=fold_of, predictions=predictions, responses=ys, p=p_value, p_perm=p_perm,
-                     r_null=r_null, r_null_observed=r_stat, transforms=transforms)
+                     r_null=r_null, r_null_observed=r_stat, transforms=transforms, folds=folds_kept)
 
 
 def trial_r(res: "TRFResult") -> np.ndarray:

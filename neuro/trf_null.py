@@ -21,9 +21,10 @@ feature]``, so gathering every draw's lag window is one fancy index whose rows a
 ``(channel, draw) x (lag, feature)`` matrix ``B^T``; channels are ordered by their alpha, and each
 alpha's rows take two matrix products, ``W^T = B_train^T M`` and ``W^T G_test`` (the prediction
 variance ``W^T G_test W`` without forming ``M G_test M``). ``dtype=float32`` (the default of
-:func:`neuro.trf.fit_trf`'s null) runs those products in single precision, twice as fast: null r
-values then agree with the float64 computation to ~1e-6 (tested), while the observed statistic
-(row 0) is always computed in float64 so that it equals the reported r.
+:func:`neuro.trf.fit_trf`'s null) runs the draws' FFTs and products in single precision, about twice
+as fast: null r values then agree with the float64 computation to ~1e-6 (tested), while the observed
+statistic (row 0) comes in float64 from the fold's own cross-products ``X^T y`` and
+eigendecomposition, so that it equals the reported r.
 """
 from __future__ import annotations
 
@@ -66,56 +67,81 @@ class NullAccumulator:
 
     def _cross_t(self, cc: dict[int, np.ndarray], idx: Sequence[int], ds: slice) -> np.ndarray:
         """``B^T = sum_i (X_i(shift)^T y_i)^T`` over trials ``idx`` for draws ``ds``: ``[Cc * D, P]`` (rows
-        channel-major, then draw; columns lag-major), from ``cc[i] [Cc, n, F]``."""
+        channel-major, then draw; columns lag-major), from ``cc[i] [Cc, n + L - 1, F]`` (the circle
+        followed by its first ``L - 1`` samples, so every lag window is one run of ``L x F`` values)."""
+        from numpy.lib.stride_tricks import as_strided
+
+        n_lags = len(self.lags)
         out = None
         for i in idx:
-            at = (self.shifts[ds, i, None] + self.lags[None, :]) % cc[i].shape[1]  # [D, L]
-            g = np.take(cc[i], at, axis=1)  # [Cc, D, L, F], C-contiguous: a new array
-            g = g.reshape(g.shape[0] * g.shape[1], -1)
+            c = cc[i]
+            n = c.shape[1] - n_lags + 1
+            win = as_strided(c, shape=(c.shape[0], n, n_lags, c.shape[2]),
+                             strides=(c.strides[0], c.strides[1], c.strides[1], c.strides[2]))  # [Cc, n, L, F] view
+            at = (self.shifts[ds, i] + self.lags[0]) % n
             if out is None:
-                out = g
+                out = np.empty((c.shape[0], len(at), n_lags, c.shape[2]), dtype=c.dtype)
+                for j in range(c.shape[0]):  # per channel: a contiguous [D, L, F] gather (measured 1.6x faster)
+                    out[j] = win[j][at]
             else:
-                out += g
-        return out
+                for j in range(c.shape[0]):
+                    out[j] += win[j][at]
+        return out.reshape(out.shape[0] * out.shape[1], -1)
 
     def add_fold(self, transformed: Sequence[np.ndarray], train_idx: Sequence[int], test_idx: Sequence[int],
-                 evals: np.ndarray, evecs: np.ndarray, alpha, g_test: np.ndarray) -> None:
+                 evals: np.ndarray, evecs: np.ndarray, alpha, g_test: np.ndarray, b_train: np.ndarray,
+                 b_test: np.ndarray) -> None:
         """One fold: features already transformed by this fold's (training-only) transform; ``alpha``
-        a scalar or one per channel."""
+        a scalar or one per channel; ``b_train``, ``b_test`` ``[P, C]``: the unshifted cross-products
+        ``sum_i X_i^T y_i`` of the training and test trials (the observed row, in float64)."""
         n_chan = self.num.shape[1]
         alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (n_chan,))
         S = np.stack([lagged_column_sums(transformed[i], self.lags) for i in test_idx])  # [T, P]
         n_test = np.array([len(self.ys[i]) for i in test_idx], dtype=np.float64)
         trials = list(train_idx) + list(test_idx)
-        fx = {i: np.conj(sp_fft.rfft(np.asarray(transformed[i], dtype=np.float64), n=self.n_fft[i], axis=0))
-              for i in trials}  # [nf, F]
-        n_feat = fx[trials[0]].shape[1]
         low = self.dtype != np.float64
+        cdt = np.complex64 if low else np.complex128  # the draws' FFTs in the draws' precision
+        fx = {i: np.conj(sp_fft.rfft(np.asarray(transformed[i], dtype=self.dtype).T, n=self.n_fft[i], axis=1))
+              for i in trials}  # [F, nf]
+        fy = {i: self.fy[i].astype(cdt, copy=False) for i in trials}
+        n_feat = fx[trials[0]].shape[0]
+        n_lags = len(self.lags)
         ev = evecs.astype(self.dtype) if low else evecs
         Ms = {a: (ev / (evals + a).astype(self.dtype)) @ ev.T for a in np.unique(alpha)}  # [P, P] per alpha
         G, St = g_test.astype(self.dtype, copy=False), S.T.astype(self.dtype)
         order = np.argsort(alpha, kind="stable")  # channels sharing an alpha are neighbours
-        cc_chan = max(1, int(CC_BYTES // (8 * n_feat * sum(self.n_fft[i] for i in trials))))
+        cc_chan = max(1, int(CC_BYTES // (self.dtype.itemsize * n_feat * sum(self.n_fft[i] for i in trials))))
         n_rows = len(self.shifts)
+        if low:  # row 0 (the observed r) in float64 from the eigendecomposition and the unshifted cross-products
+            cs = order
+            self._rows(np.asarray(b_train, dtype=np.float64)[:, cs].T, np.asarray(b_test, dtype=np.float64)[:, cs].T,
+                       slice(0, 1), cs, alpha, lambda b, a: evecs @ ((evecs.T @ b.T) / (evals[:, None] + a[None, :])),
+                       g_test, S.T, n_test)
         for c0 in range(0, n_chan, cc_chan):
             cs = order[c0 : c0 + cc_chan]
-            cc = {i: sp_fft.irfft(self.fy[i][:, cs].T[:, :, None] * fx[i][None], n=self.n_fft[i], axis=1)
-                  for i in trials}  # [Cc, n, F]: sum_t x(t - tau) y(t)
-            if low:  # row 0 (the observed r) in float64 from the eigendecomposition; the draws in self.dtype
-                self._rows(cc, train_idx, test_idx, slice(0, 1), cs, alpha,
-                           lambda b, a: evecs @ ((evecs.T @ b.T) / (evals[:, None] + a[None, :])), g_test, S.T,
-                           n_test)
-                cc = {i: v.astype(self.dtype) for i, v in cc.items()}
+            cc = {i: self._circle(sp_fft.irfft(fy[i][:, cs].T[:, None, :] * fx[i][None], n=self.n_fft[i], axis=2),
+                                  n_lags) for i in trials}  # [Cc, n + L - 1, F]: sum_t x(t - tau) y(t)
             step = max(1, BLOCK_ROWS // len(cs))
             for d0 in range(1 if low else 0, n_rows, step):
-                self._rows(cc, train_idx, test_idx, slice(d0, min(n_rows, d0 + step)), cs, alpha,
+                ds = slice(d0, min(n_rows, d0 + step))
+                self._rows(self._cross_t(cc, train_idx, ds), self._cross_t(cc, test_idx, ds), ds, cs, alpha,
                            Ms, G, St, n_test)
 
-    def _rows(self, cc, train_idx, test_idx, ds: slice, cs: np.ndarray, alpha: np.ndarray, solve, G, St,
+    @staticmethod
+    def _circle(cc_t: np.ndarray, n_lags: int) -> np.ndarray:
+        """``[Cc, F, n]`` (FFT axis last: the fast layout) -> ``[Cc, n + L - 1, F]``, the circle's first
+        ``L - 1`` samples repeated at its end."""
+        n = cc_t.shape[2]
+        out = np.empty((cc_t.shape[0], n + n_lags - 1, cc_t.shape[1]), dtype=cc_t.dtype)
+        out[:, :n] = cc_t.transpose(0, 2, 1)
+        out[:, n:] = out[:, : n_lags - 1]
+        return out
+
+    def _rows(self, b_tr: np.ndarray, b_te: np.ndarray, ds: slice, cs: np.ndarray, alpha: np.ndarray, solve, G, St,
               n_test) -> None:
-        """Add draws ``ds`` of channels ``cs`` (ordered by alpha) to the sums; ``solve`` is ``{alpha: M}`` or
-        a function ``(B^T rows, alphas of those rows) -> W [P, rows]``."""
-        b_tr, b_te = self._cross_t(cc, train_idx, ds), self._cross_t(cc, test_idx, ds)
+        """Add draws ``ds`` of channels ``cs`` (ordered by alpha) to the sums, from their cross-products
+        ``B^T`` (rows channel-major, then draw); ``solve`` is ``{alpha: M}`` or a function
+        ``(B^T rows, alphas of those rows) -> W [P, rows]``."""
         n_d = ds.stop - ds.start
         num = np.empty(len(cs) * n_d)
         var = np.empty(len(cs) * n_d)
@@ -131,14 +157,6 @@ class NullAccumulator:
                          - (np.asarray(W @ St, dtype=np.float64) ** 2 / n_test).sum(1))
         self.num[ds, cs] += num.reshape(len(cs), n_d).T
         self.var_p[ds, cs] += var.reshape(len(cs), n_d).T
-
-    @staticmethod
-    def _blocks(n_rows: int, step: int, low: bool) -> list[tuple[slice, bool]]:
-        """Draw blocks; with a low precision, row 0 (the observed statistic) is its own float64 block."""
-        first = 1 if low else 0
-        out = [(slice(0, 1), True)] if low else []
-        out += [(slice(d, min(n_rows, d + step)), not low) for d in range(first, n_rows, step)]
-        return out
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(observed r [C], null r [draws, C], p [C], p_perm [C])``, one-sided (r > 0): ``p`` from the

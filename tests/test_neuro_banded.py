@@ -42,6 +42,19 @@ def test_banded_model_of_one_space_equals_its_own_ridge():
     np.testing.assert_allclose(r, fa.r, atol=1e-9)
 
 
+def test_two_space_solve_from_the_spaces_own_folds_equals_the_joint_system():
+    a, b, ys = _world(3)
+    fold_of = assign_folds(len(ys), 4)
+    kw = dict(tmin=-0.02, tmax=0.1, fold_of_trial=fold_of, refit=False)
+    fa, fb = (fit_trf(s, ys, SF, keep_folds=True, **kw) for s in (a, b))
+    fast = fit_banded([a, b], [[Block(3)], [Block(4)]], [fa, fb], ys, SF, tmin=-0.02, tmax=0.1)
+    fa.folds = fb.folds = None  # the direct Cholesky solve of the joint Gram
+    direct = fit_banded([a, b], [[Block(3)], [Block(4)]], [fa, fb], ys, SF, tmin=-0.02, tmax=0.1)
+    pairs = {(k, ia, ib) for k in range(4) for ia, ib in zip(fa.alpha_index[k], fb.alpha_index[k])}
+    assert len(pairs) > 4  # channels differ in their penalty pairs: every branch of the solve runs
+    np.testing.assert_allclose(fast, direct, atol=1e-9)
+
+
 def test_partition_attributes_variance_to_the_planted_spaces_and_nothing_to_noise():
     a, b, ys = _world(2)
     fold_of = assign_folds(len(ys), 4)

@@ -88,14 +88,20 @@ def test_cli_fit_with_model_hooks_reuses_the_feature_cache(tmp_path, monkeypatch
             "--no-delta-r2", "--quiet", "--channels", "Cz", "Fz", "--out", str(tmp_path / "ws" / "neuro" / "a")]
     assert main(args) == 0
     assert "cochleagram.hook_out" in capsys.readouterr().out
-    caches = list((tmp_path / "ws" / "caches").iterdir())
+    caches = [p for p in (tmp_path / "ws" / "caches").iterdir() if p.is_dir()]
     assert len(caches) == 1
+    assert (tmp_path / "ws" / "caches" / "neuro-hooks-cochleagram.json").is_file()  # the model's hook list
     import workbench.cache
+    import workbench.models
 
     def no_model(*a, **k):
         raise AssertionError("the model ran again")
 
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded again (its hook list is memoised beside the caches)")
+
     monkeypatch.setattr(workbench.cache, "build_cache", no_model)
+    monkeypatch.setattr(workbench.models, "load", no_load)
     args[-1] = str(tmp_path / "ws" / "neuro" / "b")
     args[args.index("Fz")] = "Oz"  # other channels: same stimulus features
     assert main(args) == 0

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
 
-from neuro.lagged import delay, lag_samples, lagged_column_sums, lagged_cross, lagged_gram, lagged_predict
+from neuro.lagged import (_gram_fft, delay, lag_samples, lagged_column_sums, lagged_cross, lagged_cross_gram, lagged_gram,
+                          lagged_predict)
 from neuro.stats import fdr, lagged_correlation
 from neuro.trf import Block, _pearson, assign_folds, fit_trf
 
@@ -26,6 +27,17 @@ def test_lagged_statistics_equal_the_explicit_design(lags):
     np.testing.assert_allclose(lagged_cross(x, y, lags), X.T @ y, atol=1e-10)
     np.testing.assert_allclose(lagged_predict(x, W, lags), X @ W, atol=1e-10)
     np.testing.assert_allclose(lagged_column_sums(x, lags), X.sum(0), atol=1e-10)
+    np.testing.assert_allclose(_gram_fft(x, lags), X.T @ X, atol=1e-10)  # the wide-input path
+    z = rng.normal(size=(60, 2))
+    np.testing.assert_allclose(lagged_cross_gram(x, z, lags), X.T @ delay(z, lags), atol=1e-10)
+    wide, W_wide = rng.normal(size=(60, 130)), rng.normal(size=(X.shape[1], 130))  # the many-channel path
+    np.testing.assert_allclose(lagged_cross(x, wide, lags), X.T @ wide, atol=1e-10)
+    np.testing.assert_allclose(lagged_predict(x, W_wide, lags), X @ W_wide, atol=1e-10)
+    x2, z2 = rng.normal(size=(50, 3)), rng.normal(size=(50, 2))  # lists of trials: the sums
+    X2 = delay(x2, lags)
+    np.testing.assert_allclose(lagged_gram([x, x2], lags), X.T @ X + X2.T @ X2, atol=1e-10)
+    np.testing.assert_allclose(lagged_cross_gram([x, x2], [z, z2], lags),
+                               X.T @ delay(z, lags) + X2.T @ delay(z2, lags), atol=1e-10)
 
 
 def test_too_short_trial_is_refused():
@@ -143,3 +155,20 @@ def test_lagged_correlation_null_p_values_are_uniform():
     ps = np.concatenate([p.ravel() for p in ps])
     assert 0.02 <= (ps < 0.05).mean() <= 0.09
     assert 0.4 <= (ps < 0.5).mean() <= 0.6
+
+
+def test_many_channel_paths_equal_the_few_channel_ones(monkeypatch):
+    """Inner CV by one eigendecomposition and the rotated r path (many channels) give the same fit as
+    one Cholesky solve per alpha and per-alpha weights (few channels)."""
+    import neuro.trf as trf
+
+    rng = np.random.default_rng(5)
+    xs = [_smooth(rng, 400, 3) for _ in range(6)]
+    ys = [rng.normal(size=(400, 5)) + 0.3 * np.roll(x[:, :1], 4, axis=0) for x in xs]
+    few = fit_trf(xs, ys, 100, tmin=-0.02, tmax=0.08, folds=3, refit=False)
+    monkeypatch.setattr(trf, "EIG_CHANNELS", 1)
+    many = fit_trf(xs, ys, 100, tmin=-0.02, tmax=0.08, folds=3, refit=False)
+    np.testing.assert_array_equal(many.alpha_index, few.alpha_index)
+    np.testing.assert_allclose(many.r_path, few.r_path, atol=1e-10)
+    np.testing.assert_allclose(many.r, few.r, atol=1e-10)
+    assert len(np.unique(few.alpha_index)) > 1

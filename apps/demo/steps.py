@@ -23,7 +23,7 @@ Example
 -------
 >>> steps = demo_steps(DemoSettings(quick=True, shared_data=None, app=False))
 >>> [s.name for s in steps]
-['corpus', 'evalsets', 'caches', 'probes', 'sae', 'steering', 'neuro']
+['corpus', 'evalsets', 'caches', 'probes', 'sae', 'neuro', 'steering']
 >>> steps[0].actions[0].command
 'workbench corpus synth --n 12 --speakers 4 --seed 0 --out corpora/speech -q'
 """
@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apps.demo.background import parallel
+from apps.demo.background import parallel, sequence
 from apps.demo.corpus_steps import AUDIOBOOK, SAE_HOLDOUT, _all, corpus_step, evalsets_step
 from apps.demo.runner import Action, Context, Part, Step, cli
 from workbench.atomic import read_json
@@ -77,7 +77,7 @@ class DemoSettings:
     def _sizes(self) -> dict:
         if self.quick:
             return {"speech": 12, "speakers": 4, "nonspeech": 6, "dev_speech": 4, "dev_nonspeech": 4,
-                    "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000, "sae_batch": 1024,
+                    "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 4, "sae_tokens": 150_000, "sae_batch": 1024,
                     "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 0,
                     # one SAE (the last block: the one the checks and the neuro step use), half the probes' frames
                     "sae_hooks": 1, "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 2000,
@@ -293,7 +293,9 @@ def neuro_step(s: DemoSettings) -> Step:
         whats.append(what)
     return Step(
         "neuro", f"encoding-model layer curves (TRF, circular-shift nulls, FDR) on {' and on '.join(whats)}",
-        actions=actions, outputs=[f"neuro/{n}/{f}" for n in names for f in ("summary.csv", "layers.csv", "neuro.json")],
+        # in the background beside the steering step (Whisper's greedy decoding leaves a core idle much of the
+        # time), its commands in one child process (imports and the model load paid once)
+        actions=[sequence(*actions)], background=True, outputs=[f"neuro/{n}/{f}" for n in names for f in ("summary.csv", "layers.csv", "neuro.json")],
         parts=parts, removes=removes, needs=["sae", "corpus"], available=lambda: _has_command("neuro", "fit"),
         # neuro.json is written again, with the run's seconds, once everything else is on disk
         check=lambda ctx: all(read_json(ctx.path(f"neuro/{n}/neuro.json")).get("seconds") is not None for n in names),
@@ -313,6 +315,7 @@ def demo_steps(settings: DemoSettings) -> list[Step]:
     """The demo's steps in order (the app last, unless ``settings.app`` is False)."""
     # the probes run in the background (one core) from right after the caches, beside the SAE and steering steps
     # the steering's dev/held-out clips are aligned in the background beside the caches (only steering reads them)
+    # and the neuro step beside the steering step (both need only the SAE)
     steps = [corpus_step(settings), evalsets_step(settings), caches_step(settings), probes_step(settings),
-             sae_step(settings), steering_step(settings), neuro_step(settings)]
+             sae_step(settings), neuro_step(settings), steering_step(settings)]
     return steps + [app_step(settings)] if settings.app else steps

@@ -27,14 +27,32 @@ def _first(df: pd.DataFrame, names) -> str | None:
     return next((c for c in names if c in df.columns), None)
 
 
-def layer_table(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """``layers.csv`` as ``(model rows: layer, r[, r_std], {acoustic baseline: r})``.
+#: the layer curve's statistic: ``r_responsive`` (mean r over the channels significant for some set:
+#: what the demo and README rank by) when the run has it, else ``r_mean`` (mean over all channels)
+STATISTICS = {"r_responsive": "r on responsive channels", "r_mean": "r on all channels"}
+
+
+def curve_statistic(df: pd.DataFrame, want: str | None = None) -> str | None:
+    """The column of ``layers.csv`` the curve shows: ``want`` when present with a finite value, else
+    ``r_responsive`` when finite (a run with responsive channels), else ``r_mean`` / ``r`` / ..."""
+    def usable(c):
+        return c in df.columns and np.isfinite(pd.to_numeric(df[c], errors="coerce")).any()
+    if want and usable(want):
+        return want
+    return next((c for c in ("r_responsive", "r_mean", "r", "mean_r", "score") if usable(c)),
+                _first(df, ("r_mean", "r", "mean_r", "score")))
+
+
+def layer_table(df: pd.DataFrame, statistic: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """``layers.csv`` as ``(model rows: layer, r[, r_std], {acoustic baseline: r})``; ``rows.attrs
+    ["statistic"]`` names the column used (:func:`curve_statistic` of ``statistic``).
 
     neuro's layout: ``feature``, ``kind`` (``acoustic`` | ``layer`` | ``sae``), ``r_mean``, ``r_sem``,
-    ``order``; older or hand-made tables with ``layer``/``hook`` and ``r``/``r_std`` work too, with
-    baselines marked by ``kind`` or named after an acoustic feature, and ``baseline_*`` columns."""
+    ``r_responsive``, ``order``; older or hand-made tables with ``layer``/``hook`` and ``r``/``r_std``
+    work too, with baselines marked by ``kind`` or named after an acoustic feature, and ``baseline_*``
+    columns. ``r_sem`` (a standard error of the all-channel mean) is drawn with ``r_mean`` only."""
     name = _first(df, ("feature", "layer", "hook", "name"))
-    r = _first(df, ("r_mean", "r", "mean_r", "score"))
+    r = curve_statistic(df, statistic)
     if name is None or r is None:
         raise PartError(f"layers.csv has columns {list(df.columns)}: expected a layer/feature column and r_mean or r")
     if "order" in df:
@@ -44,13 +62,33 @@ def layer_table(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         df[name].astype(str).str.lower().str.startswith(ACOUSTIC)
     base = {str(n): float(v) for n, v in zip(df.loc[is_base, name], df.loc[is_base, r])}
     base.update({c.removeprefix("baseline_"): float(df[c].mean()) for c in df.columns if c.startswith("baseline_")})
-    std = _first(df, ("r_sem", "r_std", "std", "r_sd"))
-    if std is None and {"r_ci_low", "r_ci_high"} <= set(df.columns):  # a group run: 95 % interval across subjects
+    std = _first(df, ("r_sem", "r_std", "std", "r_sd")) if r != "r_responsive" else None
+    if std is None and r != "r_responsive" and {"r_ci_low", "r_ci_high"} <= set(df.columns):  # a group run: 95 % interval across subjects
         df = df.assign(r_ci_half=(df["r_ci_high"] - df["r_ci_low"]) / 2)
         std = "r_ci_half"
     rows = df.loc[~is_base, [name, r] + ([std] if std else [])]
     rows.columns = ["layer", "r"] + (["r_std"] if std else [])
-    return rows.reset_index(drop=True), base
+    rows = rows.reset_index(drop=True)
+    rows.attrs["statistic"] = r
+    return rows, base
+
+
+def layers_figure(df: pd.DataFrame, stat: str | None, layer: str | None, name: str):
+    """The layer curve of ``stat`` (:func:`curve_statistic`) with the other statistic beside it (dotted),
+    so a curve on responsive channels is never read without the all-channel mean, and vice versa."""
+    rows, base = layer_table(df, stat)
+    used = rows.attrs["statistic"]
+    n = pd.to_numeric(df.get("n_responsive", pd.Series(dtype=float)), errors="coerce").max()
+    what = (f"mean r over the {int(n)} responsive channels (significant for some set)"
+            if used == "r_responsive" and np.isfinite(n) else "mean r over all channels" if used == "r_mean" else used)
+    fig = figures.eeg_layers_figure(rows, base, layer, f"{name}: encoding r across layers ({what})")
+    other = next((c for c in STATISTICS if c != used and curve_statistic(df, c) == c), None)
+    if other is not None:
+        o = layer_table(df, other)[0]
+        fig.add_scatter(x=[figures.short_hook(str(h)) for h in o["layer"]], y=o["r"], mode="lines+markers",
+                        name=STATISTICS[other], line={"dash": "dot", "color": "#7f7f7f"})
+    fig.update_layout(yaxis_title=f"encoding r (held-out): {STATISTICS.get(used, used)}")
+    return fig
 
 
 def trf_axes(arr: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray, str]:
@@ -91,6 +129,8 @@ def layout(ws: Workspace, query: dict) -> html.Div:
         html.Div([picker("eeg-run", runs, run, "run"), picker("eeg-layer", [], None, "layer"),
                   picker("eeg-feature", [], None, "feature", searchable=True)], className="wb-row"),
         html.Div(id="eeg-status"), html.Div(id="eeg-stats", className="wb-note"),
+        dcc.RadioItems(id="eeg-stat", options=[{"label": v, "value": k} for k, v in STATISTICS.items()],
+                       value="r_responsive", inline=True),
         dcc.Graph(id="eeg-layers", config={"displayModeBar": False}),
         html.H3("Variance partition (banded ridge: acoustic baseline + each set)"),
         dcc.Graph(id="eeg-partition", config={"displayModeBar": False}),
@@ -209,14 +249,14 @@ def register(app, ws: Workspace, jobs) -> None:
                 trf[0] if trf else None, table)
 
     @app.callback(Output("eeg-status", "children", allow_duplicate=True), Output("eeg-layers", "figure"),
-                  Input("eeg-layer", "value"), State("eeg-run", "value"), prevent_initial_call=True)
+                  Input("eeg-layer", "value"), Input("eeg-stat", "value"), State("eeg-run", "value"),
+                  prevent_initial_call=True)
     @guarded(2)
-    def choose_layer(layer, name):
+    def choose_layer(layer, stat, name):
         run = ws.neuro(name)
         if run["layers"] is None:
             return "", figures.empty_figure("no layers.csv")
-        rows, base = layer_table(run["layers"])
-        return "", figures.eeg_layers_figure(rows, base, layer, f"{name}: encoding r across layers")
+        return "", layers_figure(run["layers"], stat, layer, name)
 
     @app.callback(Output("eeg-status", "children", allow_duplicate=True), Output("eeg-channels", "figure"),
                   Input("eeg-feature", "value"), State("eeg-run", "value"), prevent_initial_call=True)
