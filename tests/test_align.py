@@ -166,6 +166,25 @@ def test_align_corpus_adds_tiers_to_clips_without_them(espeak):
     _check_against_truth([(t.tiers["words"], c.tiers["words"]) for t, c in zip(truth, corpus)])
 
 
+@pytest.mark.slow
+def test_align_corpus_in_worker_processes_equals_one_process(espeak):
+    """``jobs=2`` (clips side by side in spawned workers) writes the same tiers in corpus order, and a clip
+    that cannot be aligned is reported, not dropped."""
+    from workbench.corpus import load_corpus
+    from workbench.corpus.align import align_corpus
+
+    _, bare = espeak
+    one, two = load_corpus(bare), load_corpus(bare)
+    two.clips[1].transcript = "  "  # no alignable words: an error for that clip only
+    errors: list[dict] = []
+    assert align_corpus(one, verbose=False) == 3
+    assert align_corpus(two, errors=errors, verbose=False, jobs=2) == 2
+    assert [e["clip_id"] for e in errors] == [two.clips[1].id] and needs_alignment(two.clips[1])  # kept, unaligned
+    for i in (0, 2):
+        assert [(w.start_s, w.end_s, w.label) for w in two.clips[i].tiers["words"]] == \
+            [(w.start_s, w.end_s, w.label) for w in one.clips[i].tiers["words"]]
+
+
 def test_cli_corpus_build_align_writes_aligned_tiers(espeak, tmp_path, capsys):
     from workbench.cli import main
     from workbench.corpus import load_corpus

@@ -212,7 +212,8 @@ def test_quick_demo_builds_a_workspace_that_loads(tmp_path, tiny_en_wheel, capsy
     coch = ActivationCache.open(ws / "caches" / "cochleagram")
     assert tokens.hook_dtype("tokens.hook_ids") == "int32" and coch.d_model("cochleagram.hook_out") == 211
 
-    for hook in (LAST_HOOK, MIDDLE_HOOK):
+    assert not (ws / "saes" / MODEL / MIDDLE_HOOK).exists()  # --quick trains the last block's SAE only
+    for hook in (LAST_HOOK,):
         fd = FeatureDictionary.load(ws / "saes" / MODEL / hook)
         assert fd.hook_name == hook and fd.d_in == 384
         ev = json.loads((ws / "saes" / MODEL / "eval" / hook / "eval.json").read_text())
@@ -237,7 +238,7 @@ def test_quick_demo_builds_a_workspace_that_loads(tmp_path, tiny_en_wheel, capsy
 
     figures = json.loads((ws / "demo_figures.json").read_text())
     assert figures["probes"]["phones"]["peak_hook"] in whisper.hooks
-    assert set(figures["saes"]) == {f"{MODEL}/{LAST_HOOK}", f"{MODEL}/{MIDDLE_HOOK}"}
+    assert set(figures["saes"]) == {f"{MODEL}/{LAST_HOOK}"}
     assert set(figures["checks"]) == {"sae_wer", "steering", "neuro_planted", "tokens"}
     assert all(c["status"] in ("met", "missed") for c in figures["checks"].values())  # --quick measures all four
     assert figures["tokens"]["codes_used"] > 64  # the 8192-code LFQ codebook, not the old 64-code k-means
@@ -288,3 +289,25 @@ def test_background_step_runs_in_a_child_beside_the_next_steps_and_before_what_n
     with pytest.raises(StepFailed, match="corpus nonspeech --n nope"):
         run_steps([broken], tmp_path, log=_quiet)
     assert read_workspace(tmp_path)["steps"]["broken"]["status"] == "failed"
+
+
+@pytest.mark.slow  # one child interpreter per sequence: ~10 s on an idle machine
+def test_a_sequence_runs_its_commands_in_one_child_in_order_and_stops_at_a_failure(tmp_path):
+    """``sequence``: one child process runs the commands one after another (a background step pays its imports
+    once); the second command sees the first one's output; a failing command fails the step and stops it."""
+    from apps.demo.background import sequence
+
+    merge = cli("corpus", "build", "@corpora/a", "@corpora/b", "--out", "@corpora/ab", "-q")
+    b = cli("corpus", "nonspeech", "--n", "2", "--seed", "1", "--duration", "0.5", "--id-prefix", "b_", "--out", "@corpora/b",
+            "-q")
+    step = Step("seq", "three commands, one child", actions=[sequence(_nonspeech("corpora/a", 0), b, merge)],
+                outputs=["corpora/ab/manifest.jsonl"], background=True)
+    assert run_steps([step], tmp_path, log=_quiet)[0].status == "done"
+    assert len((tmp_path / "corpora" / "ab" / "manifest.jsonl").read_text().splitlines()) == 4
+    assert read_workspace(tmp_path)["steps"]["seq"]["commands"][0].count(" && ") == 2
+    bad = Step("bad", "fails first", actions=[sequence(cli("corpus", "nonspeech", "--n", "nope", "--out", "@z"),
+                                                       _nonspeech("corpora/never", 2))],
+               outputs=["corpora/never/manifest.jsonl"], background=True)
+    with pytest.raises(StepFailed, match="corpus nonspeech --n nope"):
+        run_steps([bad], tmp_path, log=_quiet)
+    assert not (tmp_path / "corpora" / "never").exists()

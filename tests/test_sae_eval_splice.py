@@ -32,6 +32,11 @@ class Scripted:
         return getattr(self.base, name)
 
     def transcribe(self, clip, interventions=None):
+        if isinstance(clip, list):  # a batch, as the real adapter takes it
+            return [self._one(c, interventions) for c in clip]
+        return self._one(clip, interventions)
+
+    def _one(self, clip, interventions):
         i = int(round(len(clip) / SR)) - 1  # clip i lasts i + 1 seconds
         return (self.spliced if interventions else self.clean)[i]
 
@@ -114,7 +119,7 @@ def test_clean_memo_reuses_clean_transcripts_across_saes(tiny):
 
     class Counting(Scripted):
         def transcribe(self, clip, interventions=None):
-            calls.append(interventions is None)
+            calls.extend([interventions is None] * (len(clip) if isinstance(clip, list) else 1))  # per clip decoded
             return super().transcribe(clip, interventions)
 
     model, memo = Counting(tiny, clean=refs, spliced=["one two", "four five six"]), {}

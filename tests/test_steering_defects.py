@@ -98,6 +98,24 @@ def test_sweep_without_transcripts_warns_and_records_its_rule(caplog):
     assert best["rule"] == RULE_BUDGET and best["baseline"]  # emptying the speech clip costs all its words
 
 
+class _WerOnly(_Stub):
+    """Strength 1 fixes a word of speech but leaves every non-speech clip hallucinated."""
+
+    def with_(self, strength, n_features=None):
+        return _WerOnly(strength)
+
+    def transcribe(self, audio):
+        return ["you" if self.active == 1 else "you too" for _ in audio]
+
+
+def test_sweep_keeps_plain_decoding_when_no_setting_lowers_hallucinations():
+    """An edit that changes only the dev WER (here by one word) is not chosen: the hallucination rate ties."""
+    model, grid = _WerOnly(), [{"n_features": 1, "strength": 1.0}]
+    table, best = run_sweep(model, _WerOnly(), [np.zeros(10)] * 2, ["you", None], [False, True], grid, verbose=False)
+    assert table["hallucination_rate"].tolist() == [1.0, 1.0] and table["wer"].tolist() == [1.0, 0.0]
+    assert best["baseline"]
+
+
 def test_bootstrap_drop_interval_covers_the_truth_at_low_baseline_rates():
     """Simulated paired clips: plain decoding hallucinates on 10% of 40 clips, steering removes each with
     probability 0.7 (true drop 0.7). Dropping draws with a zero baseline rate covered 70% of the time."""

@@ -240,3 +240,41 @@ def test_optimised_vector_ends_the_concept_and_shuffled_labels_do_not_beat_zero(
         e = ended(v, X0[te])
         return e[labels].mean() - e[~labels].mean()
     assert selectivity(null["vector"]) <= selectivity(np.zeros(D)) + 1 / 3
+
+
+def test_two_layer_vector_is_applied_as_trained_and_ends_the_concept(world):
+    """More than one layer (``layers``): the artifact applied through the model's hooks gives the encoder
+    output the training computed (vectors after blocks 0 and 1); trained jointly on quiet concept clips it
+    ends them and keeps the rest; strength 0 attaches nothing; gated or SAE multi-layer edits are refused."""
+    from sae.steer.vector import _suffix
+
+    model = world["model"]
+    h0 = "encoder.blocks.0.hook_resid_post"
+    audio = [noise(300 + i) for i in range(16)]
+    g = torch.Generator().manual_seed(5)
+    v0, v1 = torch.randn(D, generator=g), torch.randn(D, generator=g)
+    st = Steering(model="random-whisper", hook=HOOK, d_model=D, method="vector", edit="add", strength=0.5,
+                  direction=v1.tolist(), layers=[{"hook": h0, "direction": v0.tolist()}])
+    X0, n = hook_windows(model, h0, audio[:2])
+    with torch.no_grad():
+        with model.hooks(st.hooks()):  # (the suffix below runs the same blocks: outside the hooks)
+            applied = model.hf.model.encoder(model._features(audio[:2])).last_hidden_state
+        trained = _suffix(model, h0, X0, {0: 0.5 * v0, 1: 0.5 * v1})
+    torch.testing.assert_close(applied.float(), trained.float(), rtol=1e-4, atol=1e-4)
+    assert st.with_(strength=0.0).hooks() == {} and set(st.hooks()) == {HOOK, h0}
+
+    concept = np.arange(16) % 2 == 0
+    X0, n = hook_windows(model, h0, audio)
+    X = X0 * torch.tensor(np.where(concept, 0.3, 1.0), dtype=torch.float32)[:, None, None]
+    tr, te = np.arange(16) < 10, np.arange(16) >= 10
+    res = optimise_vector(model, HOOK, None, concept[tr], windows=(X[tr], [n[i] for i in np.flatnonzero(tr)]),
+                          steps=40, lr=0.002, kl_weight=10.0, verbose=False, extra_hooks=[h0])
+    assert [x["hook"] for x in res["layers"]] == [h0]
+    vs = {0: torch.tensor(res["layers"][0]["direction"]), 1: torch.tensor(res["vector"])}
+    with torch.no_grad():
+        e = np.array([_ended(model, s) for s in model._generate(encoder_hidden=_suffix(model, h0, X[te], vs))])
+    assert e[concept[te]].all() and not e[~concept[te]].any(), e
+    for bad in ({"gate": "detector", "detector": {"weight": [0.0] * D}}, {"method": "sae", "edit": "scale", "sae": "x"}):
+        with pytest.raises(ValueError, match="layers"):
+            Steering(**{**dict(model="m", hook=HOOK, d_model=D, method="vector", edit="add", strength=1.0,
+                               direction=[0.0] * D, layers=[{"hook": h0, "direction": [0.0] * D}]), **bad})

@@ -234,3 +234,33 @@ def test_refused_fit_leaves_an_existing_artifact_untouched(tiny, tmp_path, monke
     assert main(argv + [str(other)]) == 2
     err = capsys.readouterr().err
     assert str(other) in err and "not a steering artifact" in err
+
+
+def test_eval_reuses_plain_texts_for_an_identity_steering(tiny, tmp_path, monkeypatch):
+    """An artifact that attaches nothing (the sweep chose N = 0) is not decoded again: its rows are plain
+    decoding's, and a real edit beside it is still decoded under its own hooks."""
+    import importlib
+
+    from workbench.audio import save_audio
+    from workbench.corpus import Clip, Corpus
+
+    ev = importlib.import_module("sae.steer.evaluate")  # the module (sae.steer.evaluate is also its function)
+    tiny.tokenizer = FakeTokenizer()
+    clips = []
+    for i in range(3):
+        save_audio(tmp_path / f"n{i}.flac", noise(50 + i), SR)
+        clips.append(Clip(f"n{i}", f"n{i}.flac", "environment"))
+    u = np.random.default_rng(1).normal(size=64).tolist()
+    same = Steering(model="random-whisper", hook=HOOK, d_model=64, method="direction", edit="add", strength=0.0,
+                    direction=u, path=str(tmp_path / "same"))
+    moved = same.with_(strength=20.0)
+    moved.path = str(tmp_path / "moved")
+    seen = []
+    real = ev._transcripts
+    monkeypatch.setattr(ev, "_transcripts", lambda m, a, st, sp: seen.append(st) or real(m, a, st, sp))
+    res = ev.evaluate(same, Corpus(clips, root=tmp_path), model=tiny, also=[moved], vad=False, n_boot=20, verbose=False)
+    assert seen == [None, moved]  # plain decoding and the real edit only
+    assert [c["steered"] for c in res["clips"]] == [c["baseline"] for c in res["clips"]]
+    assert [c["steered+no_speech_gate"] for c in res["clips"]] == [c["no_speech_gate"] for c in res["clips"]]
+    plain = real(tiny, [ev.load_clips(Corpus(clips, root=tmp_path), SR, False)[1][0]], moved, None)[""]
+    assert res["clips"][0]["steered[moved]"] == plain[0]

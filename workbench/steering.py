@@ -37,6 +37,9 @@ CLI and the app can steer without importing ``sae``)::
   Whisper window);
 - values are validated on load (:mod:`workbench.steering_check`): non-finite numbers, feature indices
   that are negative, not integers or outside the SAE get one error naming the file and the field;
+- ``layers`` (methods ``direction``/``vector``, gate ``none``): more hooks edited at once, each
+  ``{"hook", "direction"}`` with the same edit and strength (e.g. an optimised vector at blocks 2 and
+  3, trained jointly by :mod:`sae.steer.vector`); empty = one hook;
 - ``concept`` and ``selection`` (how features were chosen: scores, significance bar, fit clips),
   ``sweep`` (dev clips, WER budget, chosen point), ``command`` (the command that wrote it).
 
@@ -111,6 +114,7 @@ class Steering:
     midpoint: float = 0.0
     gate: str = "none"
     detector: dict | None = None
+    layers: list[dict] = field(default_factory=list)
     concept: str | None = None
     selection: dict = field(default_factory=dict)
     sweep: dict = field(default_factory=dict)
@@ -174,7 +178,7 @@ class Steering:
         have scores); ``n_features``: use the first N ranked features; ``strength``/``edit``/``gate``.
         """
         new = dataclasses.replace(self, features=list(self.features), selection=dict(self.selection),
-                                  sweep=dict(self.sweep))
+                                  sweep=dict(self.sweep), layers=[dict(x) for x in self.layers])
         if features is not None:
             if self.method != "sae":
                 raise ValueError("features= applies to an SAE steering, not a direction")
@@ -213,7 +217,8 @@ class Steering:
     def describe(self) -> str:
         what = {"sae": f"{len(self.chosen)} SAE features", "direction": "the class-mean direction",
                 "vector": "the optimised vector"}[self.method]
-        return f"{self.edit} {what} at {self.hook} (strength {self.strength:g}, gate {self.gate})"
+        where = " + ".join([self.hook] + [x["hook"] for x in self.layers])
+        return f"{self.edit} {what} at {where} (strength {self.strength:g}, gate {self.gate})"
 
     # --- applying -----------------------------------------------------------------------------
     @property
@@ -306,15 +311,22 @@ class Steering:
         return (new - z) @ t["W_dec"], (z > 0).any(-1), codes
 
     def hooks(self, lengths: Callable[[], list[int] | None] | None = None) -> dict[str, Callable]:
-        """``{hook: edit}`` for ``model.hooks(...)`` (empty when the edit is the identity)."""
-        return {} if self.is_identity else {self.hook: self.edit_fn(lengths)}
+        """``{hook: edit}`` for ``model.hooks(...)`` (empty when the edit is the identity); one entry per
+        hook of a multi-layer edit (``layers``)."""
+        if self.is_identity:
+            return {}
+        out = {self.hook: self.edit_fn(lengths)}
+        for x in self.layers:  # the same edit and strength at each further hook, with its own direction
+            out[x["hook"]] = dataclasses.replace(self, hook=x["hook"], direction=x["direction"], layers=[]).edit_fn()
+        return out
 
     def check_model(self, model) -> None:
         """Refuse a model this artifact was not made for (other hook set, other width, other weights)."""
         where = f"steering {self.path or ''}".strip()
-        if self.hook not in model.hook_points:
-            raise ValueError(f"{where} edits {self.hook}, which {model.name} does not have "
-                             f"(made for {self.model})")
+        for hook in [self.hook] + [x["hook"] for x in self.layers]:
+            if hook not in model.hook_points:
+                raise ValueError(f"{where} edits {hook}, which {model.name} does not have "
+                                 f"(made for {self.model})")
         info = model.info()
         width = info.get("d_model")
         if width is not None and int(width) != self.d_model:

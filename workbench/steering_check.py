@@ -80,6 +80,14 @@ def check_fields(s) -> None:
         if s.edit not in DIRECTION_EDITS:
             raise ValueError(f"field 'edit': {s.edit!r} is not a direction edit; use one of {DIRECTION_EDITS}")
         _vector("direction", s.direction, s.d_model)
+    if not isinstance(s.layers, list):
+        raise ValueError(f"field 'layers' must be a list of {{\"hook\", \"direction\"}} objects, got {type(s.layers).__name__}")
+    if s.layers and (s.method == "sae" or s.gate != "none"):
+        raise ValueError("field 'layers': more hooks apply to an ungated direction or vector only")
+    for i, x in enumerate(s.layers):
+        if not isinstance(x, dict) or not isinstance(x.get("hook"), str) or x["hook"] == s.hook:
+            raise ValueError(f"field 'layers[{i}]' must be an object with another 'hook' and a 'direction', got {x!r}")
+        _vector(f"layers[{i}].direction", x.get("direction"), s.d_model)
     if s.gate == "detector":
         det = s.detector
         if not isinstance(det, dict) or "weight" not in det:

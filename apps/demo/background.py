@@ -19,12 +19,14 @@ Example
 """
 from __future__ import annotations
 
+import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["child_argv", "run_child", "parallel"]
+__all__ = ["child_argv", "run_child", "parallel", "sequence"]
 
 
 def child_argv(action, ctx) -> list[str]:
@@ -78,3 +80,42 @@ def parallel(*actions):
         wait(procs, [a.command for a in actions])
 
     return Action(" & ".join(a.command for a in actions) + " & wait", run, children=True)
+
+
+def sequence(*actions):
+    """One action that runs several ``workbench`` commands one after another in ONE child process, so that a
+    background step pays the interpreter's imports (seconds of CPU) and each model's load once, not per command.
+
+    Recorded as the shell line ``A && B``; stops at the first command that fails."""
+    from apps.demo.runner import LOGS, Action
+
+    def run(ctx) -> None:
+        log_file = ctx.log_file or ctx.root / LOGS / "sequence.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        argvs = [child_argv(a, ctx)[3:] for a in actions]  # without "python -m workbench"
+        out = open(log_file, "a", encoding="utf-8")  # closed by wait()
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(argvs)], stdout=out, stderr=subprocess.STDOUT)
+        proc._log = out  # type: ignore[attr-defined]
+        wait([proc], [command])
+
+    command = " && ".join(a.command for a in actions)
+    return Action(command, run, children=True)
+
+
+#: the child of :func:`sequence` (``-c``, not ``-m``: the package already imported this module)
+_CHILD = "import sys; from apps.demo.background import main; sys.exit(main(sys.argv[1:]))"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``main(['[ARGV, ...]'])``: run ``workbench ARGV`` for each, in this process (the child of :func:`sequence`)."""
+    from workbench.cli import main as workbench
+    from workbench.models import reusing_loaded
+
+    argvs = json.loads((sys.argv[1:] if argv is None else list(argv))[0])
+    with reusing_loaded():
+        for a in argvs:
+            print(f"$ workbench {shlex.join(a)}", flush=True)
+            rc = workbench(a)
+            if rc:
+                return int(rc)
+    return 0

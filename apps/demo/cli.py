@@ -60,6 +60,7 @@ def run(args) -> int:
     from apps.demo.runner import Context, read_workspace, run_steps
     from apps.demo.steps import demo_steps
     from workbench.atomic import write_json
+    from workbench.models import reusing_loaded
 
     settings = _settings(args)
     root = Path(args.workspace)
@@ -84,8 +85,9 @@ def run(args) -> int:
           flush=True)
     work = [s for s in steps if not s.blocking]
     start = time.perf_counter()
-    results = run_steps(work, root, settings=settings.to_json(), force=args.force, only=args.only,
-                        log=lambda msg: print(msg, flush=True))
+    with reusing_loaded():  # the steps' commands run in this process: build each model once
+        results = run_steps(work, root, settings=settings.to_json(), force=args.force, only=args.only,
+                            log=lambda msg: print(msg, flush=True))
     seconds = time.perf_counter() - start
     missing = [r for r in results if r.status == "unavailable"]
     print(f"workbench demo: steps finished in {seconds:.0f} s; {sum(r.status == 'done' for r in results)} run, "

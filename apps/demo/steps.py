@@ -1,7 +1,9 @@
 """The demo's steps: corpus -> caches -> SAEs -> probes -> steering -> neuro -> app, on whisper-tiny.en.
 
 Every step is a list of ``workbench`` command lines (the same ones a user would type; run in this
-process) plus a completeness check on what they write. The workspace layout is the one of
+process, or in child processes for the background steps: the steering's dev/held-out clips
+(``evalsets``) and the probes) plus a completeness check on what they write. The corpus steps are in
+:mod:`apps.demo.corpus_steps`. The workspace layout is the one of
 ``../shared/DESIGN.md``::
 
     corpora/{speech,nonspeech,shared,audiobook,demo,dev,heldout,naplib}   (dev/ and heldout/ keep their halves in parts/)
@@ -21,18 +23,18 @@ Example
 -------
 >>> steps = demo_steps(DemoSettings(quick=True, shared_data=None, app=False))
 >>> [s.name for s in steps]
-['corpus', 'caches', 'probes', 'sae', 'steering', 'neuro']
+['corpus', 'evalsets', 'caches', 'probes', 'sae', 'neuro', 'steering']
 >>> steps[0].actions[0].command
-'workbench corpus synth --n 16 --speakers 4 --seed 0 --out corpora/speech -q'
+'workbench corpus synth --n 12 --speakers 4 --seed 0 --out corpora/speech -q'
 """
 from __future__ import annotations
 
 import os
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apps.demo.background import parallel
+from apps.demo.background import parallel, sequence
+from apps.demo.corpus_steps import AUDIOBOOK, SAE_HOLDOUT, _all, corpus_step, evalsets_step
 from apps.demo.runner import Action, Context, Part, Step, cli
 from workbench.atomic import read_json
 
@@ -74,11 +76,12 @@ class DemoSettings:
 
     def _sizes(self) -> dict:
         if self.quick:
-            return {"speech": 16, "speakers": 4, "nonspeech": 8, "dev_speech": 4, "dev_nonspeech": 4,
-                    "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 6, "sae_tokens": 150_000, "sae_batch": 1024,
+            return {"speech": 12, "speakers": 4, "nonspeech": 6, "dev_speech": 4, "dev_nonspeech": 4,
+                    "heldout_speech": 6, "heldout_speakers": 3, "heldout_nonspeech": 4, "sae_tokens": 150_000, "sae_batch": 1024,
                     "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 0,
-                    "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 4000,
-                    "steer_strengths": "0.5", "steer_fit_clips": 12, "steer_steps": 20,
+                    # one SAE (the last block: the one the checks and the neuro step use), half the probes' frames
+                    "sae_hooks": 1, "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 2000,
+                    "steer_strengths": "0.5", "steer_fit_clips": 8, "steer_steps": 20,
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
                     "neuro_stimulus": "heldout",
                     # naplib's audiobook excerpts (62 s each): SAE training / SAE held-out / steering held-out
@@ -90,7 +93,7 @@ class DemoSettings:
                 # needs a higher learning rate than the long-run default, and k = 64 of 4 x 384 features
                 "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 2,
                 # sized so that the steps take ~5 min on 2 idle cores (measured: README)
-                "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000,
+                "sae_hooks": 2, "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000,
                 "steer_strengths": "0.25,0.5", "steer_fit_clips": 16, "steer_steps": 30,
                 # 50 draws suffice: p comes from the null's Gaussian tail (neuro); 2 excerpts of EEG recover the plant
                 "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
@@ -135,19 +138,6 @@ def _has_command(*path: str) -> str | None:
     return None
 
 
-def _corpus_ok(rel: str, n: int | None = None):
-    def check(ctx: Context) -> bool:
-        from workbench.corpus import load_corpus
-
-        corpus = load_corpus(ctx.path(rel))
-        return len(corpus) > 0 and (n is None or len(corpus) == n)
-    return check
-
-
-def _all(*checks):
-    return lambda ctx: all(c(ctx) for c in checks)
-
-
 def _cache_ok(rel: str):
     def check(ctx: Context) -> bool:
         from workbench.cache import ActivationCache
@@ -157,117 +147,6 @@ def _cache_ok(rel: str):
 
 
 # --- steps ---------------------------------------------------------------------------------------
-def _split(name: str, seed: int, n_speech: int, n_speakers: int, n_nonspeech: int,
-           real: str | None = None) -> tuple[list[Action], str]:
-    """A corpus of its own voices (``seed``) and clip ids (``NAME_``): its speech and non-speech halves are
-    built under ``corpora/NAME/parts/`` (not listed as corpora of their own) and merged into ``corpora/NAME``.
-    ``real``: a corpus of real speech that replaces the synthetic speech half."""
-    base = f"@corpora/{name}/parts"
-    speech = [] if real else [cli("corpus", "synth", "--n", str(n_speech), "--speakers", str(n_speakers), "--seed",
-                                  str(seed), "--id-prefix", f"{name}_", "--out", f"{base}/speech", "-q")]
-    actions = speech + [cli("corpus", "nonspeech", "--n", str(n_nonspeech), "--seed", str(seed), "--id-prefix",
-                            f"{name}_", "--out", f"{base}/nonspeech", "-q"),
-                        cli("corpus", "build", real or f"{base}/speech", f"{base}/nonspeech", "--out", f"@corpora/{name}",
-                            "-q")]
-    return actions, "; ".join(a.command for a in actions)
-
-
-def py(module: str, *argv: str) -> Action:
-    """An action that runs ``python -m MODULE ARGV...`` (its ``main(argv)``) in this process; ``@`` as in :func:`cli`."""
-    import importlib
-
-    def run(ctx: Context) -> None:
-        importlib.import_module(module).main([str(ctx.root / a[1:]) if a.startswith("@") else a for a in argv])
-
-    return Action(f"python -m {module} " + shlex.join([a[1:] if a.startswith("@") else a for a in argv]), run)
-
-
-AUDIOBOOK = "corpora/audiobook"
-SAE_HOLDOUT = "corpora/sae_holdout.txt"
-
-
-def _audiobook(s: DemoSettings) -> tuple[list[Action], list[Part]]:
-    """naplib's excerpts, split by excerpt (:mod:`apps.demo.audiobook`). The SAE-training excerpts stay whole
-    (the SAE needs no word timings); the held-out and steering ones are cut into aligned segments (WER is
-    scored per segment), both alignments side by side (pocketsphinx runs on one core)."""
-    z = s.sizes
-    src = f"@{AUDIOBOOK}/source/corpus"
-    actions = [cli("neuro", "naplib", "--out", f"@{AUDIOBOOK}/source"),
-               py("apps.demo.audiobook", "split", src, "--train", str(z["audiobook_train"]),
-                  "--heldout", str(z["audiobook_heldout"]), "--dev", str(z["audiobook_dev"]),
-                  "--steer", str(z["audiobook_steer"])),
-               cli("corpus", "build", f"{src}/train.jsonl", "--out", f"@{AUDIOBOOK}/train", "-q"),
-               parallel(*(cli("corpus", "segment", f"{src}/{part}.jsonl", "--seconds", str(z["segment_seconds"]),
-                              "--align", "--out", f"@{AUDIOBOOK}/{part}", "-q") for part in ("heldout", "dev", "steer")))]
-    if z["augment_passes"]:  # more varied frames for the SAE: cuts, speed, level, backgrounds (train excerpts only)
-        actions.append(cli("corpus", "augment", f"@{AUDIOBOOK}/train", "--passes", str(z["augment_passes"]),
-                           "--out", f"@{AUDIOBOOK}/augmented", "-q"))
-    held = [f"@{AUDIOBOOK}/heldout"] + (["@corpora/shared"] if s.shared_data is not None else [])
-    actions.append(py("apps.demo.audiobook", "holdout", f"@{SAE_HOLDOUT}", *held))
-    what = {"train": "whole 62-s excerpts (cached, SAE training)",
-            "heldout": f"cut into {z['segment_seconds']}-s aligned segments (cached, never in SAE training: the "
-                       "SAE's FVU and spliced WER)",
-            "dev": f"cut into {z['segment_seconds']}-s aligned segments (never cached: the real speech on which the "
-                   "steering sweep spends its WER budget)",
-            "steer": f"cut into {z['segment_seconds']}-s aligned segments (never cached: the steering evaluation's "
-                     "real speech)"}
-    if z["augment_passes"]:
-        what["augmented"] = f"the training excerpts, {z['augment_passes']} augmented passes (cached, SAE training)"
-    parts = [Part("corpora", f"audiobook/{p}", f"{AUDIOBOOK}/{p}", {"what": f"naplib audiobook excerpts, {w}"},
-                  "; ".join(a.command for a in actions)) for p, w in what.items()]
-    return actions, parts
-
-
-def corpus_step(s: DemoSettings) -> Step:
-    z = s.sizes
-    speech = cli("corpus", "synth", "--n", str(z["speech"]), "--speakers", str(z["speakers"]), "--seed", "0",
-                 "--out", "@corpora/speech", "-q")
-    nonspeech = cli("corpus", "nonspeech", "--n", str(z["nonspeech"]), "--seed", "0", "--out", "@corpora/nonspeech", "-q")
-    actions = [speech, nonspeech]
-    parts = [Part("corpora", "speech", "corpora/speech", {"what": "espeak-ng speech, exact phone/word timings"},
-                  speech.command),
-             Part("corpora", "nonspeech", "corpora/nonspeech", {"what": "noise colours, tones, chords, clicks"},
-                  nonspeech.command)]
-    sources = ["@corpora/speech", "@corpora/nonspeech"]
-    if s.shared_data is not None:
-        shared = cli("corpus", "build", str(s.shared_data / "manifest.jsonl"), "--out", "@corpora/shared", "-q")
-        actions.append(shared)
-        sources.append("@corpora/shared")
-        parts.append(Part("corpora", "shared", "corpora/shared", {"what": f"real clips from {s.shared_data}"},
-                          shared.command))
-    if s.audiobook:
-        book, book_parts = _audiobook(s)
-        actions += book
-        parts += book_parts
-        sources += [f"@{AUDIOBOOK}/train", f"@{AUDIOBOOK}/heldout"]
-        sources += [f"@{AUDIOBOOK}/augmented"] if s.sizes["augment_passes"] else []
-    merged = cli("corpus", "build", *sources, "--out", "@corpora/demo", "-q")
-    actions.append(merged)
-    parts.append(Part("corpora", "demo", "corpora/demo", {"what": "what the caches, SAEs, probes and the steering's "
-                                                          "feature selection see"}, merged.command))
-    # dev (seed 2) and held out (seed 1): other voices, other non-speech draws, ids of their own. The steering
-    # sweep picks its settings on dev; only the steering evaluation reads the held-out clips (real speech of
-    # audiobook excerpts never cached, when naplib is installed).
-    # the dev speech is real too (an audiobook excerpt of its own): on espeak speech tiny.en's WER is ~0.45 and a
-    # 0.5-point budget is noise
-    dev, dev_cmd = _split("dev", 2, z["dev_speech"], z["heldout_speakers"], z["dev_nonspeech"],
-                          real=f"@{AUDIOBOOK}/dev" if s.audiobook else None)
-    held, held_cmd = _split("heldout", 1, z["heldout_speech"], z["heldout_speakers"], z["heldout_nonspeech"],
-                            real=f"@{AUDIOBOOK}/steer" if s.audiobook else None)
-    actions += dev + held
-    parts += [Part("corpora", "dev", "corpora/dev", {"what": "the steering sweep chooses N and strength here"}, dev_cmd),
-              Part("corpora", "heldout", "corpora/heldout", {"what": "held-out clips for the steering evaluation"},
-                   held_cmd)]
-    checks = [_corpus_ok("corpora/speech", z["speech"]), _corpus_ok("corpora/nonspeech", z["nonspeech"]),
-              _corpus_ok("corpora/demo"), _corpus_ok("corpora/dev", None if s.audiobook else z["dev_speech"] + z["dev_nonspeech"]),
-              _corpus_ok("corpora/heldout", None if s.audiobook else z["heldout_speech"] + z["heldout_nonspeech"])]
-    outputs = [f"{p.path}/manifest.jsonl" for p in parts] + ([SAE_HOLDOUT] if s.audiobook else [])
-    return Step("corpus", "corpora: espeak speech (several voices), synthetic non-speech, "
-                + ("naplib's audiobook excerpts (real speech, split by excerpt), " if s.audiobook else "")
-                + ("../shared/data, " if s.shared_data else "") + "dev and held-out clips",
-                actions=actions, outputs=outputs, parts=parts, check=_all(*checks), removes=["corpora"])
-
-
 #: the WavCoch-sized offline cochlear codebook (LFQ, 8192 codes: workbench.models.cochlear_lfq), cached as auristream-tiny
 TOKENS_SPEC = "auristream-tiny?codebook=speech-8192"
 
@@ -304,8 +183,8 @@ def _sae_train(argv: list[str], out_rel: str) -> Action:
 def sae_step(s: DemoSettings) -> Step:
     z = s.sizes
     out = f"saes/{SAE_NAME}"
-    hooks = [LAST_HOOK, MIDDLE_HOOK]
-    train = ["sae", "train", "--cache", f"@caches/{MODEL}", "--hook", LAST_HOOK, "--hook", MIDDLE_HOOK,
+    hooks = [LAST_HOOK, MIDDLE_HOOK][: z["sae_hooks"]]
+    train = ["sae", "train", "--cache", f"@caches/{MODEL}", *[a for h in hooks for a in ("--hook", h)],
              "--expansion", str(z["sae_expansion"]), "--k", str(z["sae_k"]), "--lr", str(z["sae_lr"]),
              "--tokens", str(z["sae_tokens"]), "--batch-size", str(z["sae_batch"]),
              *(["--holdout-file", f"@{SAE_HOLDOUT}"] if s.audiobook else ["--holdout-clips", "0.25", "--holdout-by", "speaker"]),
@@ -317,7 +196,7 @@ def sae_step(s: DemoSettings) -> Step:
         return all(FeatureDictionary.load(ctx.path(f"{out}/{h}")).hook_name == h for h in hooks)
 
     return Step(
-        "sae", f"Batch-Top-K SAEs on {LAST_HOOK} and {MIDDLE_HOOK} + evaluation (FVU, L0, spliced WER, "
+        "sae", f"Batch-Top-K SAEs on {' and '.join(hooks)} + evaluation (FVU, L0, spliced WER, "
                "per-feature summaries for the Features page)",
         actions=[_sae_train(train, out),
                  cli("sae", "eval", "--sae", f"@{out}", "--cache", f"@caches/{MODEL}", "--model", MODEL,
@@ -363,7 +242,7 @@ def steering_step(s: DemoSettings) -> Step:
                      "--quiet")],
         outputs=[f"{out}/steering.json", f"{out}/sweep.csv", f"{out}/eval/eval.json"],
         parts=[Part("steering", "nonspeech", out)],
-        needs=["sae", "corpus"],
+        needs=["sae", "corpus", "evalsets"],
         available=lambda: _has_command("steer", "fit") or _has_command("steer", "eval"),
     )
 
@@ -414,7 +293,9 @@ def neuro_step(s: DemoSettings) -> Step:
         whats.append(what)
     return Step(
         "neuro", f"encoding-model layer curves (TRF, circular-shift nulls, FDR) on {' and on '.join(whats)}",
-        actions=actions, outputs=[f"neuro/{n}/{f}" for n in names for f in ("summary.csv", "layers.csv", "neuro.json")],
+        # in the background beside the steering step (Whisper's greedy decoding leaves a core idle much of the
+        # time), its commands in one child process (imports and the model load paid once)
+        actions=[sequence(*actions)], background=True, outputs=[f"neuro/{n}/{f}" for n in names for f in ("summary.csv", "layers.csv", "neuro.json")],
         parts=parts, removes=removes, needs=["sae", "corpus"], available=lambda: _has_command("neuro", "fit"),
         # neuro.json is written again, with the run's seconds, once everything else is on disk
         check=lambda ctx: all(read_json(ctx.path(f"neuro/{n}/neuro.json")).get("seconds") is not None for n in names),
@@ -433,6 +314,8 @@ def app_step(s: DemoSettings) -> Step:
 def demo_steps(settings: DemoSettings) -> list[Step]:
     """The demo's steps in order (the app last, unless ``settings.app`` is False)."""
     # the probes run in the background (one core) from right after the caches, beside the SAE and steering steps
-    steps = [corpus_step(settings), caches_step(settings), probes_step(settings), sae_step(settings),
-             steering_step(settings), neuro_step(settings)]
+    # the steering's dev/held-out clips are aligned in the background beside the caches (only steering reads them)
+    # and the neuro step beside the steering step (both need only the SAE)
+    steps = [corpus_step(settings), evalsets_step(settings), caches_step(settings), probes_step(settings),
+             sae_step(settings), neuro_step(settings), steering_step(settings)]
     return steps + [app_step(settings)] if settings.app else steps

@@ -98,7 +98,7 @@ def optimised_vector(model, hook, cache, concept, max_clips, seed, verbose, **kw
 
     audio, y, _, ids = fit_clips(cache, concept, max_clips, model.sample_rate, seed, verbose)
     res = optimise_vector(model, hook, audio, y, seed=seed, verbose=verbose, **kw)
-    info = {k: v for k, v in res.items() if k not in ("vector", "loss", "end_logprob", "kl")}
+    info = {k: v for k, v in res.items() if k not in ("vector", "layers", "loss", "end_logprob", "kl")}
     info.update(final_loss=res["loss"][-1], final_end_logprob=res["end_logprob"][-1], final_kl=res["kl"][-1],
-                clips=ids)
+                clips=ids, layers=res["layers"])  # fit() moves ``layers`` into the artifact
     return res["vector"], info

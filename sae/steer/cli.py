@@ -77,6 +77,8 @@ def register(subparsers) -> None:
     f.add_argument("--max-wer-increase", type=non_negative_float, default=0.005, help="WER budget of the sweep (absolute)")
     f.add_argument("--max-frames", type=positive_int, default=60000)
     f.add_argument("--permutations", type=positive_int, default=200)
+    f.add_argument("--also-hook", action="append", default=[], metavar="HOOK",
+                   help="vector: also edit this hook (repeat), trained jointly, e.g. encoder.blocks.2.hook_resid_post")
     f.add_argument("--max-dev-clips", type=positive_int, default=None, help="sweep on a seeded random subset of N dev clips")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--quiet", action="store_true")
@@ -117,7 +119,8 @@ def run_fit(args) -> int:
                    verbose=not args.quiet, command="workbench " + shlex.join(sys.argv[1:]),
                    selector=args.selector or DEFAULT_SELECTOR, detector_level=args.detector_level,
                    detector_space=args.detector_space, n_candidates=args.candidates, max_fit_clips=args.max_fit_clips,
-                   vector_options={"steps": args.vector_steps, "kl_weight": args.vector_kl})
+                   vector_options={"steps": args.vector_steps, "kl_weight": args.vector_kl,
+                                   "extra_hooks": args.also_hook})
     c = steering.sweep["chosen"]
     print(f"{args.out}: {steering.describe()}")
     print(f"  dev: hallucination {steering.sweep['baseline']['hallucination_rate']:.3f} -> "

@@ -123,8 +123,14 @@ def evaluate(steering, corpus, model=None, out: str | Path | None = None, also: 
     for start in tqdm(range(0, len(clips), chunk), desc="evaluate", unit=f"x{chunk} clips", disable=not verbose):
         part = audio[start : start + chunk]
         speech = [gate.speech_audio(x) for x in part] if gate is not None else None
+        plain = None
         for prefix, st in [("", None), *named]:
-            for suffix, texts in _transcripts(model, part, st, speech).items():
+            if st is None or not st.is_identity:
+                got = _transcripts(model, part, st, speech)
+            else:  # N = 0 / strength 0 attaches nothing: its texts are plain decoding's (bit-identical, tested)
+                got = plain
+            plain = got if st is None else plain
+            for suffix, texts in got.items():
                 name = (prefix + suffix) if prefix else ({"": "baseline"}.get(suffix) or suffix.lstrip("+"))
                 for row, text in zip(rows[start : start + chunk], texts):
                     row[name] = text

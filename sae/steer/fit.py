@@ -74,6 +74,8 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
     ``method``: ``sae`` (features by ``selector`` ``contrast`` or ``attribution``), ``direction`` (class
     means) or ``vector`` (optimised, :mod:`sae.steer.vector`); ``gate``: ``none``, ``frame`` or
     ``detector`` (a linear detector at ``detector_level`` clip|frame on ``detector_space`` acts|sae).
+    ``vector_options``: :func:`sae.steer.vector.optimise_vector` keywords, e.g. ``extra_hooks`` (more blocks
+    edited at once, trained jointly; they need not be cached).
     """
     from sae.steer.choose import attribution_features, feature_targets, optimised_vector
     from sae.steer.detector import fit_detector
@@ -88,6 +90,8 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if selector not in ("contrast", "attribution"):
         raise ValueError(f"selector must be 'contrast' or 'attribution', got {selector!r}")
+    if (vector_options or {}).get("extra_hooks") and method != "vector":
+        raise ValueError(f"--also-hook (more layers) applies to --method vector, not {method!r}")
     if out is not None:
         check_out(out)  # before any work: an --out that is not a steering artifact is refused
     cache = ActivationCache.open(cache) if isinstance(cache, (str, Path)) else cache
@@ -114,7 +118,7 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
                  "clips": fit_ids, "groups": sorted(set(groups.tolist())), "cache": str(Path(cache.root).resolve()),
                  "direction_auroc": direction["auroc"], "direction_effect_size": direction["effect_size"],
                  "selector": selector if method == "sae" else method}
-    features, scores, vector = [], None, None
+    features, scores, vector, layers = [], None, None, []
     codes = fd.encode_numpy(acts) if fd is not None else None
     if fd is not None and selector == "contrast":
         sel = select_features(codes, y, groups, level, n_permutations=n_permutations, min_auroc=min_auroc, seed=seed)
@@ -133,7 +137,8 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
         log.info("attribution: %d candidates, %d confirmed by patching", info["n_candidates"], len(features))
     elif method == "vector":
         vector, info = optimised_vector(model, hook, cache, concept, max_fit_clips, seed, verbose, **(vector_options or {}))
-        selection.update(vector=info)
+        layers = info.pop("layers")
+        selection.update(vector={**info, "hooks": [hook] + [x["hook"] for x in layers]})
     detector = None
     if gate == "detector":
         space = detector_space or "acts"
@@ -146,7 +151,7 @@ def fit(cache, sae: str | Path | None = None, concept: str = "nonspeech", corpus
                     strength=1.0, features=features, n_features=len(features),
                     sae=str(Path(sae).resolve()) if sae and method == "sae" else None,
                     direction=direction["direction"] if method == "direction" else vector,
-                    midpoint=direction["midpoint"], gate=gate, detector=detector, concept=concept,
+                    midpoint=direction["midpoint"], gate=gate, detector=detector, layers=layers, concept=concept,
                     selection=selection, command=command)
     if fd is not None:
         base._fd = fd

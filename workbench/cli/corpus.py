@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 
 from workbench.corpus.formats import FORMATS
-from workbench.validate import check_out_dir, positive_float, positive_int
+from workbench.validate import check_out_dir, non_negative_int, positive_float, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ def _segment(args: argparse.Namespace) -> int:
     from workbench.corpus.segment import segment_corpus
 
     check_out_dir(args.out, resume_flag=None)
-    corpus = segment_corpus(load_corpus(args.src), args.seconds, args.out, align=args.align, verbose=not args.quiet)
+    corpus = segment_corpus(load_corpus(args.src), args.seconds, args.out, align=args.align, verbose=not args.quiet,
+                            jobs=args.jobs)
     _print_summary(corpus.summary(), args.json, f"wrote {corpus.root / 'manifest.jsonl'}")
     return 0
 
@@ -237,6 +238,8 @@ def register(subparsers) -> None:
     g.add_argument("src", help="corpus directory or manifest.jsonl")
     g.add_argument("--seconds", type=positive_float, required=True, help="target segment length")
     g.add_argument("--align", action="store_true", help="force-align speech that has a transcript but no word tier")
+    g.add_argument("--jobs", type=non_negative_int, default=0,
+                   help="with --align: clips aligned side by side in worker processes (0: one per CPU core)")
     g.add_argument("--out", required=True, help="output folder")
     g.set_defaults(func=_segment)
 

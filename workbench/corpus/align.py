@@ -23,6 +23,7 @@ Example
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -278,31 +279,69 @@ class ForcedAligner:
         return self.align(load_audio(path, SAMPLE_RATE), transcript, name=str(path))
 
 
+def _align_in_worker(path: str, transcript: str) -> AlignResult:
+    """One clip in a worker process of :func:`align_corpus` (each worker keeps its own aligner)."""
+    global _WORKER_ALIGNER
+    if _WORKER_ALIGNER is None:
+        _WORKER_ALIGNER = ForcedAligner()
+    return _WORKER_ALIGNER.align_file(path, transcript)
+
+
+_WORKER_ALIGNER: ForcedAligner | None = None
+
+
+def _results(todo: list, corpus: Corpus, aligner: ForcedAligner | None, jobs: int, verbose: bool):
+    """``(clip, AlignResult or the AlignmentError/ValueError it raised)`` in corpus order; with ``jobs`` > 1 the
+    clips are aligned in worker processes (pocketsphinx searches on one core)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="align", unit="clip", disable=not verbose)
+    if jobs <= 1 or len(todo) < 2 or aligner is not None:
+        aligner = aligner or ForcedAligner()
+        for clip in todo:
+            try:
+                yield clip, aligner.align_file(corpus.audio_path(clip), clip.transcript)
+            except (AlignmentError, ValueError) as e:
+                yield clip, e
+            bar.update()
+        bar.close()
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawned, not forked: a fork of a process whose OpenMP pool is running can hang
+    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_align_in_worker, str(corpus.audio_path(c)), c.transcript) for c in todo]
+        for clip, fut in zip(todo, futures):
+            try:
+                yield clip, fut.result()
+            except (AlignmentError, ValueError) as e:
+                yield clip, e
+            bar.update()
+    bar.close()
+
+
 def align_corpus(corpus: Corpus, aligner: ForcedAligner | None = None, strict: bool = False,
-                 errors: list[dict] | None = None, verbose: bool = True) -> int:
+                 errors: list[dict] | None = None, verbose: bool = True, jobs: int = 1) -> int:
     """Add "words"/"phones" tiers to every clip that :func:`needs_alignment`; returns how many.
 
     Failures raise (``strict``) or are logged, appended to ``errors`` and the clip is kept
-    without tiers.
+    without tiers. ``jobs`` > 1: that many clips aligned side by side in worker processes (not with a
+    given ``aligner``); 0: one per CPU core.
     """
-    from tqdm.auto import tqdm
-
     todo = [c for c in corpus if needs_alignment(c)]
     if not todo:
         return 0
-    aligner = aligner or ForcedAligner()
+    jobs = jobs or (os.cpu_count() or 1)
     done = 0
-    for clip in tqdm(todo, desc="align", unit="clip", disable=not verbose):
-        path = corpus.audio_path(clip)
-        try:
-            r = aligner.align_file(path, clip.transcript)
-        except (AlignmentError, ValueError) as e:
+    for clip, r in _results(todo, corpus, aligner, jobs, verbose):
+        if isinstance(r, Exception):
             if strict:
-                raise
-            logger.warning("alignment skipped: %s", e)
+                raise r
+            logger.warning("alignment skipped: %s", r)
             if errors is not None:
-                errors.append({"clip_id": clip.id, "path": str(path), "stage": "align", "error": str(e),
-                               "action": "kept without alignment"})
+                errors.append({"clip_id": clip.id, "path": str(corpus.audio_path(clip)), "stage": "align",
+                               "error": str(r), "action": "kept without alignment"})
             continue
         clip.tiers["words"], clip.tiers["phones"] = r.words, r.phones
         if r.oov:  # a space-separated string: extras become scalar frame-table columns in the cache

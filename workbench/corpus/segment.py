@@ -63,15 +63,16 @@ def _inside(segs: list[Segment], a: float, b: float) -> list[Segment]:
 
 
 def segment_corpus(corpus: Corpus, seconds: float, out: str | os.PathLike, *, align: bool = False,
-                   verbose: bool = True) -> Corpus:
-    """Write the segments of every clip of ``corpus`` to ``out`` (see the module docstring)."""
+                   verbose: bool = True, jobs: int = 1) -> Corpus:
+    """Write the segments of every clip of ``corpus`` to ``out`` (see the module docstring); ``jobs``: clips
+    aligned side by side (:func:`workbench.corpus.align.align_corpus`)."""
     from tqdm.auto import tqdm
 
     out = Path(out)
     if align:
         from workbench.corpus.align import align_corpus
 
-        align_corpus(corpus, verbose=verbose)
+        align_corpus(corpus, verbose=verbose, jobs=jobs)
     rows: list[Clip] = []
     for clip in tqdm(list(corpus), desc="segment", unit="clip", disable=not verbose):
         audio = load_audio(corpus.audio_path(clip), sr=16000)

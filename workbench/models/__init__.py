@@ -21,13 +21,14 @@ Example
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 from pathlib import Path
 
 from workbench.atomic import read_json
 from workbench.models.base import AudioModel, HookFn, UnknownHookError
 
-__all__ = ["AudioModel", "HookFn", "UnknownHookError", "load", "family_of", "FAMILIES"]
+__all__ = ["AudioModel", "HookFn", "UnknownHookError", "load", "family_of", "FAMILIES", "reusing_loaded"]
 
 #: family -> module exposing ``load(spec, device, dtype) -> AudioModel``
 FAMILIES = {
@@ -92,7 +93,36 @@ def family_of(spec: str) -> str:
     )
 
 
+#: (spec, device, dtype) -> model, while :func:`reusing_loaded` is active (None: every load builds a new model)
+_LOADED: dict | None = None
+
+
+@contextlib.contextmanager
+def reusing_loaded():
+    """Inside the block, :func:`load` hands out the model it already built for the same spec, device and dtype.
+
+    For a sequence of commands run in one process (``workbench demo``): whisper-tiny.en is rebuilt from its
+    CTranslate2 export once instead of once per command. The adapters keep no state between calls (hooks
+    and interventions are attached inside context managers), so a shared model behaves as a fresh one.
+
+    >>> with reusing_loaded():                                                       # doctest: +SKIP
+    ...     assert load("whisper-tiny.en") is load("whisper-tiny.en")
+    """
+    global _LOADED
+    outer, _LOADED = _LOADED, ({} if _LOADED is None else _LOADED)
+    try:
+        yield
+    finally:
+        _LOADED = outer
+
+
 def load(spec: str, device: str = "cpu", dtype=None) -> AudioModel:
     """Load ``spec`` into the adapter of its family (see module docstring)."""
+    key = (spec, str(device), str(dtype))
+    if _LOADED is not None and key in _LOADED:
+        return _LOADED[key]
     module = importlib.import_module(FAMILIES[family_of(spec)])
-    return module.load(spec, device=device, dtype=dtype)
+    model = module.load(spec, device=device, dtype=dtype)
+    if _LOADED is not None:
+        _LOADED[key] = model
+    return model
