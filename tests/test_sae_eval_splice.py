@@ -31,7 +31,7 @@ class Scripted:
     def __getattr__(self, name):
         return getattr(self.base, name)
 
-    def transcribe(self, clip, interventions=None):
+    def transcribe(self, clip, interventions=None, max_new_tokens=None):
         if isinstance(clip, list):  # a batch, as the real adapter takes it
             return [self._one(c, interventions) for c in clip]
         return self._one(clip, interventions)
@@ -118,7 +118,7 @@ def test_clean_memo_reuses_clean_transcripts_across_saes(tiny):
     calls = []
 
     class Counting(Scripted):
-        def transcribe(self, clip, interventions=None):
+        def transcribe(self, clip, interventions=None, max_new_tokens=None):
             calls.extend([interventions is None] * (len(clip) if isinstance(clip, list) else 1))  # per clip decoded
             return super().transcribe(clip, interventions)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,13 +38,19 @@ def child_argv(action, ctx) -> list[str]:
                                                    for a in action.argv)]
 
 
+def _niced(argv: list[str], ctx) -> list[str]:
+    """``argv`` under ``nice -n N`` when the context asks for it (a background step) and ``nice`` exists."""
+    level = getattr(ctx, "nice", 0)
+    return ["nice", "-n", str(level), *argv] if level and shutil.which("nice") else argv
+
+
 def run_child(action, ctx, log_file: Path) -> subprocess.Popen:
     """Start ``action`` in a child process writing stdout and stderr to ``log_file`` (appended)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "a", encoding="utf-8") as f:
         f.write(f"$ {action.command}\n")
     out = open(log_file, "a", encoding="utf-8")  # closed by wait() below
-    proc = subprocess.Popen(child_argv(action, ctx), stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(_niced(child_argv(action, ctx), ctx), stdout=out, stderr=subprocess.STDOUT)
     proc._log = out  # type: ignore[attr-defined]
     return proc
 
@@ -94,7 +101,8 @@ def sequence(*actions):
         log_file.parent.mkdir(parents=True, exist_ok=True)
         argvs = [child_argv(a, ctx)[3:] for a in actions]  # without "python -m workbench"
         out = open(log_file, "a", encoding="utf-8")  # closed by wait()
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(argvs)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(_niced([sys.executable, "-c", _CHILD, json.dumps(argvs)], ctx), stdout=out,
+                                stderr=subprocess.STDOUT)
         proc._log = out  # type: ignore[attr-defined]
         wait([proc], [command])
 

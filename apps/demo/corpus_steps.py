@@ -1,12 +1,12 @@
 """The demo's corpus steps: the corpora every later step reads (``corpus``) and the steering's dev and
-held-out clips (``evalsets``, in the background). Layout and sizes: :mod:`apps.demo.steps`.
+held-out clips (``evalsets``). Layout and sizes: :mod:`apps.demo.steps`.
 
 Example
 -------
 >>> from apps.demo.steps import DemoSettings
 >>> step = evalsets_step(DemoSettings(quick=True, shared_data=None, app=False))
 >>> step.name, step.needs, step.background
-('evalsets', ['corpus'], True)
+('evalsets', ['corpus'], False)
 """
 from __future__ import annotations
 
@@ -75,7 +75,8 @@ def _audiobook(s: DemoSettings) -> tuple[list[Action], list[Part]]:
                   "--heldout", str(z["audiobook_heldout"]), "--dev", str(z["audiobook_dev"]),
                   "--steer", str(z["audiobook_steer"])),
                cli("corpus", "build", f"{src}/train.jsonl", "--out", f"@{AUDIOBOOK}/train", "-q"),
-               _segment(s, "heldout")]
+               # every part that is scored by its words, aligned side by side (pocketsphinx runs on one core)
+               parallel(*(_segment(s, part) for part in ("heldout", "dev", "steer")))]
     if z["augment_passes"]:  # more varied frames for the SAE: cuts, speed, level, backgrounds (train excerpts only)
         actions.append(cli("corpus", "augment", f"@{AUDIOBOOK}/train", "--passes", str(z["augment_passes"]),
                            "--out", f"@{AUDIOBOOK}/augmented", "-q"))
@@ -83,7 +84,11 @@ def _audiobook(s: DemoSettings) -> tuple[list[Action], list[Part]]:
     actions.append(py("apps.demo.audiobook", "holdout", f"@{SAE_HOLDOUT}", *held))
     what = {"train": "whole 62-s excerpts (cached, SAE training)",
             "heldout": f"cut into {z['segment_seconds']}-s aligned segments (cached, never in SAE training: the "
-                       "SAE's FVU and spliced WER)"}
+                       "SAE's FVU and spliced WER)",
+            "dev": f"cut into {z['segment_seconds']}-s aligned segments (never cached: the real speech on which the "
+                   "steering sweep spends its WER budget)",
+            "steer": f"cut into {z['segment_seconds']}-s aligned segments (never cached: the steering evaluation's "
+                     "real speech)"}
     if z["augment_passes"]:
         what["augmented"] = f"the training excerpts, {z['augment_passes']} augmented passes (cached, SAE training)"
     parts = [Part("corpora", f"audiobook/{p}", f"{AUDIOBOOK}/{p}", {"what": f"naplib audiobook excerpts, {w}"},
@@ -137,29 +142,21 @@ def corpus_step(s: DemoSettings) -> Step:
 def evalsets_step(s: DemoSettings) -> Step:
     """The steering's dev and held-out clips: dev (seed 2) and held out (seed 1) have other voices, other
     non-speech draws and ids of their own. The sweep picks its settings on dev; only the steering evaluation
-    reads the held-out clips. With naplib installed their speech is real: an audiobook excerpt each, never
-    cached (on espeak speech tiny.en's WER is ~0.45 and a 0.5-point budget is noise). Only the steering step
-    reads them, so they are made in the background (aligning is one core's work) beside the caches and SAEs."""
+    reads the held-out clips. With naplib installed their speech is real: an audiobook excerpt each, aligned
+    in the corpus step and never cached (on espeak speech tiny.en's WER is ~0.45 and a 0.5-point budget is
+    noise). A step of its own, run in this process: a background child would contend with the caches'
+    two torch threads (measured: the Whisper cache took twice as long beside it)."""
     z = s.sizes
     dev, dev_cmd = _split("dev", 2, z["dev_speech"], z["heldout_speakers"], z["dev_nonspeech"],
                           real=f"@{AUDIOBOOK}/dev" if s.audiobook else None)
     held, held_cmd = _split("heldout", 1, z["heldout_speech"], z["heldout_speakers"], z["heldout_nonspeech"],
                             real=f"@{AUDIOBOOK}/steer" if s.audiobook else None)
-    actions = ([parallel(_segment(s, "dev"), _segment(s, "steer"))] if s.audiobook else []) + dev + held
     parts = [Part("corpora", "dev", "corpora/dev", {"what": "the steering sweep chooses N and strength here"}, dev_cmd),
              Part("corpora", "heldout", "corpora/heldout", {"what": "held-out clips for the steering evaluation"},
                   held_cmd)]
-    removes = ["corpora/dev", "corpora/heldout"]
-    if s.audiobook:
-        what = {"dev": "the real speech on which the steering sweep spends its WER budget",
-                "steer": "the steering evaluation's real speech"}
-        parts += [Part("corpora", f"audiobook/{p}", f"{AUDIOBOOK}/{p}",
-                       {"what": f"naplib audiobook excerpts, cut into {z['segment_seconds']}-s aligned segments "
-                                f"(never cached: {w})"}, actions[0].command) for p, w in what.items()]
-        removes += [f"{AUDIOBOOK}/dev", f"{AUDIOBOOK}/steer"]
     checks = [_corpus_ok("corpora/dev", None if s.audiobook else z["dev_speech"] + z["dev_nonspeech"]),
               _corpus_ok("corpora/heldout", None if s.audiobook else z["heldout_speech"] + z["heldout_nonspeech"])]
-    return Step("evalsets", "the steering's dev and held-out clips" + (" (real speech: audiobook excerpts of their own, "
-                                                                       "aligned)" if s.audiobook else ""),
-                actions=actions, outputs=[f"{p.path}/manifest.jsonl" for p in parts], parts=parts, needs=["corpus"],
-                check=_all(*checks), removes=removes, background=True)
+    return Step("evalsets", "the steering's dev and held-out clips" + (" (real speech: audiobook excerpts of their own)"
+                                                                       if s.audiobook else ""),
+                actions=dev + held, outputs=[f"{p.path}/manifest.jsonl" for p in parts], parts=parts, needs=["corpus"],
+                check=_all(*checks), removes=["corpora/dev", "corpora/heldout"])

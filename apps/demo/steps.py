@@ -81,7 +81,7 @@ class DemoSettings:
                     "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 0,
                     # one SAE (the last block: the one the checks and the neuro step use), half the probes' frames
                     "sae_hooks": 1, "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 2000,
-                    "steer_strengths": "0.5", "steer_fit_clips": 8, "steer_steps": 20,
+                    "steer_strengths": "0.25,0.5", "steer_fit_clips": 8, "steer_steps": 20,
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
                     "neuro_stimulus": "heldout",
                     # naplib's audiobook excerpts (62 s each): SAE training / SAE held-out / steering held-out
@@ -314,8 +314,7 @@ def app_step(s: DemoSettings) -> Step:
 def demo_steps(settings: DemoSettings) -> list[Step]:
     """The demo's steps in order (the app last, unless ``settings.app`` is False)."""
     # the probes run in the background (one core) from right after the caches, beside the SAE and steering steps
-    # the steering's dev/held-out clips are aligned in the background beside the caches (only steering reads them)
-    # and the neuro step beside the steering step (both need only the SAE)
+    # the neuro step runs in the background beside the steering step (both need only the SAE)
     steps = [corpus_step(settings), evalsets_step(settings), caches_step(settings), probes_step(settings),
              sae_step(settings), neuro_step(settings), steering_step(settings)]
     return steps + [app_step(settings)] if settings.app else steps
