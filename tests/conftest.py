@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# tests align for real: the user-cache alignments (workbench.corpus.align_cache) are for users' repeated runs;
+# test_align.py turns them on in a temporary cache dir to test them (child processes inherit this)
+os.environ.setdefault("WORKBENCH_ALIGN_CACHE", "0")
 SHARED_DATA = Path(os.environ.get("WORKBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -185,6 +185,37 @@ def test_align_corpus_in_worker_processes_equals_one_process(espeak):
             [(w.start_s, w.end_s, w.label) for w in one.clips[i].tiers["words"]]
 
 
+def test_alignments_are_cached_by_audio_transcript_and_settings(espeak, tmp_path, monkeypatch):
+    """A second alignment of the same clips comes from the user cache dir (the aligner is not run) with the
+    same tiers; a changed transcript is aligned again; a damaged entry is ignored and rewritten."""
+    from workbench.corpus import load_corpus
+    from workbench.corpus.align import align_corpus
+
+    monkeypatch.setenv("WORKBENCH_ALIGN_CACHE", "1")
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path))
+    _, bare = espeak
+    first = load_corpus(bare)
+    assert align_corpus(first, verbose=False) == 3
+    entries = sorted((tmp_path / "alignments").glob("*.json"))
+    assert len(entries) == 3
+    calls = []
+    real = ForcedAligner.align_file
+    monkeypatch.setattr(ForcedAligner, "align_file", lambda self, p, t: calls.append(p) or real(self, p, t))
+    again = load_corpus(bare)
+    assert align_corpus(again, verbose=False) == 3 and calls == []  # all three from the cache
+    assert [c.tiers["words"] for c in again] == [c.tiers["words"] for c in first]
+    from workbench.corpus.align import _settings
+    from workbench.corpus.align_cache import entry_key
+
+    changed = load_corpus(bare)
+    damaged = tmp_path / "alignments" / f"{entry_key(changed.audio_path(changed.clips[1]), changed.clips[1].transcript, _settings(None))}.json"
+    damaged.write_text("{ not json")
+    changed.clips[0].transcript = changed.clips[0].transcript + " again"  # no longer what the audio says: fails
+    assert align_corpus(changed, verbose=False) == 2
+    assert len(calls) == 2 and {str(changed.audio_path(changed.clips[i])) for i in (0, 1)} == set(map(str, calls))
+    assert damaged.read_text().startswith("{") and json.loads(damaged.read_text())["words"]  # rewritten
+
+
 def test_cli_corpus_build_align_writes_aligned_tiers(espeak, tmp_path, capsys):
     from workbench.cli import main
     from workbench.corpus import load_corpus

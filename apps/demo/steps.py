@@ -81,7 +81,7 @@ class DemoSettings:
                     "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 0,
                     # one SAE (the last block: the one the checks and the neuro step use), half the probes' frames
                     "sae_hooks": 1, "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 2000,
-                    "steer_strengths": "0.25,0.5", "steer_fit_clips": 8, "steer_steps": 20,
+                    "steer_strengths": "0.25,0.5", "steer_fit_clips": 12, "steer_steps": 20,
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
                     "neuro_stimulus": "heldout",
                     # naplib's audiobook excerpts (62 s each): SAE training / SAE held-out / steering held-out

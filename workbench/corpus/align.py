@@ -290,19 +290,51 @@ def _align_in_worker(path: str, transcript: str) -> AlignResult:
 _WORKER_ALIGNER: ForcedAligner | None = None
 
 
+def _settings(aligner: ForcedAligner | None) -> str:
+    """What besides audio and transcript decides an alignment (the key of :mod:`workbench.corpus.align_cache`)."""
+    import pocketsphinx
+
+    oov, score, kw = ((aligner.oov, aligner.min_score_vs_phone_loop, aligner._kwargs) if aligner is not None
+                      else ("g2p", MIN_SCORE_VS_PHONE_LOOP, {}))
+    return f"oov={oov};min_score={score};decoder={sorted(kw.items())};pocketsphinx={getattr(pocketsphinx, '__version__', '?')}"
+
+
 def _results(todo: list, corpus: Corpus, aligner: ForcedAligner | None, jobs: int, verbose: bool):
-    """``(clip, AlignResult or the AlignmentError/ValueError it raised)`` in corpus order; with ``jobs`` > 1 the
-    clips are aligned in worker processes (pocketsphinx searches on one core)."""
+    """``(clip, AlignResult or the AlignmentError/ValueError it raised)`` in corpus order: from the user cache dir
+    (:mod:`workbench.corpus.align_cache`) where the same audio and transcript were aligned before, else aligned
+    (and cached)."""
+    from workbench.corpus import align_cache
+
+    settings = _settings(aligner)
+    keys = [align_cache.entry_key(corpus.audio_path(c), c.transcript, settings) for c in todo]
+    cached = [align_cache.load(k) for k in keys]
+    misses = [c for c, r in zip(todo, cached) if r is None]
+    if len(misses) < len(todo):
+        logger.info("%d of %d alignments from the cache", len(todo) - len(misses), len(todo))
+    fresh = dict(_aligned(misses, corpus, aligner, jobs, verbose))
+    for clip, key, r in zip(todo, keys, cached):
+        if r is None:
+            r = fresh[clip.id]
+            if not isinstance(r, Exception):
+                align_cache.save(key, r)
+        yield clip, r
+
+
+def _aligned(todo: list, corpus: Corpus, aligner: ForcedAligner | None, jobs: int, verbose: bool):
+    """``(clip id, AlignResult or the error)``; with ``jobs`` > 1 the clips are aligned in worker processes
+    (pocketsphinx searches on one core)."""
     from tqdm.auto import tqdm
 
+    if not todo:
+        return
     bar = tqdm(total=len(todo), desc="align", unit="clip", disable=not verbose)
     if jobs <= 1 or len(todo) < 2 or aligner is not None:
         aligner = aligner or ForcedAligner()
         for clip in todo:
             try:
-                yield clip, aligner.align_file(corpus.audio_path(clip), clip.transcript)
+                yield clip.id, aligner.align_file(corpus.audio_path(clip), clip.transcript)
             except (AlignmentError, ValueError) as e:
-                yield clip, e
+                yield clip.id, e
             bar.update()
         bar.close()
         return
@@ -314,9 +346,9 @@ def _results(todo: list, corpus: Corpus, aligner: ForcedAligner | None, jobs: in
         futures = [pool.submit(_align_in_worker, str(corpus.audio_path(c)), c.transcript) for c in todo]
         for clip, fut in zip(todo, futures):
             try:
-                yield clip, fut.result()
+                yield clip.id, fut.result()
             except (AlignmentError, ValueError) as e:
-                yield clip, e
+                yield clip.id, e
             bar.update()
     bar.close()
 
