@@ -81,6 +81,7 @@ class DemoSettings:
                     "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 0,
                     # one SAE (the last block: the one the checks and the neuro step use), half the probes' frames
                     "sae_hooks": 1, "splice_clips": 4, "eval_frames": 4000, "folds": 3, "probe_frames": 2000,
+                    "probe_C": 1.0,  # a fixed L2 strength: no inner validation path (a third of the probes' work)
                     "steer_strengths": "0.25,0.5", "steer_fit_clips": 12, "steer_steps": 20,
                     "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
                     "neuro_stimulus": "heldout",
@@ -93,7 +94,7 @@ class DemoSettings:
                 # needs a higher learning rate than the long-run default, and k = 64 of 4 x 384 features
                 "sae_expansion": 4, "sae_k": 64, "sae_lr": 0.004, "augment_passes": 2,
                 # sized so that the steps take ~5 min on 2 idle cores (measured: README)
-                "sae_hooks": 2, "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000,
+                "sae_hooks": 2, "splice_clips": 8, "eval_frames": 10_000, "folds": 3, "probe_frames": 8000, "probe_C": None,
                 "steer_strengths": "0.25,0.5", "steer_fit_clips": 16, "steer_steps": 30,
                 # 50 draws suffice: p comes from the null's Gaussian tail (neuro); 2 excerpts of EEG recover the plant
                 "neuro_draws": 50, "neuro_folds": 3, "neuro_sae_features": 8, "neuro_components": 8,
@@ -217,6 +218,7 @@ def probes_step(s: DemoSettings) -> Step:
         "probes", f"phone probes across layers ({split}-disjoint folds, majority / shuffled / control baselines)",
         actions=[cli("probe", "--cache", f"@caches/{MODEL}", "--target", "phones", "--split", split,
                      "--folds", str(s.sizes["folds"]), "--max-frames", str(s.sizes["probe_frames"]),
+                     *(["--C", str(s.sizes["probe_C"])] if s.sizes["probe_C"] else []),
                      "--out", "@probes/phones")],
         outputs=["probes/phones/summary.json", "probes/phones/summary.csv"],
         parts=[Part("probes", "phones", "probes/phones")],
