@@ -38,11 +38,11 @@ def _root() -> Path | None:
 
 
 def entry_key(path: str | os.PathLike, transcript: str, settings: str) -> str:
-    """sha256 over the audio file's bytes, the transcript and ``settings`` (the aligner's, see module doc)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    """sha256 over the audio the aligner reads (16 kHz samples: not the file's bytes, which can differ in header
+    fields between two writes of the same samples), the transcript and ``settings`` (the aligner's, see module doc)."""
+    from workbench.audio import load_audio
+
+    h = hashlib.sha256(load_audio(path, sr=16000).astype("float32").tobytes())
     h.update(b"\0" + transcript.encode() + b"\0" + settings.encode())
     return h.hexdigest()
 
