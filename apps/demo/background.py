@@ -32,10 +32,11 @@ __all__ = ["child_argv", "run_child", "parallel", "sequence"]
 
 def child_argv(action, ctx) -> list[str]:
     """The child command line of a ``workbench`` action (``python -m workbench ARGV``, paths resolved)."""
+    from apps.demo.runner import _resolve
+
     if getattr(action, "argv", None) is None:
         raise ValueError(f"`{action.command}` is not a workbench command line: it cannot run in a child process")
-    return [sys.executable, "-m", "workbench", *(str(ctx.root / a[1:]) if a.startswith("@") else a
-                                                   for a in action.argv)]
+    return [sys.executable, "-m", "workbench", *(_resolve(ctx, a) for a in action.argv)]
 
 
 def _niced(argv: list[str], ctx) -> list[str]:
@@ -44,15 +45,22 @@ def _niced(argv: list[str], ctx) -> list[str]:
     return ["nice", "-n", str(level), *argv] if level and shutil.which("nice") else argv
 
 
-def run_child(action, ctx, log_file: Path) -> subprocess.Popen:
-    """Start ``action`` in a child process writing stdout and stderr to ``log_file`` (appended)."""
+def _spawn(argv: list[str], ctx, log_file: Path, header: str | None = None) -> subprocess.Popen:
+    """Start ``argv`` (niced as ``ctx`` asks) writing stdout and stderr to ``log_file`` (appended, after
+    ``header``); :func:`wait` closes the log."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a", encoding="utf-8") as f:
-        f.write(f"$ {action.command}\n")
     out = open(log_file, "a", encoding="utf-8")  # closed by wait() below
-    proc = subprocess.Popen(_niced(child_argv(action, ctx), ctx), stdout=out, stderr=subprocess.STDOUT)
+    if header:
+        out.write(header)
+        out.flush()
+    proc = subprocess.Popen(_niced(argv, ctx), stdout=out, stderr=subprocess.STDOUT)
     proc._log = out  # type: ignore[attr-defined]
     return proc
+
+
+def run_child(action, ctx, log_file: Path) -> subprocess.Popen:
+    """Start ``action`` in a child process writing stdout and stderr to ``log_file`` (appended)."""
+    return _spawn(child_argv(action, ctx), ctx, log_file, f"$ {action.command}\n")
 
 
 def wait(procs: Sequence[subprocess.Popen], commands: Sequence[str]) -> None:
@@ -97,13 +105,9 @@ def sequence(*actions):
     from apps.demo.runner import LOGS, Action
 
     def run(ctx) -> None:
-        log_file = ctx.log_file or ctx.root / LOGS / "sequence.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
         argvs = [child_argv(a, ctx)[3:] for a in actions]  # without "python -m workbench"
-        out = open(log_file, "a", encoding="utf-8")  # closed by wait()
-        proc = subprocess.Popen(_niced([sys.executable, "-c", _CHILD, json.dumps(argvs)], ctx), stdout=out,
-                                stderr=subprocess.STDOUT)
-        proc._log = out  # type: ignore[attr-defined]
+        proc = _spawn([sys.executable, "-c", _CHILD, json.dumps(argvs)], ctx,
+                      ctx.log_file or ctx.root / LOGS / "sequence.log")  # the child prints each "$ command"
         wait([proc], [command])
 
     command = " && ".join(a.command for a in actions)

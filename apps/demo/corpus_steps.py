@@ -14,7 +14,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from apps.demo.background import parallel
-from apps.demo.runner import Action, Context, Part, Step, cli
+from apps.demo.runner import Action, Context, Part, Step, _resolve, cli
 
 if TYPE_CHECKING:
     from apps.demo.steps import DemoSettings
@@ -55,7 +55,7 @@ def py(module: str, *argv: str) -> Action:
     import importlib
 
     def run(ctx: Context) -> None:
-        importlib.import_module(module).main([str(ctx.root / a[1:]) if a.startswith("@") else a for a in argv])
+        importlib.import_module(module).main([_resolve(ctx, a) for a in argv])
 
     return Action(f"python -m {module} " + shlex.join([a[1:] if a.startswith("@") else a for a in argv]), run)
 

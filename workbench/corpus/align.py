@@ -22,6 +22,7 @@ Example
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -327,30 +328,23 @@ def _aligned(todo: list, corpus: Corpus, aligner: ForcedAligner | None, jobs: in
 
     if not todo:
         return
-    bar = tqdm(total=len(todo), desc="align", unit="clip", disable=not verbose)
-    if jobs <= 1 or len(todo) < 2 or aligner is not None:
-        aligner = aligner or ForcedAligner()
-        for clip in todo:
-            try:
-                yield clip.id, aligner.align_file(corpus.audio_path(clip), clip.transcript)
-            except (AlignmentError, ValueError) as e:
-                yield clip.id, e
-            bar.update()
-        bar.close()
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    with contextlib.ExitStack() as stack:
+        if jobs <= 1 or len(todo) < 2 or aligner is not None:
+            aligner = aligner or ForcedAligner()
+            results = [lambda c=c: aligner.align_file(corpus.audio_path(c), c.transcript) for c in todo]
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-    # spawned, not forked: a fork of a process whose OpenMP pool is running can hang
-    with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_align_in_worker, str(corpus.audio_path(c)), c.transcript) for c in todo]
-        for clip, fut in zip(todo, futures):
+            # spawned, not forked: a fork of a process whose OpenMP pool is running can hang
+            pool = stack.enter_context(ProcessPoolExecutor(min(jobs, len(todo)),
+                                                           mp_context=multiprocessing.get_context("spawn")))
+            results = [pool.submit(_align_in_worker, str(corpus.audio_path(c)), c.transcript).result for c in todo]
+        for clip, result in zip(todo, tqdm(results, desc="align", unit="clip", disable=not verbose)):
             try:
-                yield clip.id, fut.result()
+                yield clip.id, result()
             except (AlignmentError, ValueError) as e:
                 yield clip.id, e
-            bar.update()
-    bar.close()
 
 
 def align_corpus(corpus: Corpus, aligner: ForcedAligner | None = None, strict: bool = False,
