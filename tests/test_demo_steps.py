@@ -19,7 +19,7 @@ from workbench.corpus import load_corpus
 TINY = {"speech": 6, "speakers": 3, "nonspeech": 3, "dev_speech": 2, "dev_nonspeech": 2, "heldout_speech": 2,
         "heldout_speakers": 2, "heldout_nonspeech": 2, "sae_tokens": 8192, "sae_batch": 256, "splice_clips": 1,
         "sae_hooks": 2, "eval_frames": 1000, "folds": 2, "probe_frames": 1500, "steer_strengths": "0.5", "steer_fit_clips": 4, "steer_steps": 3,
-        "neuro_draws": 10, "neuro_folds": 3, "neuro_sae_features": 4, "neuro_components": 4}
+        "neuro_draws": 10, "neuro_folds": 3, "neuro_sae_features": 4, "neuro_components": 4, "audiobook_dev": 1}
 
 
 @pytest.fixture(scope="module")
