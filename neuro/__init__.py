@@ -92,15 +92,17 @@ min_p, corrections, layer_consistency). The group's view is also written at the 
 in the single-run layout (``summary.csv`` with r = mean over subjects, ``layers.csv``,
 ``neuro.json`` with ``"group": true``), so readers of a run show a group run too.
 """
-from neuro.acoustic import envelope, spectrogram
-from neuro.api import NeuroResult, fit
-from neuro.multi import fit_group
-from neuro.naplib_sample import export_naplib_sample, naplib_sample
-from neuro.recording import Recording, Trial, from_arrays, from_naplib_data, read_recording
-from neuro.simulate import simulate_eeg
-from neuro.stats import fdr, lagged_correlation
-from neuro.trf import TRFResult, fit_trf
+
+from workbench.lazy import lazy_package  # noqa: E402
 
 __all__ = ["fit", "fit_group", "NeuroResult", "fit_trf", "TRFResult", "lagged_correlation", "fdr",
            "read_recording", "from_arrays", "from_naplib_data", "Recording", "Trial", "simulate_eeg",
            "naplib_sample", "export_naplib_sample", "envelope", "spectrogram"]
+# the names above load on first use (workbench.lazy: the CLI starts without torch/scikit-learn)
+lazy_package(__name__, {"envelope": "neuro.acoustic", "spectrogram": "neuro.acoustic", "NeuroResult": "neuro.api",
+                        "fit": "neuro.api", "fit_group": "neuro.multi",
+                        "export_naplib_sample": "neuro.naplib_sample", "naplib_sample": "neuro.naplib_sample",
+                        "Recording": "neuro.recording", "Trial": "neuro.recording", "from_arrays": "neuro.recording",
+                        "from_naplib_data": "neuro.recording", "read_recording": "neuro.recording",
+                        "simulate_eeg": "neuro.simulate", "fdr": "neuro.stats", "lagged_correlation": "neuro.stats",
+                        "TRFResult": "neuro.trf", "fit_trf": "neuro.trf"})

@@ -16,9 +16,11 @@ if "torch" not in sys.modules:
     # made training steps ~20x slower (the sparse steps interleave torch and numpy work)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from sae.config import Recipe, Runtime, SAEConfig, TrainConfig  # noqa: E402
-from sae.io import load_sae, save_sae  # noqa: E402
-from sae.model import BatchTopKSAE  # noqa: E402
-from sae.train import TrainingDiverged, train  # noqa: E402
+
+from workbench.lazy import lazy_package  # noqa: E402
 
 __all__ = ["BatchTopKSAE", "SAEConfig", "TrainConfig", "Recipe", "Runtime", "train", "load_sae", "save_sae", "TrainingDiverged"]
+# the names above load on first use (workbench.lazy: the CLI starts without torch/scikit-learn)
+lazy_package(__name__, {"Recipe": "sae.config", "Runtime": "sae.config", "SAEConfig": "sae.config",
+                        "TrainConfig": "sae.config", "load_sae": "sae.io", "save_sae": "sae.io",
+                        "BatchTopKSAE": "sae.model", "TrainingDiverged": "sae.train", "train": "sae.train"})

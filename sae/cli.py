@@ -17,7 +17,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from workbench.conventions import resolve_hooks
 from workbench.cache.inputs import add_allow_incomplete
@@ -332,6 +331,8 @@ def evaluate_sae(folder, cache, out: Path, hook: str | None = None, model=None, 
     :mod:`sae.holdout`) or ``holdout_file`` names the clips; otherwise on all clips, flagged
     ``in_sample``. Metrics are given pooled and per domain (``metrics_by_domain``).
     """
+    import torch  # here, not at the top: `workbench --help` and non-SAE commands start without it
+
     from sae.analyses import concept_erasure, domain_specialization, seed_consistency
     from sae.holdout import eval_selection
     from sae.io import load_sae

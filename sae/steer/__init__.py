@@ -17,8 +17,10 @@ Example
 >>> with steering.applied(model):                                                                 # doctest: +SKIP
 ...     print(model.transcribe(audio))
 """
-from sae.steer.evaluate import evaluate
-from sae.steer.fit import fit
-from sae.steer.selection import class_mean_direction, select_features
+
+from workbench.lazy import lazy_package  # noqa: E402
 
 __all__ = ["class_mean_direction", "evaluate", "fit", "select_features"]
+# the names above load on first use (workbench.lazy: the CLI starts without torch/scikit-learn)
+lazy_package(__name__, {"evaluate": "sae.steer.evaluate", "fit": "sae.steer.fit",
+                        "class_mean_direction": "sae.steer.selection", "select_features": "sae.steer.selection"})

@@ -8,9 +8,10 @@ Example
 >>> cache.acts("encoder.blocks.3.hook_resid_post").shape                                 # doctest: +SKIP
 (123456, 384)
 """
-from workbench.cache.meta import CacheMismatchError
-from workbench.cache.reader import ActivationCache
-from workbench.cache.verify import CacheDamagedError
-from workbench.cache.writer import build_cache, forward_batch
+from workbench.lazy import lazy_package
 
 __all__ = ["ActivationCache", "build_cache", "forward_batch", "CacheMismatchError", "CacheDamagedError"]
+# loaded on first use: `workbench.cache.inputs` (argument helpers every CLI module imports) stays light
+lazy_package(__name__, {"CacheMismatchError": "workbench.cache.meta", "ActivationCache": "workbench.cache.reader",
+                        "CacheDamagedError": "workbench.cache.verify", "build_cache": "workbench.cache.writer",
+                        "forward_batch": "workbench.cache.writer"})
