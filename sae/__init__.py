@@ -8,15 +8,7 @@ Example
 >>> saes["h"].encode(torch.randn(3, 32)).shape
 torch.Size([3, 128])
 """
-import os
-import sys
-
-if "torch" not in sys.modules:
-    # torch's OpenMP workers otherwise spin between parallel ops; on a busy 2-core machine that
-    # made training steps ~20x slower (the sparse steps interleave torch and numpy work)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
+import workbench  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 from workbench.lazy import lazy_package  # noqa: E402
 
 __all__ = ["BatchTopKSAE", "SAEConfig", "TrainConfig", "Recipe", "Runtime", "train", "load_sae", "save_sae", "TrainingDiverged"]

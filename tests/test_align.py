@@ -1,6 +1,7 @@
 """pocketsphinx forced alignment against hand-checked MFA TextGrids."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from workbench.audio import load_audio
 from workbench.corpus import Clip, Segment, build_corpus, read_textgrid
-from workbench.corpus.align import (AlignmentError, ForcedAligner, boundary_errors, needs_alignment,
+from workbench.corpus.align import (AlignmentError, AlignResult, ForcedAligner, boundary_errors, needs_alignment,
                                     normalise_transcript)
 
 
@@ -229,3 +230,48 @@ def test_cli_corpus_build_align_writes_aligned_tiers(espeak, tmp_path, capsys):
     # without --align the same manifest gets no tiers (so the tiers above came from the aligner)
     assert main(["corpus", "build", str(bare), "--out", str(tmp_path / "plain"), "--quiet"]) == 0
     assert all("words" not in c.tiers for c in load_corpus(tmp_path / "plain"))
+
+
+def test_shipped_alignments_are_read_after_the_user_cache(espeak, tmp_path, monkeypatch):
+    """An entry of the package's shipped file is used (the aligner is not run) where the user cache dir has
+    none; with the cache turned off it is not."""
+    from workbench.corpus import align_cache, load_corpus
+    from workbench.corpus.align import _settings, align_corpus
+
+    monkeypatch.setenv("WORKBENCH_ALIGN_CACHE", "1")
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "user"))
+    _, bare = espeak
+    corpus = load_corpus(bare)
+    clip = corpus.clips[0]
+    planted = AlignResult([Segment(0.0, 0.5, "planted")], [Segment(0.0, 0.5, "P")])
+    key = align_cache.entry_key(corpus.audio_path(clip), clip.transcript, _settings(None))
+    monkeypatch.setattr(align_cache, "shipped", lambda: {key: align_cache.to_json(planted)})
+    calls = []
+    real = ForcedAligner.align_file
+    monkeypatch.setattr(ForcedAligner, "align_file", lambda self, p, t: calls.append(str(p)) or real(self, p, t))
+    assert align_corpus(corpus, verbose=False) == 3
+    assert [w.label for w in corpus.clips[0].tiers["words"]] == ["planted"]  # from the shipped entry
+    assert str(corpus.audio_path(clip)) not in calls and len(calls) == 2
+    monkeypatch.setenv("WORKBENCH_ALIGN_CACHE", "0")
+    assert align_cache.load(key) is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("naplib") is None, reason="naplib not installed (make neuro-data)")
+def test_shipped_naplib_alignments_cover_every_excerpt_and_are_the_aligners(tmp_path, monkeypatch):
+    """The demo's real speech (naplib's excerpts as `workbench neuro naplib` writes them) hits the shipped
+    entries, and re-aligning one excerpt now gives the same tiers (the file is this aligner's output)."""
+    from neuro.naplib_sample import export_naplib_sample
+    from workbench.corpus import align_cache, load_corpus
+    from workbench.corpus.align import _settings
+
+    monkeypatch.setenv("WORKBENCH_ALIGN_CACHE", "1")
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "user"))
+    export_naplib_sample(tmp_path / "naplib")
+    corpus = load_corpus(tmp_path / "naplib" / "corpus")
+    keys = [align_cache.entry_key(corpus.audio_path(c), c.transcript, _settings(None)) for c in corpus]
+    assert len(corpus) == 10 and all(k in align_cache.shipped() for k in keys), \
+        "re-make the shipped file: python -m workbench.corpus.align_cache --ship naplib DIR/corpus"
+    clip = corpus.clips[3]
+    fresh = ForcedAligner().align_file(corpus.audio_path(clip), clip.transcript)
+    assert align_cache.to_json(fresh) == align_cache.shipped()[keys[3]]

@@ -85,7 +85,11 @@ def run(args) -> int:
           flush=True)
     work = [s for s in steps if not s.blocking]
     start = time.perf_counter()
-    with reusing_loaded():  # the steps' commands run in this process: build each model once
+    from threadpoolctl import threadpool_limits
+
+    # the steps' commands run in this process (each model built once); numpy/scipy on one BLAS thread: the
+    # background children keep the other core busy (apps.demo.background.ONE_THREAD: measured)
+    with reusing_loaded(), threadpool_limits(1, user_api="blas"):
         results = run_steps(work, root, settings=settings.to_json(), force=args.force, only=args.only,
                             log=lambda msg: print(msg, flush=True))
     seconds = time.perf_counter() - start

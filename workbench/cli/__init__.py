@@ -23,8 +23,6 @@ import sys
 import threading
 import warnings
 
-# Spinning OpenMP threads make torch many times slower on a busy 2-core machine; set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from importlib.metadata import entry_points
 
 BUILTIN = ["corpus", "models", "cache"]

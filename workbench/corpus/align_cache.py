@@ -8,6 +8,13 @@ pocketsphinx version), so a changed clip, transcript or setting aligns again. Th
 ``alignments/``; ``WORKBENCH_ALIGN_CACHE=0`` turns it off. Writes are atomic; an unreadable entry is ignored
 (aligned again and rewritten).
 
+Shipped entries: ``workbench/corpus/data/alignments_*.json.gz`` holds the alignments of recordings every install
+has (the naplib sample's ten audiobook excerpts, as ``workbench neuro naplib`` writes them), made by this aligner
+(``python -m workbench.corpus.align_cache --ship NAME CORPUS``) and read after the user cache dir: a fresh clone's
+demo does not spend ~7 s of a core per excerpt re-deriving them. They are keyed like any entry, so another
+pocketsphinx, transcript or resampler misses them and aligns as before (``WORKBENCH_ALIGN_CACHE=0`` skips them
+too); tests/test_align_cache.py re-aligns one and compares.
+
 Example
 -------
 >>> from workbench.corpus.align import AlignResult
@@ -18,6 +25,8 @@ True
 """
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import json
 import logging
@@ -26,7 +35,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["entry_key", "load", "save", "to_json", "from_json"]
+__all__ = ["entry_key", "load", "save", "to_json", "from_json", "shipped", "ship"]
+
+SHIPPED = Path(__file__).parent / "data"
 
 
 def _root() -> Path | None:
@@ -59,12 +70,28 @@ def from_json(doc: dict):
     return AlignResult([Segment(*s) for s in doc["words"]], [Segment(*s) for s in doc["phones"]], list(doc["oov"]))
 
 
+@functools.lru_cache(maxsize=1)
+def shipped() -> dict[str, dict]:
+    """The entries shipped with the package (key -> entry), from every ``data/alignments_*.json.gz``."""
+    entries = {}
+    for path in sorted(SHIPPED.glob("alignments_*.json.gz")):
+        try:
+            entries.update(json.loads(gzip.decompress(path.read_bytes())))
+        except (OSError, ValueError) as e:  # a damaged package file costs time (align again), never results
+            logger.warning("ignoring shipped alignments %s (%s)", path, e)
+    return entries
+
+
 def load(key: str):
-    """The cached :class:`~workbench.corpus.align.AlignResult` of ``key``, or None."""
+    """The cached :class:`~workbench.corpus.align.AlignResult` of ``key`` (user cache dir, then the shipped
+    entries), or None."""
     root = _root()
-    path = root / f"{key}.json" if root else None
-    if path is None or not path.is_file():
+    if root is None:
         return None
+    path = root / f"{key}.json"
+    if not path.is_file():
+        doc = shipped().get(key)
+        return from_json(doc) if doc is not None else None
     try:
         return from_json(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as e:  # a damaged entry: align again, it is rewritten
@@ -82,3 +109,39 @@ def save(key: str, result) -> None:
         write_json(root / f"{key}.json", to_json(result))
     except OSError as e:  # a read-only cache dir costs time, not results
         logger.warning("could not cache an alignment in %s (%s)", root, e)
+
+
+def ship(name: str, corpus, out_dir: str | os.PathLike = SHIPPED) -> Path:
+    """Write ``out_dir/alignments_NAME.json.gz`` with the alignments of every clip of ``corpus`` that has a
+    transcript (aligned now where the cache has none). Example: ``python -m workbench.corpus.align_cache --ship
+    naplib work/naplib/source/corpus`` after ``workbench neuro naplib --out work/naplib/source``."""
+    from workbench.atomic import atomic_path
+    from workbench.corpus.align import ForcedAligner, _settings
+
+    settings, aligner, entries = _settings(None), None, {}
+    for clip in corpus:
+        if not clip.transcript:
+            continue
+        key = entry_key(corpus.audio_path(clip), clip.transcript, settings)
+        result = load(key)
+        if result is None:
+            aligner = aligner or ForcedAligner()
+            result = aligner.align_file(corpus.audio_path(clip), clip.transcript)
+            save(key, result)
+        entries[key] = to_json(result)
+    path = Path(out_dir) / f"alignments_{name}.json.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:  # mtime 0: the same alignments give the same bytes (no git churn)
+        Path(tmp).write_bytes(gzip.compress(json.dumps(entries, sort_keys=True).encode(), mtime=0))
+    return path
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from workbench.corpus import load_corpus
+
+    parser = argparse.ArgumentParser(description="write shipped alignments (see the module doc)")
+    parser.add_argument("--ship", nargs=2, metavar=("NAME", "CORPUS"), required=True)
+    args = parser.parse_args()
+    print(ship(args.ship[0], load_corpus(args.ship[1])))
