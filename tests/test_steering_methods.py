@@ -278,3 +278,35 @@ def test_two_layer_vector_is_applied_as_trained_and_ends_the_concept(world):
         with pytest.raises(ValueError, match="layers"):
             Steering(**{**dict(model="m", hook=HOOK, d_model=D, method="vector", edit="add", strength=1.0,
                                direction=[0.0] * D, layers=[{"hook": h0, "direction": [0.0] * D}]), **bad})
+
+
+def test_vector_at_the_encoder_output_is_applied_as_trained_and_ends_the_concept(world):
+    """At ``encoder.ln_post.hook_normalized`` (the input of every cross-attention) the artifact applied through
+    the model's hooks adds ``s v`` to the encoder output the training used; concept clips already carry part of
+    the planted direction ``u`` there (closer to ending): the trained vector ends them and keeps the rest."""
+    from sae.steer.attribution import ENCODER_OUT
+
+    model = world["model"]
+    audio = [noise(500 + i) for i in range(16)]
+    g = torch.Generator().manual_seed(9)
+    v = torch.randn(D, generator=g)
+    st = Steering(model="random-whisper", hook=ENCODER_OUT, d_model=D, method="vector", edit="add", strength=0.5,
+                  direction=v.tolist())
+    X0, n = hook_windows(model, ENCODER_OUT, audio)
+    with torch.no_grad(), model.hooks(st.hooks()):
+        applied = model.hf.model.encoder(model._features(audio[:2])).last_hidden_state
+    torch.testing.assert_close(applied.float(), (encoder_suffix(model, ENCODER_OUT, X0[:2]) + 0.5 * v).float(),
+                               rtol=1e-4, atol=1e-4)
+    concept = np.arange(16) % 2 == 0
+    # concept clips carry 0.04 u (log p(end) -3.1 against -6 for the rest; 0.05 u would end them)
+    X = X0 + torch.tensor(np.where(concept, 0.04, 0.0), dtype=torch.float32)[:, None, None] * world["u"]
+    tr, te = np.arange(16) < 10, np.arange(16) >= 10
+
+    def ended(vec):
+        with torch.no_grad():
+            return np.array([_ended(model, s) for s in model._generate(encoder_hidden=X[te] + torch.as_tensor(vec, dtype=X.dtype))])
+    assert not ended(np.zeros(D)).any()
+    res = optimise_vector(model, ENCODER_OUT, None, concept[tr], windows=(X[tr], [n[i] for i in np.flatnonzero(tr)]),
+                          steps=40, lr=0.002, kl_weight=10.0, verbose=False)
+    e = ended(res["vector"])
+    assert e[concept[te]].all() and not e[~concept[te]].any(), (e, res["end_logprob"][-1], res["kl"][-1])

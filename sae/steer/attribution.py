@@ -18,7 +18,8 @@ clip labels: shuffled labels select nothing) and its mean attribution on concept
 the rest; candidates are ranked by that difference and the best are *confirmed by patching*: each is
 actually edited alone and the exact change of ``m`` measured (:func:`patch_effects`).
 
-Whisper only (the hook must be ``encoder.blocks.L.hook_resid_post``): the layers after the hook are run
+Whisper only (the hook must be ``encoder.blocks.L.hook_resid_post``, or ``encoder.ln_post.hook_normalized``:
+the encoder output every decoder block's cross-attention reads): the layers after the hook are run
 directly on captured activations, so patching and the optimised vector (:mod:`sae.steer.vector`) do
 not recompute the encoder's first blocks.
 
@@ -43,12 +44,20 @@ import torch
 from tqdm.auto import tqdm
 
 _HOOK = re.compile(r"^encoder\.blocks\.(\d+)\.hook_resid_post$")
+#: the encoder output after its last LayerNorm (what the decoder's cross-attention reads)
+ENCODER_OUT = "encoder.ln_post.hook_normalized"
+#: :func:`block_of` of :data:`ENCODER_OUT`: after every block (and after ``ln_post``)
+AFTER_LN_POST = 1 << 20
 
 
 def block_of(hook: str) -> int:
+    """The encoder block whose output ``hook`` reads (:data:`AFTER_LN_POST` for :data:`ENCODER_OUT`)."""
+    if hook == ENCODER_OUT:
+        return AFTER_LN_POST
     m = _HOOK.match(hook)
     if not m:
-        raise ValueError(f"attribution and the optimised vector act at encoder.blocks.L.hook_resid_post, not {hook!r}")
+        raise ValueError("attribution and the optimised vector act at encoder.blocks.L.hook_resid_post or "
+                         f"{ENCODER_OUT}, not {hook!r}")
     return int(m.group(1))
 
 
@@ -71,6 +80,8 @@ def hook_windows(model, hook: str, audio: Sequence[np.ndarray]) -> tuple[torch.T
 
 def encoder_suffix(model, hook: str, x: torch.Tensor) -> torch.Tensor:
     """The encoder's output from activations at ``hook`` (the blocks after it, then ``ln_post``)."""
+    if hook == ENCODER_OUT:
+        return x.to(model.hf.dtype)
     enc = model.hf.model.encoder
     h = x.to(model.hf.dtype)
     for layer in enc.layers[block_of(hook) + 1 :]:

@@ -10,6 +10,8 @@ forced, first ``kl_tokens`` positions), with an L2 penalty relative to the typic
 
 Only the encoder blocks after the hook run in each step (activations are captured once). The
 artifact stores ``v`` as a ``vector`` steering with edit ``add``: ``x + s v`` (``s`` swept on dev clips).
+The hook may be ``encoder.ln_post.hook_normalized``: the vector is then added to the encoder output
+itself, i.e. to the input of every decoder block's cross-attention (no encoder block runs in training).
 ``extra_hooks``: one vector per further hook, trained jointly (activations are captured at the earliest
 hook, and each vector is added after its own block); the L2 penalty is on all of them (stored as the
 artifact's ``layers``).
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sae.steer.attribution import block_of, encoder_suffix, end_logprob, hook_windows
+from sae.steer.attribution import AFTER_LN_POST, block_of, encoder_suffix, end_logprob, hook_windows
 
 
 def _teacher_logprobs(model, enc: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -55,7 +57,8 @@ def _suffix(model, start: str, x: torch.Tensor, adds: dict[int, torch.Tensor]) -
         h = out[0] if isinstance(out, tuple) else out
         if i in adds:
             h = h + adds[i].to(h.dtype)
-    return enc.layer_norm(h)
+    h = enc.layer_norm(h)
+    return h + adds[AFTER_LN_POST].to(h.dtype) if AFTER_LN_POST in adds else h
 
 
 def optimise_vector(model, hook: str, audio: Sequence[np.ndarray] | None, concept: Sequence[bool], steps: int = 60,
