@@ -72,10 +72,14 @@ def write_topomap(values: np.ndarray, info: Any, path: Path, title: str) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import mne
+    from threadpoolctl import threadpool_limits
 
     fig, ax = plt.subplots(figsize=(3.2, 3.2))
     lim = float(np.max(np.abs(values))) or 1.0
-    im, _ = mne.viz.plot_topomap(values, info, axes=ax, show=False, cmap="RdBu_r", vlim=(-lim, lim))
+    # one BLAS thread: MNE's interpolation took 1.6 s instead of 0.04 s with 2 OpenBLAS threads beside
+    # another busy process on 2 cores (idle: the same)
+    with threadpool_limits(1, user_api="blas"):
+        im, _ = mne.viz.plot_topomap(values, info, axes=ax, show=False, cmap="RdBu_r", vlim=(-lim, lim))
     fig.colorbar(im, ax=ax, shrink=0.7, label="r")
     ax.set_title(title, fontsize=8)
     with atomic_path(path) as tmp:
