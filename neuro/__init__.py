@@ -93,7 +93,7 @@ in the single-run layout (``summary.csv`` with r = mean over subjects, ``layers.
 ``neuro.json`` with ``"group": true``), so readers of a run show a group run too.
 """
 
-from workbench.lazy import lazy_package  # noqa: E402
+from workbench.lazy import lazy_package
 
 __all__ = ["fit", "fit_group", "NeuroResult", "fit_trf", "TRFResult", "lagged_correlation", "fdr",
            "read_recording", "from_arrays", "from_naplib_data", "Recording", "Trial", "simulate_eeg",

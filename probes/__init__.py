@@ -7,7 +7,7 @@ Example
 >>> res.summary[["hook", "accuracy", "majority", "selectivity"]]       # doctest: +SKIP
 """
 
-from workbench.lazy import lazy_package  # noqa: E402
+from workbench.lazy import lazy_package
 
 __all__ = ["LinearProbe", "sweep", "probe_folds", "SweepResult", "grouped_kfold", "LeakageError"]
 # the names above load on first use (workbench.lazy: the CLI starts without torch/scikit-learn)

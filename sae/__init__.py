@@ -9,7 +9,7 @@ Example
 torch.Size([3, 128])
 """
 import workbench  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
-from workbench.lazy import lazy_package  # noqa: E402
+from workbench.lazy import lazy_package
 
 __all__ = ["BatchTopKSAE", "SAEConfig", "TrainConfig", "Recipe", "Runtime", "train", "load_sae", "save_sae", "TrainingDiverged"]
 # the names above load on first use (workbench.lazy: the CLI starts without torch/scikit-learn)

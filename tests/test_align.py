@@ -275,3 +275,28 @@ def test_shipped_naplib_alignments_cover_every_excerpt_and_are_the_aligners(tmp_
     clip = corpus.clips[3]
     fresh = ForcedAligner().align_file(corpus.audio_path(clip), clip.transcript)
     assert align_cache.to_json(fresh) == align_cache.shipped()[keys[3]]
+
+
+def test_ship_writes_entries_that_load_without_the_aligner(espeak, tmp_path, monkeypatch):
+    """`align_cache.ship` packs a corpus's alignments; read back as the package's shipped file they answer every
+    clip with the same tiers and the aligner is not run."""
+    from workbench.corpus import align_cache, load_corpus
+    from workbench.corpus.align import align_corpus
+
+    monkeypatch.setenv("WORKBENCH_ALIGN_CACHE", "1")
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "user"))
+    _, bare = espeak
+    path = align_cache.ship("espeak", load_corpus(bare), out_dir=tmp_path / "data", jobs=1)
+    assert path.name == "alignments_espeak.json.gz"
+    reference = load_corpus(bare)
+    align_corpus(reference, verbose=False)  # from the user cache ship filled
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "empty"))  # only the shipped file is left
+    monkeypatch.setattr(align_cache, "SHIPPED", tmp_path / "data")
+    align_cache.shipped.cache_clear()
+    monkeypatch.setattr(ForcedAligner, "align_file", lambda *a: pytest.fail("aligned although shipped"))
+    try:
+        again = load_corpus(bare)
+        assert align_corpus(again, verbose=False) == 3
+        assert [c.tiers["words"] for c in again] == [c.tiers["words"] for c in reference]
+    finally:
+        align_cache.shipped.cache_clear()

@@ -18,8 +18,8 @@ import sys as _sys
 
 if "torch" not in _sys.modules:
     # torch's OpenMP workers otherwise spin between parallel ops; on a busy 2-core machine that made SAE
-    # training steps ~20x slower and the demo's steering step 1.5x (set here, the first package any
-    # command imports, so it holds whichever module imports torch first)
+    # training steps ~20x slower (set here, the first package any command or library user imports, so it
+    # holds whichever module imports torch first)
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ Example
 ...     print(model.transcribe(audio))
 """
 
-from workbench.lazy import lazy_package  # noqa: E402
+from workbench.lazy import lazy_package
 
 __all__ = ["class_mean_direction", "evaluate", "fit", "select_features"]
 # the names above load on first use (workbench.lazy: the CLI starts without torch/scikit-learn)

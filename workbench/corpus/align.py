@@ -301,9 +301,9 @@ def _settings(aligner: ForcedAligner | None) -> str:
 
 
 def _results(todo: list, corpus: Corpus, aligner: ForcedAligner | None, jobs: int, verbose: bool):
-    """``(clip, AlignResult or the AlignmentError/ValueError it raised)`` in corpus order: from the user cache dir
-    (:mod:`workbench.corpus.align_cache`) where the same audio and transcript were aligned before, else aligned
-    (and cached)."""
+    """``(clip, cache key, AlignResult or the AlignmentError/ValueError it raised)`` in corpus order: from the
+    cache (:mod:`workbench.corpus.align_cache`) where the same audio and transcript were aligned before, else
+    aligned (and cached)."""
     from workbench.corpus import align_cache
 
     settings = _settings(aligner)
@@ -318,7 +318,7 @@ def _results(todo: list, corpus: Corpus, aligner: ForcedAligner | None, jobs: in
             r = fresh[clip.id]
             if not isinstance(r, Exception):
                 align_cache.save(key, r)
-        yield clip, r
+        yield clip, key, r
 
 
 def _aligned(todo: list, corpus: Corpus, aligner: ForcedAligner | None, jobs: int, verbose: bool):
@@ -360,7 +360,7 @@ def align_corpus(corpus: Corpus, aligner: ForcedAligner | None = None, strict: b
         return 0
     jobs = jobs or (os.cpu_count() or 1)
     done = 0
-    for clip, r in _results(todo, corpus, aligner, jobs, verbose):
+    for clip, _, r in _results(todo, corpus, aligner, jobs, verbose):
         if isinstance(r, Exception):
             if strict:
                 raise r

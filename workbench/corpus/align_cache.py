@@ -13,7 +13,7 @@ has (the naplib sample's ten audiobook excerpts, as ``workbench neuro naplib`` w
 (``python -m workbench.corpus.align_cache --ship NAME CORPUS``) and read after the user cache dir: a fresh clone's
 demo does not spend ~7 s of a core per excerpt re-deriving them. They are keyed like any entry, so another
 pocketsphinx, transcript or resampler misses them and aligns as before (``WORKBENCH_ALIGN_CACHE=0`` skips them
-too); tests/test_align_cache.py re-aligns one and compares.
+too); tests/test_align.py re-aligns one and compares.
 
 Example
 -------
@@ -111,23 +111,19 @@ def save(key: str, result) -> None:
         logger.warning("could not cache an alignment in %s (%s)", root, e)
 
 
-def ship(name: str, corpus, out_dir: str | os.PathLike = SHIPPED) -> Path:
+def ship(name: str, corpus, out_dir: str | os.PathLike = SHIPPED, jobs: int = 0) -> Path:
     """Write ``out_dir/alignments_NAME.json.gz`` with the alignments of every clip of ``corpus`` that has a
-    transcript (aligned now where the cache has none). Example: ``python -m workbench.corpus.align_cache --ship
-    naplib work/naplib/source/corpus`` after ``workbench neuro naplib --out work/naplib/source``."""
+    transcript (from the cache where it has them, else aligned now, ``jobs`` clips side by side; a clip that
+    fails to align raises). Example: ``python -m workbench.corpus.align_cache --ship naplib
+    work/naplib/source/corpus`` after ``workbench neuro naplib --out work/naplib/source``."""
     from workbench.atomic import atomic_path
-    from workbench.corpus.align import ForcedAligner, _settings
+    from workbench.corpus.align import _results
 
-    settings, aligner, entries = _settings(None), None, {}
-    for clip in corpus:
-        if not clip.transcript:
-            continue
-        key = entry_key(corpus.audio_path(clip), clip.transcript, settings)
-        result = load(key)
-        if result is None:
-            aligner = aligner or ForcedAligner()
-            result = aligner.align_file(corpus.audio_path(clip), clip.transcript)
-            save(key, result)
+    todo = [c for c in corpus if c.transcript]
+    entries = {}
+    for clip, key, result in _results(todo, corpus, None, jobs or (os.cpu_count() or 1), verbose=True):
+        if isinstance(result, Exception):
+            raise result
         entries[key] = to_json(result)
     path = Path(out_dir) / f"alignments_{name}.json.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
